@@ -1,0 +1,1 @@
+"""Batch scoring of warehouse tables with MLflow models on Spark."""

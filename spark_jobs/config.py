@@ -1,0 +1,186 @@
+"""Job configuration: a YAML profile from `conf/`, overridden by command-line flags, validated into one
+typed object before Spark starts, so that usage errors cost nothing and exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+from spark_jobs.errors import UsageError
+
+OUTPUT_FORMATS = ("parquet", "delta")
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_TOP_KEYS = {
+    "model_uri", "input_table", "output_table", "partitions", "output_format", "batch_size", "mlflow", "spark",
+}
+_MLFLOW_KEYS = {"tracking_uri", "registry_uri"}
+_SPARK_KEYS = {"local_defaults", "local_home", "conf"}
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    model_uri: str
+    input_table: str
+    output_table: str
+    # column -> accepted values; several values of one column are OR-ed, several columns AND-ed
+    partitions: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    output_format: str = "parquet"
+    batch_size: int = 10_000
+    tracking_uri: str | None = None
+    registry_uri: str | None = None
+    # Embedded-default settings (local master, Derby metastore, warehouse under local_home) are applied
+    # only where Spark has no setting of its own (spark-submit --conf, spark-defaults.conf, a live session).
+    local_defaults: bool = True
+    local_home: str = ".local"
+    spark_conf: Mapping[str, str] = field(default_factory=dict)
+    verbose: bool = False
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="score-table",
+        description="Score partitions of a warehouse table with an MLflow model and publish a scored table.",
+    )
+    p.add_argument("--config", metavar="PATH", help="YAML profile (see conf/); flags override it")
+    p.add_argument("--model-uri", help="MLflow model URI, e.g. models:/churn@champion or models:/churn/3")
+    p.add_argument("--input-table", metavar="[CATALOG.]DB.TABLE", help="partitioned table to score")
+    p.add_argument("--output-table", metavar="[CATALOG.]DB.TABLE", help="scored table to create or update")
+    p.add_argument(
+        "--partition", action="append", metavar="COL=VALUE", default=None,
+        help="partition to score; repeat it: values of one column are OR-ed, columns AND-ed (default: all)",
+    )
+    p.add_argument("--output-format", choices=OUTPUT_FORMATS, help="format of a new output table")
+    p.add_argument("--batch-size", type=int, metavar="ROWS", help="rows per Arrow batch sent to the model")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, then profile)")
+    p.add_argument("--registry-uri", help="MLflow registry URI (default: MLFLOW_REGISTRY_URI, then profile)")
+    p.add_argument("--verbose", action="store_true", help="print full tracebacks on failure")
+    return p
+
+
+def parse_args(argv: Sequence[str] | None = None) -> JobConfig:
+    """Flags over the profile over built-in defaults; every problem raises UsageError."""
+    args = build_parser().parse_args(argv)
+    profile = load_profile(args.config) if args.config else {}
+    mlflow_section = profile.get("mlflow") or {}
+    spark_section = profile.get("spark") or {}
+
+    def pick(flag: Any, key: str, default: Any = None) -> Any:
+        return flag if flag is not None else profile.get(key, default)
+
+    partitions = (
+        parse_partition_flags(args.partition) if args.partition else _profile_partitions(profile.get("partitions"))
+    )
+    return validate(JobConfig(
+        model_uri=_require(pick(args.model_uri, "model_uri"), "--model-uri"),
+        input_table=_require(pick(args.input_table, "input_table"), "--input-table"),
+        output_table=_require(pick(args.output_table, "output_table"), "--output-table"),
+        partitions=partitions,
+        output_format=pick(args.output_format, "output_format", "parquet"),
+        batch_size=pick(args.batch_size, "batch_size", 10_000),
+        tracking_uri=args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or mlflow_section.get("tracking_uri"),
+        registry_uri=args.registry_uri or os.environ.get("MLFLOW_REGISTRY_URI") or mlflow_section.get("registry_uri"),
+        local_defaults=spark_section.get("local_defaults", True),
+        local_home=spark_section.get("local_home", ".local"),
+        spark_conf={str(k): str(v) for k, v in (spark_section.get("conf") or {}).items()},
+        verbose=args.verbose,
+    ))
+
+
+def load_profile(path: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except OSError as e:
+        raise UsageError(f"cannot read config {path}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise UsageError(f"config {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    data = data or {}
+    if not isinstance(data, dict):
+        raise UsageError(f"config {path} must be a mapping of keys to values")
+    _reject_unknown(data, _TOP_KEYS, path)
+    for section, allowed in (("mlflow", _MLFLOW_KEYS), ("spark", _SPARK_KEYS)):
+        value = data.get(section) or {}
+        if not isinstance(value, dict):
+            raise UsageError(f"config {path}: '{section}' must be a mapping")
+        _reject_unknown(value, allowed, f"{path}: {section}")
+    return data
+
+
+def parse_partition_flags(flags: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    selection: dict[str, tuple[str, ...]] = {}
+    for flag in flags:
+        col, sep, value = flag.partition("=")
+        if not sep or not col:
+            raise UsageError(f"--partition {flag!r} must look like COLUMN=VALUE")
+        if not _IDENT.match(col):
+            raise UsageError(f"--partition {flag!r}: {col!r} is not a valid column name")
+        if value == "":
+            raise UsageError(f"--partition {flag!r} has an empty value")
+        values = selection.get(col, ())
+        if value not in values:
+            selection[col] = (*values, value)
+    return selection
+
+
+def validate_table_name(name: str, what: str) -> str:
+    """Accept [catalog.]db.table of plain identifiers: names are never pasted into SQL, and this keeps
+    them unambiguous for the catalog API too."""
+    parts = name.split(".")
+    if not 1 <= len(parts) <= 3 or not all(_IDENT.match(p) for p in parts):
+        raise UsageError(
+            f"{what} {name!r} is not a valid table name: expected [catalog.]database.table made of "
+            "letters, digits and underscores"
+        )
+    return name
+
+
+def validate(cfg: JobConfig) -> JobConfig:
+    validate_table_name(cfg.input_table, "--input-table")
+    validate_table_name(cfg.output_table, "--output-table")
+    if _normalized(cfg.input_table) == _normalized(cfg.output_table):
+        raise UsageError(f"--output-table {cfg.output_table!r} is the input table: scores must go to another table")
+    if cfg.output_format not in OUTPUT_FORMATS:
+        raise UsageError(f"output_format {cfg.output_format!r} is not one of {', '.join(OUTPUT_FORMATS)}")
+    if isinstance(cfg.batch_size, bool) or not isinstance(cfg.batch_size, int) or cfg.batch_size < 1:
+        raise UsageError(f"batch size {cfg.batch_size!r} must be a positive whole number of rows")
+    if not isinstance(cfg.local_defaults, bool):
+        raise UsageError(f"spark.local_defaults {cfg.local_defaults!r} must be true or false")
+    if not cfg.model_uri.strip():
+        raise UsageError("--model-uri is empty")
+    return cfg
+
+
+def _normalized(table: str) -> tuple[str, ...]:
+    parts = tuple(p.lower() for p in table.split("."))
+    return ("default", *parts) if len(parts) == 1 else parts[-2:]
+
+
+def _profile_partitions(value: Any) -> dict[str, tuple[str, ...]]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise UsageError("config 'partitions' must map a column to a value or a list of values")
+    flags = []
+    for col, values in value.items():
+        for v in values if isinstance(values, list) else [values]:
+            flags.append(f"{col}={v}")
+    return parse_partition_flags(flags)
+
+
+def _require(value: Any, flag: str) -> str:
+    if value is None:
+        raise UsageError(f"{flag} is required (as a flag or in the --config profile)")
+    if not isinstance(value, str):
+        raise UsageError(f"{flag} must be a string, got {value!r}")
+    return value
+
+
+def _reject_unknown(data: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(map(str, data)) - allowed)
+    if unknown:
+        raise UsageError(f"config {where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")

@@ -1,0 +1,83 @@
+"""Resolve a model URI once, on the driver, to one concrete version and its files, so that every row of a
+run is scored by the same model and executors never call the registry."""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from dataclasses import dataclass
+
+import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.models import Model, ModelSignature
+from mlflow.tracking import MlflowClient
+
+from spark_jobs.errors import ScoringError, UsageError
+
+_ALIAS = re.compile(r"models:/(?P<name>[^/@]+)@(?P<alias>[^/@]+)/?\Z")
+_VERSION = re.compile(r"models:/(?P<name>[^/@]+)/(?P<version>[0-9]+)/?\Z")
+
+
+@dataclass(frozen=True)
+class ModelVersionRef:
+    """What the registry says about the model a run uses: written into every scored row."""
+
+    requested_uri: str
+    uri: str  # concrete: models:/NAME/VERSION for registry models
+    name: str
+    version: str | None
+    run_id: str | None
+
+
+@dataclass(frozen=True)
+class LocalModel:
+    ref: ModelVersionRef
+    path: str
+    signature: ModelSignature | None
+
+
+def resolve(model_uri: str, tracking_uri: str | None = None, registry_uri: str | None = None) -> ModelVersionRef:
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
+    alias, version = _ALIAS.match(model_uri), _VERSION.match(model_uri)
+    try:
+        if alias:
+            mv = client.get_model_version_by_alias(alias["name"], alias["alias"])
+        elif version:
+            mv = client.get_model_version(version["name"], version["version"])
+        else:
+            return ModelVersionRef(model_uri, model_uri, model_uri, None, None)
+    except MlflowException as e:
+        if e.error_code == "RESOURCE_DOES_NOT_EXIST":
+            what = f"alias '{alias['alias']}'" if alias else f"version {version['version'] if version else '?'}"
+            name = (alias or version)["name"]  # type: ignore[index]
+            raise UsageError(f"model {model_uri}: {what} of registered model '{name}' not found") from None
+        raise ScoringError(f"model {model_uri}: registry lookup failed: {_first_line(e)}") from e
+    return ModelVersionRef(
+        requested_uri=model_uri,
+        uri=f"models:/{mv.name}/{mv.version}",
+        name=mv.name,
+        version=str(mv.version),
+        run_id=mv.run_id or None,
+    )
+
+
+def download(ref: ModelVersionRef, tracking_uri: str | None = None, registry_uri: str | None = None) -> LocalModel:
+    try:
+        path = mlflow.artifacts.download_artifacts(
+            artifact_uri=ref.uri, dst_path=tempfile.mkdtemp(prefix="score-model-"),
+            tracking_uri=tracking_uri, registry_uri=registry_uri,
+        )
+        model = Model.load(path)
+    except MlflowException as e:
+        if e.error_code == "RESOURCE_DOES_NOT_EXIST":
+            raise UsageError(f"model {ref.requested_uri} not found: {_first_line(e)}") from None
+        raise ScoringError(f"model {ref.requested_uri}: download failed: {_first_line(e)}") from e
+    except OSError as e:
+        raise UsageError(f"model {ref.requested_uri} cannot be read: {e}") from None
+    if ref.version is None and model.run_id:
+        ref = ModelVersionRef(ref.requested_uri, ref.uri, ref.name, None, model.run_id)
+    return LocalModel(ref=ref, path=path, signature=model.signature)
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]

@@ -1,0 +1,58 @@
+"""The SparkSession: whatever the platform configured wins (spark-submit --conf, spark-defaults.conf, the
+session a Databricks job already has); the embedded default fills only the gaps."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from pyspark import SparkConf, SparkContext
+from pyspark.sql import SparkSession
+
+from spark_jobs.config import JobConfig
+
+
+def embedded_defaults(local_home: str) -> dict[str, str]:
+    """Local Spark, a Hive metastore in embedded Derby and a warehouse, all under one project folder."""
+    home = Path(local_home).resolve()
+    return {
+        "spark.master": "local[*]",
+        "spark.app.name": "score-table",
+        "spark.sql.catalogImplementation": "hive",
+        "spark.sql.warehouse.dir": str(home / "warehouse"),
+        "spark.hadoop.javax.jdo.option.ConnectionURL": f"jdbc:derby:;databaseName={home / 'metastore_db'};create=true",
+        "spark.ui.showConsoleProgress": "false",
+    }
+
+
+def get_session(cfg: JobConfig) -> SparkSession:
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    defaults = {**(embedded_defaults(cfg.local_home) if cfg.local_defaults else {}), **cfg.spark_conf}
+    if cfg.local_defaults:
+        # Local workers run the driver's interpreter, which has the model's libraries.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    configured = _configured_keys()
+    builder = SparkSession.builder
+    for key, value in defaults.items():
+        if key not in configured:
+            builder = builder.config(key, value)
+    if cfg.local_defaults and "spark.hadoop.javax.jdo.option.ConnectionURL" not in configured:
+        Path(cfg.local_home).mkdir(parents=True, exist_ok=True)
+        _set_jvm_property("derby.system.home", str(Path(cfg.local_home).resolve()))  # derby.log goes there
+    return builder.getOrCreate()
+
+
+def _configured_keys() -> set[str]:
+    """Keys the launcher already set: starting the JVM first makes spark-submit's --conf and
+    spark-defaults.conf visible as system properties, which SparkConf() loads."""
+    SparkContext._ensure_initialized()
+    return {key for key, _ in SparkConf().getAll()}
+
+
+def _set_jvm_property(key: str, value: str) -> None:
+    jvm = SparkContext._jvm
+    if jvm is not None:
+        jvm.java.lang.System.setProperty(key, value)

@@ -1,0 +1,37 @@
+"""Catalog look-ups by the catalog API (never SQL text built from user input): no data is read here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark.sql import SparkSession
+from pyspark.sql import types as T
+
+from spark_jobs.errors import UsageError
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    name: str
+    schema: T.StructType
+    partition_columns: tuple[str, ...]
+
+    @property
+    def data_columns(self) -> tuple[str, ...]:
+        parts = {c.lower() for c in self.partition_columns}
+        return tuple(f.name for f in self.schema.fields if f.name.lower() not in parts)
+
+
+def describe(spark: SparkSession, name: str) -> TableInfo | None:
+    if not spark.catalog.tableExists(name):
+        return None
+    columns = spark.catalog.listColumns(name)
+    schema = spark.table(name).schema  # analysis only
+    return TableInfo(name, schema, tuple(c.name for c in columns if c.isPartition))
+
+
+def require(spark: SparkSession, name: str, what: str) -> TableInfo:
+    info = describe(spark, name)
+    if info is None:
+        raise UsageError(f"{what} {name} not found")
+    return info

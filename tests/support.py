@@ -1,0 +1,40 @@
+"""Small builders the tests share: real models logged to the test registry, real tables in the metastore."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import mlflow
+import pandas as pd
+from mlflow.models import infer_signature
+from mlflow.tracking import MlflowClient
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import types as T
+
+LINEAGE_RUN_COLUMNS = ["scored_at", "scoring_run_id"]
+
+
+def register_sklearn(model: Any, X: pd.DataFrame, name: str, alias: str | None = None) -> str:
+    """Log a fitted sklearn model with a signature inferred from X; returns the registered version."""
+    signature = infer_signature(X, model.predict(X))
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(
+            model, name="model", signature=signature, registered_model_name=name,
+            serialization_format="cloudpickle",
+        )
+    version = str(info.registered_model_version)
+    if alias:
+        MlflowClient().set_registered_model_alias(name, alias, version)
+    return version
+
+
+def create_table(spark: SparkSession, name: str, rows: Sequence[tuple[Any, ...]], schema: T.StructType | str,
+                 partition_by: Sequence[str] = ("ds",)) -> DataFrame:
+    df = spark.createDataFrame(list(rows), schema)
+    df.write.mode("overwrite").partitionBy(*partition_by).format("parquet").saveAsTable(name)
+    return df
+
+
+def pyfunc_predictions(model_uri: str, features: pd.DataFrame) -> list[Any]:
+    """What MLflow itself predicts for these rows: the reference every scored row is compared with."""
+    return list(mlflow.pyfunc.load_model(model_uri).predict(features))
