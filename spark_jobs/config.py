@@ -73,6 +73,11 @@ def parse_args(argv: Sequence[str] | None = None) -> JobConfig:
     def pick(flag: Any, key: str, default: Any = None) -> Any:
         return flag if flag is not None else profile.get(key, default)
 
+    local_defaults = spark_section.get("local_defaults", True)
+    local_home = spark_section.get("local_home", ".local")
+    tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or mlflow_section.get("tracking_uri")
+    if tracking_uri is None and local_defaults is True:
+        tracking_uri = embedded_tracking_uri(local_home)
     partitions = (
         parse_partition_flags(args.partition) if args.partition else _profile_partitions(profile.get("partitions"))
     )
@@ -83,13 +88,18 @@ def parse_args(argv: Sequence[str] | None = None) -> JobConfig:
         partitions=partitions,
         output_format=pick(args.output_format, "output_format", "parquet"),
         batch_size=pick(args.batch_size, "batch_size", 10_000),
-        tracking_uri=args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or mlflow_section.get("tracking_uri"),
+        tracking_uri=tracking_uri,
         registry_uri=args.registry_uri or os.environ.get("MLFLOW_REGISTRY_URI") or mlflow_section.get("registry_uri"),
-        local_defaults=spark_section.get("local_defaults", True),
-        local_home=spark_section.get("local_home", ".local"),
+        local_defaults=local_defaults,
+        local_home=local_home,
         spark_conf={str(k): str(v) for k, v in (spark_section.get("conf") or {}).items()},
         verbose=args.verbose,
     ))
+
+
+def embedded_tracking_uri(local_home: str) -> str:
+    """The embedded default registry: a SQLite file beside the local metastore."""
+    return f"sqlite:///{(Path(local_home) / 'mlflow.db').resolve()}"
 
 
 def load_profile(path: str) -> dict[str, Any]:

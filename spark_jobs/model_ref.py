@@ -36,8 +36,16 @@ class LocalModel:
     signature: ModelSignature | None
 
 
-def resolve(model_uri: str, tracking_uri: str | None = None, registry_uri: str | None = None) -> ModelVersionRef:
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
+def connect(tracking_uri: str | None, registry_uri: str | None) -> None:
+    """Point this (driver) process at the registry: parts of MLflow's download path read only the globals."""
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    if registry_uri or tracking_uri:
+        mlflow.set_registry_uri(registry_uri or tracking_uri)
+
+
+def resolve(model_uri: str) -> ModelVersionRef:
+    client = MlflowClient()
     alias, version = _ALIAS.match(model_uri), _VERSION.match(model_uri)
     try:
         if alias:
@@ -61,11 +69,10 @@ def resolve(model_uri: str, tracking_uri: str | None = None, registry_uri: str |
     )
 
 
-def download(ref: ModelVersionRef, tracking_uri: str | None = None, registry_uri: str | None = None) -> LocalModel:
+def download(ref: ModelVersionRef) -> LocalModel:
     try:
         path = mlflow.artifacts.download_artifacts(
-            artifact_uri=ref.uri, dst_path=tempfile.mkdtemp(prefix="score-model-"),
-            tracking_uri=tracking_uri, registry_uri=registry_uri,
+            artifact_uri=ref.uri, dst_path=tempfile.mkdtemp(prefix="score-model-")
         )
         model = Model.load(path)
     except MlflowException as e:

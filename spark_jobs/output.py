@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
@@ -49,10 +51,28 @@ def write(df: DataFrame, name: str, plan: ScoringPlan, output_format: str, exist
         ordered.write.format(output_format).partitionBy(*plan.partition_columns).saveAsTable(name)
     elif output_format == "delta":
         writer = ordered.writeTo(name)
-        condition = plan.selection.condition
-        writer.overwrite(condition) if condition is not None else writer.overwritePartitions()
+        if plan.selection.condition is not None:
+            writer.overwrite(plan.selection.condition)
+        else:
+            writer.overwritePartitions()
     else:
-        ordered.write.mode("overwrite").option("partitionOverwriteMode", "dynamic").insertInto(name)
+        # insertInto ignores the writer option; the session setting is what v1 file tables read.
+        with session_conf(df.sparkSession, "spark.sql.sources.partitionOverwriteMode", "dynamic"):
+            ordered.write.mode("overwrite").insertInto(name)
+
+
+@contextmanager
+def session_conf(spark: SparkSession, key: str, value: str) -> Iterator[None]:
+    """Set a runtime SQL setting for one write, then give the caller's session back as it was."""
+    old = spark.conf.get(key, None)
+    spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        if old is None:
+            spark.conf.unset(key)
+        else:
+            spark.conf.set(key, old)
 
 
 def count_written(spark: SparkSession, name: str, plan: ScoringPlan, scoring_run_id: str) -> list[PartitionCount]:

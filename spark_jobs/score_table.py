@@ -46,8 +46,9 @@ def run(spark: SparkSession, cfg: JobConfig) -> RunResult:
     """Resolve -> plan and validate (metadata only) -> score -> write."""
     started = time.monotonic()
     source = tables.require(spark, cfg.input_table, "input table")
-    ref = model_ref.resolve(cfg.model_uri, cfg.tracking_uri, cfg.registry_uri)
-    model = model_ref.download(ref, cfg.tracking_uri, cfg.registry_uri)
+    model_ref.connect(cfg.tracking_uri, cfg.registry_uri)
+    ref = model_ref.resolve(cfg.model_uri)
+    model = model_ref.download(ref)
     case_sensitive = spark.conf.get("spark.sql.caseSensitive", "false") == "true"
     scoring = plan.build(source, model.signature, cfg.partitions, case_sensitive)
     output_exists = output.check_compatible(spark, cfg.output_table, scoring)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Mapping
 
 from pyspark import SparkConf, SparkContext
 from pyspark.sql import SparkSession
@@ -27,11 +28,15 @@ def embedded_defaults(local_home: str) -> dict[str, str]:
 
 
 def get_session(cfg: JobConfig) -> SparkSession:
+    return session_for(cfg.local_defaults, cfg.local_home, cfg.spark_conf)
+
+
+def session_for(local_defaults: bool, local_home: str, spark_conf: Mapping[str, str] | None = None) -> SparkSession:
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
-    defaults = {**(embedded_defaults(cfg.local_home) if cfg.local_defaults else {}), **cfg.spark_conf}
-    if cfg.local_defaults:
+    defaults = {**(embedded_defaults(local_home) if local_defaults else {}), **(spark_conf or {})}
+    if local_defaults:
         # Local workers run the driver's interpreter, which has the model's libraries.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     configured = _configured_keys()
@@ -39,10 +44,13 @@ def get_session(cfg: JobConfig) -> SparkSession:
     for key, value in defaults.items():
         if key not in configured:
             builder = builder.config(key, value)
-    if cfg.local_defaults and "spark.hadoop.javax.jdo.option.ConnectionURL" not in configured:
-        Path(cfg.local_home).mkdir(parents=True, exist_ok=True)
-        _set_jvm_property("derby.system.home", str(Path(cfg.local_home).resolve()))  # derby.log goes there
-    return builder.getOrCreate()
+    if local_defaults and "spark.hadoop.javax.jdo.option.ConnectionURL" not in configured:
+        Path(local_home).mkdir(parents=True, exist_ok=True)
+        _set_jvm_property("derby.system.home", str(Path(local_home).resolve()))  # derby.log goes there
+    spark = builder.getOrCreate()
+    if local_defaults and "spark.log.level" not in configured:
+        spark.sparkContext.setLogLevel("WARN")  # the job's own summary, not Spark's INFO chatter
+    return spark
 
 
 def _configured_keys() -> set[str]:

@@ -38,3 +38,19 @@ def create_table(spark: SparkSession, name: str, rows: Sequence[tuple[Any, ...]]
 def pyfunc_predictions(model_uri: str, features: pd.DataFrame) -> list[Any]:
     """What MLflow itself predicts for these rows: the reference every scored row is compared with."""
     return list(mlflow.pyfunc.load_model(model_uri).predict(features))
+
+
+def expected_scored(spark: SparkSession, source: DataFrame, output: DataFrame, model_uri: str,
+                    features: dict[str, str], lineage: Any) -> DataFrame:
+    """The scored table as it must be: every source row, MLflow's own prediction for it (features renamed to
+    the signature's names, as floats), and the run's lineage values."""
+    rows = source.collect()
+    inputs = pd.DataFrame([[float(r[c]) for c in features.values()] for r in rows], columns=list(features))
+    predictions = pyfunc_predictions(model_uri, inputs) if rows else []
+    lineage_values = {f: getattr(lineage, f) for f in
+                      ("model_name", "model_version", "model_run_id", "scored_at", "scoring_run_id")}
+    expected = []
+    for row, prediction in zip(rows, predictions):
+        values = {**row.asDict(), "prediction": getattr(prediction, "item", lambda: prediction)(), **lineage_values}
+        expected.append(tuple(values[f.name] for f in output.schema.fields))
+    return spark.createDataFrame(expected, output.schema)

@@ -1,0 +1,44 @@
+# The two commands: `make demo` (score a generated table on the embedded default) and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+export PYSPARK_PYTHON := $(abspath $(PY))
+export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
+export SPARK_LOCAL_IP ?= 127.0.0.1
+
+.PHONY: venv check-java demo test lint dist bench clean
+
+check-java:
+	@command -v java >/dev/null 2>&1 || { echo "make: Java 17 is required by Spark and 'java' is not on PATH (Debian: apt-get install openjdk-17-jre-headless)" >&2; exit 1; }
+	@v=$$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -n1); \
+	 [ -n "$$v" ] && [ "$$v" -ge 17 ] || { echo "make: Java 17 or newer is required by Spark 4, found: $$(java -version 2>&1 | head -n1)" >&2; exit 1; }
+
+$(VENV)/.installed: setup.py
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || { echo "make: Python 3.10+ is required ($(PYTHON))" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: check-java venv
+	$(PY) -m spark_jobs.demo prepare
+	$(VENV)/bin/spark-submit spark_jobs/score_table.py \
+	    --model-uri models:/churn@champion \
+	    --input-table lake.customer_features \
+	    --output-table lake.customer_features_scored
+	$(PY) -m spark_jobs.demo report
+
+test: check-java venv
+	$(PY) -m pytest -q tests
+
+lint: venv
+	$(VENV)/bin/ruff check spark_jobs udfs tests setup.py
+	$(VENV)/bin/mypy spark_jobs udfs
+
+dist: venv
+	$(PY) -m pip wheel -q --no-deps -w dist .
+
+clean:
+	rm -rf .local build dist *.egg-info derby.log metastore_db spark-warehouse

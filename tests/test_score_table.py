@@ -1,0 +1,202 @@
+"""The scoring job end to end, in process: real Spark, real Hive metastore, real MLflow registry."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any, Iterator
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.testing import assertDataFrameEqual
+from sklearn.linear_model import LinearRegression
+
+from spark_jobs.config import parse_args
+from spark_jobs.score_table import RunResult, main, run
+from tests.support import create_table, expected_scored, register_sklearn
+
+SCHEMA = "customer_id bigint, tenure int, spend decimal(10,2), visits bigint, segment string, ds string"
+DAYS = ["2026-11-01", "2026-11-02", "2026-11-03"]
+# The signature keeps MLflow's case; the Hive metastore lower-cases the table's columns.
+FEATURES = {"Tenure": "tenure", "Spend": "spend", "Visits": "visits"}
+
+
+def fit(coefs: tuple[float, float, float], seed: int) -> tuple[LinearRegression, pd.DataFrame]:
+    rng = np.random.default_rng(seed)
+    X = pd.DataFrame(rng.uniform(0, 50, size=(60, 3)), columns=list(FEATURES))
+    return LinearRegression().fit(X, X.to_numpy() @ np.array(coefs) + rng.normal(0, 1, 60)), X
+
+
+@pytest.fixture(scope="module")
+def model(tracking_uri: str) -> dict[str, str]:
+    """Registered model `churn_lr`: version 1 (alias champion) and version 2 with other coefficients."""
+    v1 = register_sklearn(*fit((3.0, 0.5, -1.0), seed=1), "churn_lr", alias="champion")
+    v2 = register_sklearn(*fit((-2.0, 1.5, 4.0), seed=2), "churn_lr")
+    return {"v1": v1, "v2": v2}
+
+
+@pytest.fixture(scope="module")
+def source(spark: SparkSession) -> str:
+    spark.catalog.createDatabase("lake", ifNotExists=True)
+    rows = [
+        (i, 10 + i, Decimal(f"{20 + i * 1.25:.2f}"), 3 * i, f"s{i % 2}", DAYS[i % 3]) for i in range(12)
+    ]
+    create_table(spark, "lake.features", rows, SCHEMA)
+    return "lake.features"
+
+
+@pytest.fixture()
+def output(spark: SparkSession, request: pytest.FixtureRequest) -> Iterator[str]:
+    name = f"lake.scored_{request.node.name.split('[')[0][5:40]}"
+    spark.catalog.dropTable(name, ifExists=True)
+    yield name
+    spark.catalog.dropTable(name, ifExists=True)
+
+
+def score(spark: SparkSession, *args: str) -> RunResult:
+    return run(spark, parse_args(list(args)))
+
+
+def days(source: DataFrame, *selected: str) -> DataFrame:
+    return source.where(F.col("ds").isin(list(selected)))
+
+
+def run_id(model_name: str, version: str) -> str:
+    return str(MlflowClient().get_model_version(model_name, version).run_id)
+
+
+def test_alias_scores_selected_partition_with_mlflow_predictions(spark: SparkSession, source: str, output: str,
+                                                                  model: dict[str, str]) -> None:
+    result = score(spark, "--model-uri", "models:/churn_lr@champion", "--input-table", source,
+                   "--output-table", output, "--partition", f"ds={DAYS[0]}")
+    assert (result.lineage.model_name, result.lineage.model_version) == ("churn_lr", model["v1"])
+    assert result.lineage.model_run_id == run_id("churn_lr", model["v1"])
+    actual = spark.table(output)
+    expected = expected_scored(spark, days(spark.table(source), DAYS[0]), actual,
+                               f"models:/churn_lr/{model['v1']}", FEATURES, result.lineage)
+    assertDataFrameEqual(actual, expected)
+
+
+def test_version_uri_scores_with_that_version(spark: SparkSession, source: str, output: str,
+                                              model: dict[str, str]) -> None:
+    result = score(spark, "--model-uri", f"models:/churn_lr/{model['v2']}", "--input-table", source,
+                   "--output-table", output, "--partition", f"ds={DAYS[1]}")
+    assert result.lineage.model_version == model["v2"]
+    actual = spark.table(output)
+    expected = expected_scored(spark, days(spark.table(source), DAYS[1]), actual,
+                               f"models:/churn_lr/{model['v2']}", FEATURES, result.lineage)
+    assertDataFrameEqual(actual, expected)
+
+
+def test_output_keeps_input_columns_and_partitioning(spark: SparkSession, source: str, output: str,
+                                                     model: dict[str, str]) -> None:
+    score(spark, "--model-uri", "models:/churn_lr@champion", "--input-table", source, "--output-table", output,
+          "--partition", f"ds={DAYS[0]}")
+    columns = spark.catalog.listColumns(output)
+    assert [(c.name, c.dataType, c.isPartition) for c in columns] == [
+        ("customer_id", "bigint", False), ("tenure", "int", False), ("spend", "decimal(10,2)", False),
+        ("visits", "bigint", False), ("segment", "string", False), ("prediction", "double", False),
+        ("model_name", "string", False), ("model_version", "string", False), ("model_run_id", "string", False),
+        ("scored_at", "timestamp", False), ("scoring_run_id", "string", False), ("ds", "string", True),
+    ]
+
+
+def test_no_partition_flag_scores_whole_table(spark: SparkSession, source: str, output: str,
+                                              model: dict[str, str]) -> None:
+    result = score(spark, "--model-uri", "models:/churn_lr@champion", "--input-table", source,
+                   "--output-table", output)
+    assert [p.values["ds"] for p in result.partitions] == DAYS
+    actual = spark.table(output)
+    expected = expected_scored(spark, spark.table(source), actual, f"models:/churn_lr/{model['v1']}",
+                               FEATURES, result.lineage)
+    assertDataFrameEqual(actual, expected)
+
+
+def test_rerun_replaces_partition_without_duplicates(spark: SparkSession, source: str, output: str,
+                                                     model: dict[str, str]) -> None:
+    args = ("--model-uri", "models:/churn_lr@champion", "--input-table", source, "--output-table", output,
+            "--partition", f"ds={DAYS[2]}")
+    first = score(spark, *args)
+    before = spark.table(output).drop("scored_at", "scoring_run_id").collect()
+    second = score(spark, *args)
+    assert second.lineage.scoring_run_id != first.lineage.scoring_run_id
+    actual = spark.table(output)
+    assertDataFrameEqual(actual.drop("scored_at", "scoring_run_id"), before)
+    assert actual.select("scoring_run_id").distinct().collect() == [(second.lineage.scoring_run_id,)]
+
+
+def test_second_partition_leaves_first_untouched(spark: SparkSession, source: str, output: str,
+                                                 model: dict[str, str]) -> None:
+    base = ("--model-uri", "models:/churn_lr@champion", "--input-table", source, "--output-table", output)
+    score(spark, *base, "--partition", f"ds={DAYS[0]}")
+    first = spark.table(output).collect()
+    second = score(spark, *base, "--partition", f"ds={DAYS[1]}")
+    actual = spark.table(output)
+    assertDataFrameEqual(actual.where(F.col("ds") == DAYS[0]), first)
+    expected = expected_scored(spark, days(spark.table(source), DAYS[1]), actual,
+                               f"models:/churn_lr/{model['v1']}", FEATURES, second.lineage)
+    assertDataFrameEqual(actual.where(F.col("ds") == DAYS[1]), expected)
+
+
+def test_alias_is_resolved_once_per_run(spark: SparkSession, source: str, output: str, tracking_uri: str) -> None:
+    """Moving the alias between runs changes the next run's version, never the rows already published."""
+    v1 = register_sklearn(*fit((1.0, 1.0, 1.0), seed=3), "churn_moving", alias="champion")
+    base = ("--model-uri", "models:/churn_moving@champion", "--input-table", source, "--output-table", output)
+    score(spark, *base, "--partition", f"ds={DAYS[0]}")
+    v2 = register_sklearn(*fit((5.0, -1.0, 0.0), seed=4), "churn_moving", alias="champion")
+    second = score(spark, *base, "--partition", f"ds={DAYS[1]}")
+    assert second.lineage.model_version == v2 != v1
+    versions = spark.table(output).groupBy("ds").agg(F.collect_set("model_version").alias("v"))
+    assertDataFrameEqual(versions, [(DAYS[0], [v1]), (DAYS[1], [v2])])
+    expected = expected_scored(spark, days(spark.table(source), DAYS[1]), spark.table(output),
+                               f"models:/churn_moving/{v2}", FEATURES, second.lineage)
+    assertDataFrameEqual(spark.table(output).where(F.col("ds") == DAYS[1]), expected)
+
+
+@pytest.fixture(scope="module")
+def regional(spark: SparkSession) -> str:
+    spark.catalog.createDatabase("lake", ifNotExists=True)
+    rows = [(i, i, Decimal(i), i, "s", DAYS[i % 3], ["eu", "us"][i % 2]) for i in range(18)]
+    create_table(spark, "lake.regional", rows, SCHEMA + ", region string", partition_by=("ds", "region"))
+    return "lake.regional"
+
+
+def test_partition_values_or_and_columns_and(spark: SparkSession, regional: str, output: str,
+                                             model: dict[str, str]) -> None:
+    result = score(spark, "--model-uri", "models:/churn_lr@champion", "--input-table", regional,
+                   "--output-table", output, "--partition", f"ds={DAYS[0]}", "--partition", f"ds={DAYS[2]}",
+                   "--partition", "region=eu")
+    assert result.selection == f"(ds={DAYS[0]} or ds={DAYS[2]}) and region=eu"
+    wanted = spark.table(regional).where(F.col("ds").isin(DAYS[0], DAYS[2]) & (F.col("region") == "eu"))
+    actual = spark.table(output)
+    expected = expected_scored(spark, wanted, actual, f"models:/churn_lr/{model['v1']}", FEATURES, result.lineage)
+    assertDataFrameEqual(actual, expected)
+
+
+def test_main_prints_summary_and_exits_0(spark: SparkSession, source: str, output: str, model: dict[str, str],
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["--model-uri", "models:/churn_lr@champion", "--input-table", source, "--output-table", output,
+                 "--partition", f"ds={DAYS[1]}"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert f"scored {source} (ds={DAYS[1]}) -> {output}" in out
+    assert f"churn_lr version {model['v1']}" in out
+    assert f"ds={DAYS[1]}: 4 rows" in out
+
+
+def test_case_sensitive_session_does_not_match_other_case(spark: SparkSession, source: str, output: str,
+                                                          model: dict[str, str],
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    spark.conf.set("spark.sql.caseSensitive", "true")
+    try:
+        code = main(["--model-uri", "models:/churn_lr@champion", "--input-table", source, "--output-table", output])
+    finally:
+        spark.conf.set("spark.sql.caseSensitive", "false")
+    assert code == 2
+    assert "has no column 'Tenure'" in capsys.readouterr().err
+    assert not spark.catalog.tableExists(output)
+
+
