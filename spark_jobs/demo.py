@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -79,11 +79,11 @@ def train(seed: int = 7, n: int = 50_000) -> tuple[object, pd.DataFrame]:
 
 
 def register(local_home: str, tracking_uri: str) -> str:
+    from pathlib import Path
+
     import mlflow
     from mlflow.models import infer_signature
     from mlflow.tracking import MlflowClient
-
-    from pathlib import Path
 
     mlflow.set_tracking_uri(tracking_uri)
     client = MlflowClient()

@@ -15,6 +15,7 @@ from mlflow.tracking import MlflowClient
 from spark_jobs.errors import ScoringError, UsageError
 
 _ALIAS = re.compile(r"models:/(?P<name>[^/@]+)@(?P<alias>[^/@]+)/?\Z")
+_NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
 _VERSION = re.compile(r"models:/(?P<name>[^/@]+)/(?P<version>[0-9]+)/?\Z")
 
 
@@ -55,10 +56,8 @@ def resolve(model_uri: str) -> ModelVersionRef:
         else:
             return ModelVersionRef(model_uri, model_uri, model_uri, None, None)
     except MlflowException as e:
-        if e.error_code == "RESOURCE_DOES_NOT_EXIST":
-            what = f"alias '{alias['alias']}'" if alias else f"version {version['version'] if version else '?'}"
-            name = (alias or version)["name"]  # type: ignore[index]
-            raise UsageError(f"model {model_uri}: {what} of registered model '{name}' not found") from None
+        if e.error_code in _NOT_FOUND:
+            raise UsageError(f"model {model_uri}: {_missing(client, alias or version)}") from None  # type: ignore[arg-type]
         raise ScoringError(f"model {model_uri}: registry lookup failed: {_first_line(e)}") from e
     return ModelVersionRef(
         requested_uri=model_uri,
@@ -67,6 +66,18 @@ def resolve(model_uri: str) -> ModelVersionRef:
         version=str(mv.version),
         run_id=mv.run_id or None,
     )
+
+
+def _missing(client: MlflowClient, match: re.Match[str]) -> str:
+    """Say which part of the URI the registry lacks: the model itself, or its alias or version."""
+    name = match["name"]
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        return f"registered model '{name}' not found"
+    if "alias" in match.groupdict():
+        return f"alias '{match['alias']}' of registered model '{name}' not found"
+    return f"version {match['version']} of registered model '{name}' not found"
 
 
 def download(ref: ModelVersionRef) -> LocalModel:

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from mlflow.models import ModelSignature
 from mlflow.types import DataType as MlType

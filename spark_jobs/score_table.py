@@ -12,11 +12,12 @@ Exit codes: 0 success; 2 bad input or usage, found before any data is read; 1 fa
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from pyspark.sql import SparkSession
 
@@ -96,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ScoringError as e:
         _fail(e, verbose)
         return e.exit_code
-    except Exception as e:  # noqa: BLE001 - any other failure is a run failure: one line, exit 1
+    except Exception as e:
         _fail(e, verbose)
         return 1
     print(summary(cfg, result))
@@ -106,8 +107,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _fail(e: BaseException, verbose: bool) -> None:
     if verbose:
         traceback.print_exception(e)
-    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-    print(f"score-table: error: {first}", file=sys.stderr)
+    print(f"score-table: error: {one_line(e)}", file=sys.stderr)
+
+
+_PY_ERROR = re.compile(r"(?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception): .+")
+
+
+def one_line(e: BaseException) -> str:
+    """The line that says what went wrong: for a failure in a Python worker, the worker's exception line
+    (Spark's own message starts with a generic sentence and a JVM stack)."""
+    text = str(e).strip()
+    if "Traceback (most recent call last)" in text:
+        raised = [line for line in text.splitlines() if _PY_ERROR.fullmatch(line)
+                  and not line.startswith(("org.", "java.", "scala."))]
+        if raised:
+            return f"scoring failed in a Python worker: {raised[-1]}"
+    return (text.splitlines() or [type(e).__name__])[0]
 
 
 def cli() -> None:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
+from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from pyspark.sql import SparkSession
+
+from tests.support import DAYS, SCHEMA, create_table, fit, register_sklearn
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -58,3 +62,29 @@ def tracking_uri(workdir: Path) -> Iterator[str]:
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     else:
         os.environ["MLFLOW_TRACKING_URI"] = old
+
+
+@pytest.fixture(scope="session")
+def model(tracking_uri: str) -> dict[str, str]:
+    """Registered model `churn_lr`: version 1 (alias champion) and version 2 with other coefficients."""
+    v1 = register_sklearn(*fit((3.0, 0.5, -1.0), seed=1), "churn_lr", alias="champion")
+    v2 = register_sklearn(*fit((-2.0, 1.5, 4.0), seed=2), "churn_lr")
+    return {"v1": v1, "v2": v2}
+
+
+@pytest.fixture(scope="session")
+def source(spark: SparkSession) -> str:
+    """lake.features: 12 customers over three daily partitions, features in types the model must cast."""
+    spark.catalog.createDatabase("lake", ifNotExists=True)
+    rows = [(i, 10 + i, Decimal(f"{20 + i * 1.25:.2f}"), 3 * i, f"s{i % 2}", DAYS[i % 3]) for i in range(12)]
+    create_table(spark, "lake.features", rows, SCHEMA)
+    return "lake.features"
+
+
+@pytest.fixture()
+def output(spark: SparkSession, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh output table name per test, dropped afterwards."""
+    name = "lake.scored_" + re.sub(r"\W", "_", request.node.name)[5:60]
+    spark.catalog.dropTable(name, ifExists=True)
+    yield name
+    spark.catalog.dropTable(name, ifExists=True)

@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import mlflow
+import numpy as np
 import pandas as pd
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
-LINEAGE_RUN_COLUMNS = ["scored_at", "scoring_run_id"]
+SCHEMA = "customer_id bigint, tenure int, spend decimal(10,2), visits bigint, segment string, ds string"
+DAYS = ["2026-11-01", "2026-11-02", "2026-11-03"]
+# The signature keeps MLflow's case; the Hive metastore lower-cases the table's columns.
+FEATURES = {"Tenure": "tenure", "Spend": "spend", "Visits": "visits"}
+
+
+def fit(coefs: tuple[float, float, float], seed: int) -> tuple[Any, pd.DataFrame]:
+    """A linear model over FEATURES with the given coefficients (plus noise), and its training frame."""
+    from sklearn.linear_model import LinearRegression
+
+    rng = np.random.default_rng(seed)
+    X = pd.DataFrame(rng.uniform(0, 50, size=(60, 3)), columns=list(FEATURES))
+    return LinearRegression().fit(X, X.to_numpy() @ np.array(coefs) + rng.normal(0, 1, 60)), X
 
 
 def register_sklearn(model: Any, X: pd.DataFrame, name: str, alias: str | None = None) -> str:
@@ -50,7 +64,7 @@ def expected_scored(spark: SparkSession, source: DataFrame, output: DataFrame, m
     lineage_values = {f: getattr(lineage, f) for f in
                       ("model_name", "model_version", "model_run_id", "scored_at", "scoring_run_id")}
     expected = []
-    for row, prediction in zip(rows, predictions):
-        values = {**row.asDict(), "prediction": getattr(prediction, "item", lambda: prediction)(), **lineage_values}
+    for row, prediction in zip(rows, predictions, strict=True):
+        values = {**row.asDict(), "prediction": np.asarray(prediction).item(), **lineage_values}
         expected.append(tuple(values[f.name] for f in output.schema.fields))
     return spark.createDataFrame(expected, output.schema)

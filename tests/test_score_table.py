@@ -3,57 +3,16 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any, Iterator
 
-import numpy as np
-import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
-from sklearn.linear_model import LinearRegression
 
 from spark_jobs.config import parse_args
 from spark_jobs.score_table import RunResult, main, run
-from tests.support import create_table, expected_scored, register_sklearn
-
-SCHEMA = "customer_id bigint, tenure int, spend decimal(10,2), visits bigint, segment string, ds string"
-DAYS = ["2026-11-01", "2026-11-02", "2026-11-03"]
-# The signature keeps MLflow's case; the Hive metastore lower-cases the table's columns.
-FEATURES = {"Tenure": "tenure", "Spend": "spend", "Visits": "visits"}
-
-
-def fit(coefs: tuple[float, float, float], seed: int) -> tuple[LinearRegression, pd.DataFrame]:
-    rng = np.random.default_rng(seed)
-    X = pd.DataFrame(rng.uniform(0, 50, size=(60, 3)), columns=list(FEATURES))
-    return LinearRegression().fit(X, X.to_numpy() @ np.array(coefs) + rng.normal(0, 1, 60)), X
-
-
-@pytest.fixture(scope="module")
-def model(tracking_uri: str) -> dict[str, str]:
-    """Registered model `churn_lr`: version 1 (alias champion) and version 2 with other coefficients."""
-    v1 = register_sklearn(*fit((3.0, 0.5, -1.0), seed=1), "churn_lr", alias="champion")
-    v2 = register_sklearn(*fit((-2.0, 1.5, 4.0), seed=2), "churn_lr")
-    return {"v1": v1, "v2": v2}
-
-
-@pytest.fixture(scope="module")
-def source(spark: SparkSession) -> str:
-    spark.catalog.createDatabase("lake", ifNotExists=True)
-    rows = [
-        (i, 10 + i, Decimal(f"{20 + i * 1.25:.2f}"), 3 * i, f"s{i % 2}", DAYS[i % 3]) for i in range(12)
-    ]
-    create_table(spark, "lake.features", rows, SCHEMA)
-    return "lake.features"
-
-
-@pytest.fixture()
-def output(spark: SparkSession, request: pytest.FixtureRequest) -> Iterator[str]:
-    name = f"lake.scored_{request.node.name.split('[')[0][5:40]}"
-    spark.catalog.dropTable(name, ifExists=True)
-    yield name
-    spark.catalog.dropTable(name, ifExists=True)
+from tests.support import DAYS, FEATURES, SCHEMA, create_table, expected_scored, fit, register_sklearn
 
 
 def score(spark: SparkSession, *args: str) -> RunResult:

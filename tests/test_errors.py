@@ -1,0 +1,125 @@
+"""Bad input: one line on stderr naming what is wrong, exit 2, found before reading data, nothing written.
+A failure while running: one line, exit 1."""
+
+from __future__ import annotations
+
+import sys
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+import mlflow
+import pandas as pd
+import pytest
+from mlflow.models import infer_signature
+from pyspark.sql import SparkSession
+
+from spark_jobs.score_table import main
+from tests.support import DAYS, SCHEMA, create_table
+
+
+def run_main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    code = main(list(args))
+    return code, capsys.readouterr().err
+
+
+def assert_one_line_error(err: str, *fragments: str) -> None:
+    lines = [line for line in err.splitlines() if line.startswith("score-table: error:")]
+    assert len(lines) == 1, err
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+@pytest.fixture(scope="module")
+def odd_tables(spark: SparkSession, source: str) -> dict[str, str]:
+    """Inputs and existing outputs that conflict with the model or with the run."""
+    create_table(spark, "lake.no_visits", [(1, 2, Decimal(3), "s", DAYS[0])],
+                 "customer_id bigint, tenure int, spend decimal(10,2), segment string, ds string")
+    create_table(spark, "lake.text_visits", [(1, 2, Decimal(3), "many", "s", DAYS[0])],
+                 SCHEMA.replace("visits bigint", "visits string"))
+    create_table(spark, "lake.out_by_segment", [(1, "s", DAYS[0])], "customer_id bigint, ds string, segment string",
+                 partition_by=("segment",))
+    create_table(spark, "lake.out_other_schema", [(1, 0.5, DAYS[0])], "customer_id bigint, score double, ds string")
+    return {"source": source}
+
+
+BASE = ["--model-uri", "models:/churn_lr@champion", "--input-table", "lake.features"]
+
+USAGE_ERRORS: list[tuple[str, list[str], list[str]]] = [
+    ("unknown model", ["--model-uri", "models:/no_such_model@champion"],
+     ["models:/no_such_model@champion", "'no_such_model'"]),
+    ("unknown alias", ["--model-uri", "models:/churn_lr@retired"], ["alias 'retired'", "'churn_lr'"]),
+    ("unknown version", ["--model-uri", "models:/churn_lr/99"], ["version 99", "'churn_lr'"]),
+    ("missing input table", ["--input-table", "lake.nope"], ["input table lake.nope not found"]),
+    ("missing feature column", ["--input-table", "lake.no_visits"], ["no column 'Visits'", "lake.no_visits"]),
+    ("uncastable column", ["--input-table", "lake.text_visits"], ["'visits'", "string", "double"]),
+    ("not a partition column", ["--partition", "segment=s0"], ["'segment' is not a partition column", "ds"]),
+    ("empty selection", ["--partition", "ds=2099-01-01"], ["ds=2099-01-01", "matches no rows", "lake.features"]),
+    ("quoted value is a literal", ["--partition", "ds=2026-11-01' OR '1'='1"], ["matches no rows"]),
+    ("injection in table name", ["--input-table", "lake.features; DROP TABLE lake.features"],
+     ["not a valid table name"]),
+    ("input is output", ["--output-table", "LAKE.Features"], ["is the input table"]),
+    ("bad partition flag", ["--partition", "ds"], ["must look like COLUMN=VALUE"]),
+]
+
+
+@pytest.mark.parametrize(("case", "overrides", "fragments"), USAGE_ERRORS, ids=[c[0] for c in USAGE_ERRORS])
+def test_usage_errors_exit_2_and_write_nothing(spark: SparkSession, model: dict[str, str], odd_tables: Any,
+                                               output: str, capsys: pytest.CaptureFixture[str], case: str,
+                                               overrides: list[str], fragments: list[str]) -> None:
+    args = dict(zip(BASE[::2], BASE[1::2], strict=True))
+    extra: list[str] = []
+    for flag, value in zip(overrides[::2], overrides[1::2], strict=True):
+        if flag == "--partition":
+            extra += [flag, value]
+        else:
+            args[flag] = value
+    args.setdefault("--output-table", output)
+    code, err = run_main(capsys, *[x for kv in args.items() for x in kv], *extra)
+    assert code == 2, err
+    assert_one_line_error(err, *fragments)
+    assert not spark.catalog.tableExists(output)
+    assert spark.catalog.tableExists("lake.features")
+
+
+@pytest.mark.parametrize(("table", "fragments"), [
+    ("lake.out_by_segment", ["lake.out_by_segment is partitioned by (segment)", "(ds)"]),
+    ("lake.out_other_schema", ["lake.out_other_schema has a different schema", "score: table has double"]),
+])
+def test_conflicting_output_table_is_left_alone(spark: SparkSession, model: dict[str, str], odd_tables: Any,
+                                                capsys: pytest.CaptureFixture[str], table: str,
+                                                fragments: list[str]) -> None:
+    before = spark.table(table).collect()
+    code, err = run_main(capsys, *BASE, "--output-table", table)
+    assert code == 2
+    assert_one_line_error(err, *fragments)
+    assert spark.table(table).collect() == before
+
+
+def test_unknown_config_key_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    profile = tmp_path / "p.yaml"
+    profile.write_text("batch_size: 100\nbatchsize: 5\n")
+    code, err = run_main(capsys, "--config", str(profile), *BASE, "--output-table", "lake.x")
+    assert code == 2
+    assert_one_line_error(err, "unknown key(s) batchsize")
+
+
+class Exploding(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+    def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> pd.Series:
+        raise ValueError("feature drift detector tripped")
+
+
+def test_model_failure_while_scoring_exits_1_with_the_models_message(
+        spark: SparkSession, source: str, output: str, tracking_uri: str, capsys: pytest.CaptureFixture[str]) -> None:
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import the tests package
+    X = pd.DataFrame({"tenure": [1.0], "spend": [2.0], "visits": [3.0]})
+    with mlflow.start_run():
+        mlflow.pyfunc.log_model(name="model", python_model=Exploding(), registered_model_name="exploding",
+                                signature=infer_signature(X, pd.Series([0.0])))
+    code, err = run_main(capsys, "--model-uri", "models:/exploding/1", "--input-table", source,
+                         "--output-table", output)
+    assert code == 1
+    assert_one_line_error(err, "ValueError: feature drift detector tripped")
+    assert "Traceback" not in err
+    assert not spark.catalog.tableExists(output)
