@@ -1,0 +1,116 @@
+"""The three ways users run the job (spark-submit, the console script, python -m), each in its own process
+against its own embedded metastore and registry, as a new user would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.testing import assertDataFrameEqual
+
+from spark_jobs.demo import FEATURES
+from tests.support import expected_scored
+
+BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[1]
+DAYS = ["2026-11-20", "2026-11-21"]
+
+
+def env(home: Path) -> dict[str, str]:
+    return {**os.environ, "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1",
+            "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}"}
+
+
+def call(cmd: list[str], home: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, cwd=cwd, env=env(home), capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A separate embedded default (Derby lets one process in at a time): demo model and a small table."""
+    home = tmp_path_factory.mktemp("embedded")
+    done = call([sys.executable, "-m", "spark_jobs.demo", "prepare", "--rows", "4000", "--days", "2",
+                 "--start", DAYS[0], "--home", str(home)], home, REPO)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (home / "profile.yaml").write_text(
+        "model_uri: models:/churn@champion\ninput_table: lake.customer_features\n"
+        f"spark:\n  local_home: {home}\n"
+    )
+    return home
+
+
+def submit_conf(home: Path) -> list[str]:
+    """Configuration by spark-submit --conf only: the job must take these over its embedded defaults."""
+    return [
+        "--master", "local[2]",
+        "--conf", "spark.sql.catalogImplementation=hive",
+        "--conf", f"spark.sql.warehouse.dir={home / 'warehouse'}",
+        "--conf", f"spark.hadoop.javax.jdo.option.ConnectionURL=jdbc:derby:;databaseName={home / 'metastore_db'}",
+        "--conf", "spark.ui.enabled=false",
+    ]
+
+
+def published(spark: SparkSession, home: Path, table: str) -> DataFrame:
+    """Read what the job wrote straight from the warehouse (this process holds another metastore)."""
+    return spark.read.parquet(str(home / "warehouse" / "lake.db" / table))
+
+
+def expected_for(spark: SparkSession, home: Path, actual: DataFrame, day: str) -> DataFrame:
+    client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+    mv = client.get_model_version_by_alias("churn", "champion")
+    (run,) = actual.select("scored_at", "scoring_run_id").distinct().collect()
+    lineage = SimpleNamespace(model_name="churn", model_version=mv.version, model_run_id=mv.run_id,
+                              scored_at=run.scored_at, scoring_run_id=run.scoring_run_id)
+    source = published(spark, home, "customer_features").where(F.col("ds") == day)
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{home / 'mlflow.db'}")
+    try:
+        return expected_scored(spark, source, actual, f"models:/churn/{mv.version}", {f: f for f in FEATURES}, lineage)
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+def test_spark_submit_with_conf_only_scores_and_rerun_is_identical(spark: SparkSession, home: Path,
+                                                                   tmp_path: Path) -> None:
+    cmd = [str(BIN / "spark-submit"), *submit_conf(home), str(REPO / "spark_jobs" / "score_table.py"),
+           "--model-uri", "models:/churn@champion", "--input-table", "lake.customer_features",
+           "--output-table", "lake.scored_submit", "--partition", f"ds={DAYS[0]}"]
+    first = call(cmd, home, tmp_path)  # cwd elsewhere: the embedded default would find no table there
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert f"ds={DAYS[0]}: 2000 rows" in first.stdout
+    actual = published(spark, home, "scored_submit")
+    assertDataFrameEqual(actual, expected_for(spark, home, actual, DAYS[0]))
+    before = actual.drop("scored_at", "scoring_run_id").collect()
+
+    again = call(cmd, home, tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assertDataFrameEqual(published(spark, home, "scored_submit").drop("scored_at", "scoring_run_id"), before)
+
+
+@pytest.mark.parametrize("launcher", ["console-script", "python-m"])
+def test_console_script_and_module_score_with_a_profile(spark: SparkSession, home: Path, tmp_path: Path,
+                                                        launcher: str) -> None:
+    table = f"scored_{launcher.replace('-', '_')}"
+    head = [str(BIN / "score-table")] if launcher == "console-script" else [sys.executable, "-m", "spark_jobs.score_table"]
+    done = call([*head, "--config", str(home / "profile.yaml"), "--output-table", f"lake.{table}",
+                 "--partition", f"ds={DAYS[1]}"], home, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    actual = published(spark, home, table)
+    assertDataFrameEqual(actual, expected_for(spark, home, actual, DAYS[1]))
+
+
+def test_console_script_usage_error_exits_2_before_spark_starts(home: Path, tmp_path: Path) -> None:
+    done = call([str(BIN / "score-table"), "--config", str(home / "profile.yaml"),
+                 "--input-table", "lake.t; DROP TABLE lake.customer_features", "--output-table", "lake.x"],
+                home, tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].startswith("score-table: error: --input-table")
+    assert "SparkContext" not in done.stderr
