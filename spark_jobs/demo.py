@@ -12,6 +12,8 @@ import argparse
 import datetime as dt
 import logging
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -55,12 +57,13 @@ def features_df(spark: SparkSession, rows: int, days: int, start: dt.date) -> Da
         F.floor(-F.log(F.rand(3) + F.lit(1e-9)) * 1.5).cast("int").alias("support_calls"),
         (F.rand(4) * 60).cast("int").alias("days_since_login"),
         (F.rand(5) * 4 + 1).cast("int").alias("num_products"),
-        F.element_at(F.array(*[F.lit(m) for m in (1, 12, 24)]), (F.rand(6) * 3).cast("int") + 1).alias("contract_months"),
+        F.element_at(F.array(*[F.lit(m) for m in (1, 12, 24)]), (F.rand(6) * 3).cast("int") + 1)
+        .alias("contract_months"),
         F.date_add(F.lit(start), day).alias("ds"),
     )
 
 
-def train(seed: int = 7, n: int = 50_000) -> tuple[object, pd.DataFrame]:
+def train(seed: int = 7, n: int = 50_000) -> tuple[Any, pd.DataFrame]:
     from sklearn.ensemble import HistGradientBoostingRegressor
 
     rng = np.random.default_rng(seed)
@@ -79,8 +82,6 @@ def train(seed: int = 7, n: int = 50_000) -> tuple[object, pd.DataFrame]:
 
 
 def register(local_home: str, tracking_uri: str) -> str:
-    from pathlib import Path
-
     import mlflow
     from mlflow.models import infer_signature
     from mlflow.tracking import MlflowClient
@@ -111,7 +112,8 @@ def prepare(args: argparse.Namespace) -> None:
     (features_df(spark, args.rows, args.days, start).write.mode("overwrite")
      .partitionBy("ds").format("parquet").saveAsTable(INPUT_TABLE))
     print(f"registered models:/{MODEL_NAME}@champion -> version {version} ({tracking_uri})")
-    print(f"wrote {INPUT_TABLE}: {args.rows // args.days * args.days} rows in {args.days} daily partitions from {start}")
+    rows = args.rows // args.days * args.days
+    print(f"wrote {INPUT_TABLE}: {rows} rows in {args.days} daily partitions from {start}")
     spark.stop()
 
 

@@ -41,8 +41,9 @@ def connect(tracking_uri: str | None, registry_uri: str | None) -> None:
     """Point this (driver) process at the registry: parts of MLflow's download path read only the globals."""
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
-    if registry_uri or tracking_uri:
-        mlflow.set_registry_uri(registry_uri or tracking_uri)
+    registry = registry_uri or tracking_uri
+    if registry:
+        mlflow.set_registry_uri(registry)
 
 
 def resolve(model_uri: str) -> ModelVersionRef:

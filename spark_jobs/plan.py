@@ -83,7 +83,9 @@ def build(
     )
 
 
-def match_features(table: TableInfo, signature: ModelSignature | None, case_sensitive: bool) -> tuple[FeatureColumn, ...]:
+def match_features(
+    table: TableInfo, signature: ModelSignature | None, case_sensitive: bool
+) -> tuple[FeatureColumn, ...]:
     if signature is None or signature.inputs is None:
         raise UsageError("the model has no input signature: log it with one (mlflow.models.infer_signature)")
     if signature.inputs.is_tensor_spec():
@@ -156,7 +158,9 @@ def output_schema(table: TableInfo, outputs: T.StructType) -> T.StructType:
     taken = {c.lower() for c in by_name}
     clashes = [f.name for f in added if f.name.lower() in taken]
     if clashes:
-        raise UsageError(f"input table {table.name} already has column(s) {', '.join(clashes)} that the scored table adds")
+        raise UsageError(
+            f"input table {table.name} already has column(s) {', '.join(clashes)} that the scored table adds"
+        )
     return T.StructType([
         *[by_name[c] for c in table.data_columns],
         *added,

@@ -62,7 +62,8 @@ def run(spark: SparkSession, cfg: JobConfig) -> RunResult:
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.batch_size))
     spec = ModelSpec(model_cache.ship(spark, model.path), scoring.features, scoring.outputs)
     lineage = RunLineage.start(model.ref)
-    log.info("scoring %s (%s) with %s as version %s", cfg.input_table, scoring.selection.text, ref.requested_uri, ref.version)
+    log.info("scoring %s (%s) with %s = version %s", cfg.input_table, scoring.selection.text, ref.requested_uri,
+             ref.version)
     scored = selected.transform(score, spec).transform(with_lineage, lineage)
     output.write(scored, cfg.output_table, scoring, cfg.output_format, output_exists)
     counts = output.count_written(spark, cfg.output_table, scoring, lineage.scoring_run_id)

@@ -30,7 +30,8 @@ def spark(workdir: Path) -> Iterator[SparkSession]:
         .appName("scoring-tests")
         .enableHiveSupport()
         .config("spark.sql.warehouse.dir", str(workdir / "warehouse"))
-        .config("spark.hadoop.javax.jdo.option.ConnectionURL", f"jdbc:derby:;databaseName={workdir / 'metastore_db'};create=true")
+        .config("spark.hadoop.javax.jdo.option.ConnectionURL",
+                f"jdbc:derby:;databaseName={workdir / 'metastore_db'};create=true")
         .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={workdir}")
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
@@ -56,7 +57,9 @@ def tracking_uri(workdir: Path) -> Iterator[str]:
     old = os.environ.get("MLFLOW_TRACKING_URI")
     os.environ["MLFLOW_TRACKING_URI"] = uri
     mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment(experiment_id=mlflow.create_experiment("tests", artifact_location=(workdir / "artifacts").as_uri()))
+    mlflow.set_experiment(
+        experiment_id=mlflow.create_experiment("tests", artifact_location=(workdir / "artifacts").as_uri())
+    )
     yield uri
     if old is None:
         os.environ.pop("MLFLOW_TRACKING_URI", None)

@@ -99,7 +99,8 @@ def test_spark_submit_with_conf_only_scores_and_rerun_is_identical(spark: SparkS
 def test_console_script_and_module_score_with_a_profile(spark: SparkSession, home: Path, tmp_path: Path,
                                                         launcher: str) -> None:
     table = f"scored_{launcher.replace('-', '_')}"
-    head = [str(BIN / "score-table")] if launcher == "console-script" else [sys.executable, "-m", "spark_jobs.score_table"]
+    module = [sys.executable, "-m", "spark_jobs.score_table"]
+    head = [str(BIN / "score-table")] if launcher == "console-script" else module
     done = call([*head, "--config", str(home / "profile.yaml"), "--output-table", f"lake.{table}",
                  "--partition", f"ds={DAYS[1]}"], home, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]

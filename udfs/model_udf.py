@@ -5,8 +5,9 @@ JVM, so passthrough keys cost nothing."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -49,9 +50,8 @@ def score(df: DataFrame, spec: ModelSpec) -> DataFrame:
     """Append the model's output column(s) to `df`; every input column passes through."""
     fields = spec.outputs.fields
     single = len(fields) == 1
-    udf = F.pandas_udf(  # type: ignore[call-overload]
-        _predict_batches(spec), fields[0].dataType if single else spec.outputs
-    )
+    return_type = fields[0].dataType if single else spec.outputs
+    udf = F.pandas_udf(_predict_batches(spec), return_type)  # type: ignore[attr-defined]
     features = F.struct(*[col(f.column).cast(f.spark_type).alias(f.name) for f in spec.features])
     if single:
         return df.withColumn(fields[0].name, udf(features))
