@@ -16,9 +16,11 @@ import yaml
 from spark_jobs.errors import UsageError
 
 OUTPUT_FORMATS = ("parquet", "delta")
+BAD_ROW_POLICIES = ("fail", "quarantine", "pass")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _TOP_KEYS = {
     "model_uri", "input_table", "output_table", "partitions", "output_format", "batch_size", "mlflow", "spark",
+    "on_bad_rows", "max_bad_fraction", "rejects_table", "key_columns", "feature_columns", "result_type", "params",
 }
 _MLFLOW_KEYS = {"tracking_uri", "registry_uri"}
 _SPARK_KEYS = {"local_defaults", "local_home", "conf"}
@@ -40,7 +42,18 @@ class JobConfig:
     local_defaults: bool = True
     local_home: str = ".local"
     spark_conf: Mapping[str, str] = field(default_factory=dict)
+    on_bad_rows: str = "fail"
+    max_bad_fraction: float | None = None
+    rejects_table: str | None = None  # default: <output_table>_rejects
+    key_columns: tuple[str, ...] = ()  # name a row in messages (default: the first input column)
+    feature_columns: tuple[str, ...] = ()  # ordered columns feeding a tensor-input model
+    result_type: str | None = None  # Spark DDL type of the output when the model has no output signature
+    params: Mapping[str, str] = field(default_factory=dict)  # MLflow predict params, typed by the model
     verbose: bool = False
+
+    @property
+    def rejects(self) -> str:
+        return self.rejects_table or f"{self.output_table}_rejects"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,6 +73,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, metavar="ROWS", help="rows per Arrow batch sent to the model")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, then profile)")
     p.add_argument("--registry-uri", help="MLflow registry URI (default: MLFLOW_REGISTRY_URI, then profile)")
+    p.add_argument("--on-bad-rows", choices=BAD_ROW_POLICIES,
+                   help="rows with null/NaN/infinite/uncastable features: fail the run (default), quarantine "
+                        "them in the rejects table, or pass them to the model")
+    p.add_argument("--max-bad-fraction", type=float, metavar="F",
+                   help="fail before publishing when rejected rows exceed this share of rows read")
+    p.add_argument("--rejects-table", metavar="[CATALOG.]DB.TABLE", help="default: <output-table>_rejects")
+    p.add_argument("--key-columns", metavar="A,B", help="columns that identify a row in messages")
+    p.add_argument("--feature-columns", metavar="A,B,C",
+                   help="ordered numeric columns that feed a model with one tensor input")
+    p.add_argument("--result-type", metavar="DDL",
+                   help="output type for a model without output signature, e.g. double or 'label string, score double'")
+    p.add_argument("--param", action="append", metavar="KEY=VALUE", default=None,
+                   help="MLflow predict parameter, typed by the model's params schema (repeatable)")
     p.add_argument("--verbose", action="store_true", help="print full tracebacks on failure")
     return p
 
@@ -94,6 +120,13 @@ def parse_args(argv: Sequence[str] | None = None) -> JobConfig:
         local_defaults=local_defaults,
         local_home=local_home,
         spark_conf={str(k): str(v) for k, v in (spark_section.get("conf") or {}).items()},
+        on_bad_rows=pick(args.on_bad_rows, "on_bad_rows", "fail"),
+        max_bad_fraction=pick(args.max_bad_fraction, "max_bad_fraction"),
+        rejects_table=pick(args.rejects_table, "rejects_table"),
+        key_columns=_names(pick(args.key_columns, "key_columns"), "key columns"),
+        feature_columns=_names(pick(args.feature_columns, "feature_columns"), "feature columns"),
+        result_type=pick(args.result_type, "result_type"),
+        params=parse_params(args.param) if args.param else _str_map(profile.get("params"), "params"),
         verbose=args.verbose,
     ))
 
@@ -161,9 +194,46 @@ def validate(cfg: JobConfig) -> JobConfig:
         raise UsageError(f"batch size {cfg.batch_size!r} must be a positive whole number of rows")
     if not isinstance(cfg.local_defaults, bool):
         raise UsageError(f"spark.local_defaults {cfg.local_defaults!r} must be true or false")
+    if cfg.rejects_table is not None:
+        validate_table_name(cfg.rejects_table, "--rejects-table")
+    if cfg.on_bad_rows not in BAD_ROW_POLICIES:
+        raise UsageError(f"on_bad_rows {cfg.on_bad_rows!r} is not one of {', '.join(BAD_ROW_POLICIES)}")
+    fraction = cfg.max_bad_fraction
+    if fraction is not None and (isinstance(fraction, bool) or not isinstance(fraction, (int, float))
+                                 or not 0 <= fraction <= 1):
+        raise UsageError(f"--max-bad-fraction {fraction!r} must be a number from 0 to 1")
+    if fraction is not None and cfg.on_bad_rows == "pass":
+        raise UsageError("--max-bad-fraction needs --on-bad-rows quarantine or fail: with pass nothing is rejected")
     if not cfg.model_uri.strip():
         raise UsageError("--model-uri is empty")
     return cfg
+
+
+def parse_params(flags: Sequence[str]) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for flag in flags:
+        key, sep, value = flag.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--param {flag!r} must look like KEY=VALUE")
+        params[key] = value
+    return params
+
+
+def _names(value: Any, what: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not all(isinstance(i, str) and _IDENT.match(i.strip()) for i in items):
+        raise UsageError(f"{what} {value!r} must be a comma-separated list of column names")
+    return tuple(i.strip() for i in items)
+
+
+def _str_map(value: Any, what: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise UsageError(f"config '{what}' must be a mapping")
+    return {str(k): str(v) for k, v in value.items()}
 
 
 def _normalized(table: str) -> tuple[str, ...]:

@@ -35,6 +35,7 @@ class LocalModel:
     ref: ModelVersionRef
     path: str
     signature: ModelSignature | None
+    output_names: tuple[str, ...] | None = None  # proba_<class> for a classifier logged with predict_proba
 
 
 def connect(tracking_uri: str | None, registry_uri: str | None) -> None:
@@ -95,7 +96,19 @@ def download(ref: ModelVersionRef) -> LocalModel:
         raise UsageError(f"model {ref.requested_uri} cannot be read: {e}") from None
     if ref.version is None and model.run_id:
         ref = ModelVersionRef(ref.requested_uri, ref.uri, ref.name, None, model.run_id)
-    return LocalModel(ref=ref, path=path, signature=model.signature)
+    return LocalModel(ref=ref, path=path, signature=model.signature, output_names=_proba_names(model, path))
+
+
+def _proba_names(model: Model, path: str) -> tuple[str, ...] | None:
+    """A scikit-learn classifier whose pyfunc predicts predict_proba: one column per class, named by it."""
+    if model.flavors.get("python_function", {}).get("predict_fn") != "predict_proba" or "sklearn" not in model.flavors:
+        return None
+    import mlflow.sklearn
+
+    classes = getattr(mlflow.sklearn.load_model(path), "classes_", None)
+    if classes is None:
+        return None
+    return tuple("proba_" + re.sub(r"\W", "_", str(c)) for c in classes)
 
 
 def _first_line(e: Exception) -> str:

@@ -1,88 +1,146 @@
-"""The scored table: checked against the plan before any data is read, then written partition by partition."""
+"""Output tables: checked before any data is read; written by write-audit-publish.
+
+A run writes all its rows once, under a run-specific folder inside the output table's location
+(`_runs/<scoring_run_id>/__outcome=scored|rejected/<partition>/`); the caller audits the staged counts;
+publishing then points each metastore partition at its new folder, a metadata operation per partition,
+so readers see a partition's old rows or its new rows, never a mix and never a half-written folder."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+import datetime as dt
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from spark_jobs import tables
+from spark_jobs.bad_rows import OUTCOME
 from spark_jobs.errors import UsageError
-from spark_jobs.plan import ScoringPlan
 from udfs.model_udf import col
+
+RUNS_DIR = "_runs"  # underscore: Spark, Hive and Parquet tools skip it when they list a table's folder
 
 
 @dataclass(frozen=True)
-class PartitionCount:
-    values: dict[str, object]
+class StagedPartition:
+    outcome: str  # scored | rejected
+    values: tuple[Any, ...]  # partition values, in partition-column order
     rows: int
+    location: str
 
 
-def check_compatible(spark: SparkSession, name: str, plan: ScoringPlan) -> bool:
-    """True when the table exists and matches the plan; a conflict is a usage error, found before reading."""
+def check_compatible(spark: SparkSession, name: str, schema: T.StructType, partition_columns: Sequence[str],
+                     what: str = "output table") -> bool:
+    """True when the table exists and matches; a conflict is a usage error, found before reading."""
     existing = tables.describe(spark, name)
     if existing is None:
         return False
-    want_parts = [c.lower() for c in plan.partition_columns]
+    want_parts = [c.lower() for c in partition_columns]
     have_parts = [c.lower() for c in existing.partition_columns]
     if want_parts != have_parts:
         raise UsageError(
-            f"output table {name} is partitioned by ({', '.join(have_parts) or 'nothing'}), "
+            f"{what} {name} is partitioned by ({', '.join(have_parts) or 'nothing'}), "
             f"but the input is partitioned by ({', '.join(want_parts) or 'nothing'})"
         )
-    want, have = _columns(plan.output_schema), _columns(existing.schema)
+    want, have = _columns(schema), _columns(existing.schema)
     if want != have:
         diff = sorted(set(want.items()) ^ set(have.items()))
         detail = "; ".join(
             f"{c}: table has {have.get(c, 'no such column')}, run writes {want.get(c, 'no such column')}"
             for c in dict(diff)
         )
-        raise UsageError(f"output table {name} has a different schema than this run writes ({detail})")
+        raise UsageError(f"{what} {name} has a different schema than this run writes ({detail})")
     return True
 
 
-def write(df: DataFrame, name: str, plan: ScoringPlan, output_format: str, exists: bool) -> None:
-    """Replace exactly the partitions present in `df`; other partitions stay as they were."""
-    ordered = df.select(*[col(f.name) for f in plan.output_schema.fields])
-    if not exists:
-        ordered.write.format(output_format).partitionBy(*plan.partition_columns).saveAsTable(name)
-    elif output_format == "delta":
-        writer = ordered.writeTo(name)
-        if plan.selection.condition is not None:
-            writer.overwrite(plan.selection.condition)
+def ensure_table(spark: SparkSession, name: str, schema: T.StructType, partition_columns: Sequence[str],
+                 output_format: str) -> str:
+    """Create the (empty) table if it is missing; return its location."""
+    if not spark.catalog.tableExists(name):
+        writer = spark.createDataFrame([], schema).writeTo(name).using(output_format)
+        if partition_columns:
+            writer = writer.partitionedBy(*[col(c) for c in partition_columns])
+        writer.create()
+    return location(spark, name)
+
+
+def location(spark: SparkSession, name: str, partition: dict[str, Any] | None = None) -> str:
+    spec = partition_spec(partition or {})
+    rows = spark.sql(f"DESCRIBE TABLE EXTENDED IDENTIFIER(:table){spec.sql}",
+                     args={"table": name, **spec.args}).collect()
+    return next(str(r.data_type) for r in rows if r.col_name == "Location")
+
+
+def stage(df: DataFrame, root: str, partition_columns: Sequence[str]) -> None:
+    """The run's one write: every row read, split by outcome and partition."""
+    df.write.mode("errorifexists").partitionBy(OUTCOME, *partition_columns).parquet(root)
+
+
+def staged_partitions(spark: SparkSession, root: str, schema: T.StructType,
+                      partition_columns: Sequence[str]) -> list[StagedPartition]:
+    """Rows and folder of every staged partition: one small job over file metadata."""
+    read_schema = T.StructType([*schema.fields, T.StructField(OUTCOME, T.StringType())])
+    staged = spark.read.schema(read_schema).option("basePath", root).parquet(root)
+    folder = F.regexp_extract(F.col("_metadata.file_path"), r"^(.*)/[^/]*$", 1)
+    keys = [col(OUTCOME), *[col(c) for c in partition_columns]]
+    rows = staged.groupBy(*keys).agg(F.count(F.lit(1)).alias("rows"), F.min(folder).alias("location")).collect()
+    return sorted(
+        (StagedPartition(r[OUTCOME], tuple(r[c] for c in partition_columns), int(r["rows"]), r["location"])
+         for r in rows),
+        key=lambda p: (p.outcome, [str(v) for v in p.values]),
+    )
+
+
+def publish(spark: SparkSession, name: str, partition_columns: Sequence[str], staged: Iterable[StagedPartition],
+            run_partitions: Iterable[tuple[Any, ...]]) -> None:
+    """Point each partition the run scored at its staged folder; a partition left with no rows is dropped."""
+    by_values = {p.values: p for p in staged}
+    for values in sorted(set(run_partitions), key=lambda v: [str(x) for x in v]):
+        spec = partition_spec(dict(zip(partition_columns, values, strict=True)))
+        args = {"table": name, **spec.args}
+        target = by_values.get(values)
+        if not partition_columns:
+            if target is not None:
+                spark.sql("ALTER TABLE IDENTIFIER(:table) SET LOCATION :location",
+                          args={**args, "location": target.location})
+        elif target is None:
+            spark.sql(f"ALTER TABLE IDENTIFIER(:table) DROP IF EXISTS{spec.sql}", args=args)
         else:
-            writer.overwritePartitions()
-    else:
-        # insertInto ignores the writer option; the session setting is what v1 file tables read.
-        with session_conf(df.sparkSession, "spark.sql.sources.partitionOverwriteMode", "dynamic"):
-            ordered.write.mode("overwrite").insertInto(name)
+            spark.sql(f"ALTER TABLE IDENTIFIER(:table) ADD IF NOT EXISTS{spec.sql} LOCATION :location",
+                      args={**args, "location": target.location})
+            spark.sql(f"ALTER TABLE IDENTIFIER(:table){spec.sql} SET LOCATION :location",
+                      args={**args, "location": target.location})
+    spark.catalog.refreshTable(name)
 
 
-@contextmanager
-def session_conf(spark: SparkSession, key: str, value: str) -> Iterator[None]:
-    """Set a runtime SQL setting for one write, then give the caller's session back as it was."""
-    old = spark.conf.get(key, None)
-    spark.conf.set(key, value)
-    try:
-        yield
-    finally:
-        if old is None:
-            spark.conf.unset(key)
-        else:
-            spark.conf.set(key, old)
+def publish_copy(spark: SparkSession, name: str, staged_root: str, outcome: str, schema: T.StructType,
+                 partition_columns: Sequence[str]) -> None:
+    """Delta: Delta's own atomic overwrite of the run's partitions (dynamic partition overwrite)."""
+    rows = spark.read.schema(T.StructType([*schema.fields, T.StructField(OUTCOME, T.StringType())])).option(
+        "basePath", staged_root).parquet(staged_root).where(col(OUTCOME) == outcome)
+    rows.select(*[col(f.name) for f in schema.fields]).writeTo(name).overwritePartitions()
 
 
-def count_written(spark: SparkSession, name: str, plan: ScoringPlan, scoring_run_id: str) -> list[PartitionCount]:
-    """Rows this run published, per partition: one small job over the written files."""
-    df = spark.table(name).where(col("scoring_run_id") == scoring_run_id)
-    if plan.selection.condition is not None:
-        df = df.where(plan.selection.condition)
-    parts = list(plan.partition_columns)
-    rows = df.groupBy(*[col(c) for c in parts]).count().orderBy(*[col(c) for c in parts]).collect()
-    return [PartitionCount({c: r[c] for c in parts}, int(r["count"])) for r in rows]
+@dataclass(frozen=True)
+class PartitionSpec:
+    sql: str  # " PARTITION (`ds` = :p0, ...)": column names from the catalog, values as parameters
+    args: dict[str, Any]
+
+
+def partition_spec(values: dict[str, Any]) -> PartitionSpec:
+    if not values:
+        return PartitionSpec("", {})
+    for name in values:
+        tables.require_identifier(name)
+    terms = ", ".join(f"`{name}` = :p{i}" for i, name in enumerate(values))
+    return PartitionSpec(f" PARTITION ({terms})", {f"p{i}": _param(v) for i, v in enumerate(values.values())})
+
+
+def _param(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, dt.date | dt.datetime) else value
 
 
 def _columns(schema: T.StructType) -> dict[str, str]:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from pyspark.sql import SparkSession
 from pyspark.sql import types as T
 
 from spark_jobs.errors import UsageError
+
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass(frozen=True)
@@ -35,3 +38,10 @@ def require(spark: SparkSession, name: str, what: str) -> TableInfo:
     if info is None:
         raise UsageError(f"{what} {name} not found")
     return info
+
+
+def require_identifier(name: str) -> str:
+    """Column names that go into SQL text (partition specs) come from the catalog; refuse anything odd anyway."""
+    if not _IDENT.fullmatch(name):
+        raise UsageError(f"column name {name!r} cannot be used in a partition spec")
+    return name

@@ -85,7 +85,7 @@ def test_spark_submit_with_conf_only_scores_and_rerun_is_identical(spark: SparkS
            "--output-table", "lake.scored_submit", "--partition", f"ds={DAYS[0]}"]
     first = call(cmd, home, tmp_path)  # cwd elsewhere: the embedded default would find no table there
     assert first.returncode == 0, first.stderr[-3000:]
-    assert f"ds={DAYS[0]}: 2000 rows" in first.stdout
+    assert f"ds={DAYS[0]}: 2000 scored, 0 rejected" in first.stdout
     actual = published(spark, home, "scored_submit")
     assertDataFrameEqual(actual, expected_for(spark, home, actual, DAYS[0]))
     before = actual.drop("scored_at", "scoring_run_id").collect()

@@ -3,6 +3,7 @@ A failure while running: one line, exit 1."""
 
 from __future__ import annotations
 
+import datetime as dt
 import sys
 from decimal import Decimal
 from pathlib import Path
@@ -36,8 +37,8 @@ def odd_tables(spark: SparkSession, source: str) -> dict[str, str]:
     """Inputs and existing outputs that conflict with the model or with the run."""
     create_table(spark, "lake.no_visits", [(1, 2, Decimal(3), "s", DAYS[0])],
                  "customer_id bigint, tenure int, spend decimal(10,2), segment string, ds string")
-    create_table(spark, "lake.text_visits", [(1, 2, Decimal(3), "many", "s", DAYS[0])],
-                 SCHEMA.replace("visits bigint", "visits string"))
+    create_table(spark, "lake.date_visits", [(1, 2, Decimal(3), dt.date(2026, 1, 1), "s", DAYS[0])],
+                 SCHEMA.replace("visits bigint", "visits date"))
     create_table(spark, "lake.out_by_segment", [(1, "s", DAYS[0])], "customer_id bigint, ds string, segment string",
                  partition_by=("segment",))
     create_table(spark, "lake.out_other_schema", [(1, 0.5, DAYS[0])], "customer_id bigint, score double, ds string")
@@ -53,7 +54,7 @@ USAGE_ERRORS: list[tuple[str, list[str], list[str]]] = [
     ("unknown version", ["--model-uri", "models:/churn_lr/99"], ["version 99", "'churn_lr'"]),
     ("missing input table", ["--input-table", "lake.nope"], ["input table lake.nope not found"]),
     ("missing feature column", ["--input-table", "lake.no_visits"], ["no column 'Visits'", "lake.no_visits"]),
-    ("uncastable column", ["--input-table", "lake.text_visits"], ["'visits'", "string", "double"]),
+    ("uncastable column", ["--input-table", "lake.date_visits"], ["'visits'", "type date", "to double"]),
     ("not a partition column", ["--partition", "segment=s0"], ["'segment' is not a partition column", "ds"]),
     ("empty selection", ["--partition", "ds=2099-01-01"], ["ds=2099-01-01", "matches no rows", "lake.features"]),
     ("quoted value is a literal", ["--partition", "ds=2026-11-01' OR '1'='1"], ["matches no rows"]),
@@ -122,4 +123,4 @@ def test_model_failure_while_scoring_exits_1_with_the_models_message(
     assert code == 1
     assert_one_line_error(err, "ValueError: feature drift detector tripped")
     assert "Traceback" not in err
-    assert not spark.catalog.tableExists(output)
+    assert spark.table(output).collect() == []  # created empty before staging; nothing published

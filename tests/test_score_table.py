@@ -67,7 +67,7 @@ def test_no_partition_flag_scores_whole_table(spark: SparkSession, source: str, 
                                               model: dict[str, str]) -> None:
     result = score(spark, "--model-uri", "models:/churn_lr@champion", "--input-table", source,
                    "--output-table", output)
-    assert [p.values["ds"] for p in result.partitions] == DAYS
+    assert [p.values for p in result.staged if p.outcome == "scored"] == [(d,) for d in DAYS]
     actual = spark.table(output)
     expected = expected_scored(spark, spark.table(source), actual, f"models:/churn_lr/{model['v1']}",
                                FEATURES, result.lineage)
@@ -143,7 +143,8 @@ def test_main_prints_summary_and_exits_0(spark: SparkSession, source: str, outpu
     assert code == 0
     assert f"scored {source} (ds={DAYS[1]}) -> {output}" in out
     assert f"churn_lr version {model['v1']}" in out
-    assert f"ds={DAYS[1]}: 4 rows" in out
+    assert f"ds={DAYS[1]}: 4 scored, 0 rejected" in out
+    assert "rows read: 4, scored: 4, rejected: 0" in out
 
 
 def test_case_sensitive_session_does_not_match_other_case(spark: SparkSession, source: str, output: str,

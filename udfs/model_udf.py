@@ -1,12 +1,14 @@
 """The model as a vectorized UDF: an iterator over Arrow batches, as pandas, through the pyfunc model.
 
 Only the feature columns cross into Python (cast in the JVM beforehand); every other column stays in the
-JVM, so passthrough keys cost nothing."""
+JVM, so passthrough keys cost nothing. The UDF returns a struct of the model's outputs and `__model_error`:
+with `isolate_errors`, a batch the model raises on is bisected down to the rows that raise, those rows get
+the model's message and no prediction, and the rest of the batch is scored."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -17,6 +19,9 @@ from pyspark.sql import types as T
 
 from udfs import model_cache
 
+MODEL_ERROR = "__model_error"
+_SKIP = "__skip"
+_RESULT = "__result"
 _NUMPY_DTYPES: dict[type[T.DataType], str] = {
     T.DoubleType: "float64",
     T.FloatType: "float32",
@@ -36,70 +41,144 @@ class FeatureColumn:
 
 
 @dataclass(frozen=True)
+class TensorInput:
+    """A model with one ndarray input: the features, in order, become one (rows, ...) array."""
+
+    dtype: str
+    shape: tuple[int, ...]  # the signature's shape, -1 for the batch dimension
+    from_array_column: bool = False  # one array column instead of several numeric columns
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     model_file: str  # a name returned by model_cache.ship, or an absolute local path
     features: tuple[FeatureColumn, ...]
-    outputs: T.StructType  # one field: one column; several: one column each
+    outputs: T.StructType  # one field per output column
+    tensor: TensorInput | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+    isolate_errors: bool = False
 
 
 def col(name: str) -> Column:
     return F.col("`" + name.replace("`", "``") + "`")
 
 
-def score(df: DataFrame, spec: ModelSpec) -> DataFrame:
-    """Append the model's output column(s) to `df`; every input column passes through."""
-    fields = spec.outputs.fields
-    single = len(fields) == 1
-    return_type = fields[0].dataType if single else spec.outputs
-    udf = F.pandas_udf(_predict_batches(spec), return_type)  # type: ignore[attr-defined]
-    features = F.struct(*[col(f.column).cast(f.spark_type).alias(f.name) for f in spec.features])
-    if single:
-        return df.withColumn(fields[0].name, udf(features))
-    tmp = "__score_outputs"
-    return df.withColumn(tmp, udf(features)).select(
-        "*", *[F.col(tmp)[f.name].alias(f.name) for f in fields]
-    ).drop(tmp)
+def score(df: DataFrame, spec: ModelSpec, skip: Column | None = None) -> DataFrame:
+    """Append the model's output columns and `__model_error`; rows where `skip` is true are not sent to the
+    model and get nulls. Every input column passes through."""
+    result_type = T.StructType([*spec.outputs.fields, T.StructField(MODEL_ERROR, T.StringType())])
+    udf = F.pandas_udf(_predict_batches(spec), result_type)  # type: ignore[attr-defined]
+    inputs = [col(f.column).try_cast(f.spark_type).alias(f.name) for f in spec.features]
+    if skip is not None:
+        inputs.append(F.coalesce(skip, F.lit(False)).alias(_SKIP))
+    return df.withColumn(_RESULT, udf(F.struct(*inputs))).select(
+        "*", *[F.col(_RESULT)[f.name].alias(f.name) for f in result_type.fields]
+    ).drop(_RESULT)
 
 
 def _predict_batches(spec: ModelSpec) -> Any:
-    model_file, outputs = spec.model_file, spec.outputs
-
-    def predict(batches: Iterator[pd.DataFrame]) -> Iterator[pd.Series]:
-        model = model_cache.load(model_file)
+    def predict(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        model = model_cache.load(spec.model_file)
         for batch in batches:
-            yield to_output(model.predict(batch), outputs, len(batch))
+            yield predict_batch(model, batch, spec)
 
     return predict
 
 
-def to_output(pred: Any, outputs: T.StructType, rows: int) -> Any:
-    """Shape whatever pyfunc returned into the declared Spark output: a Series for one output, else a frame."""
+def predict_batch(model: Any, batch: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
+    names = [f.name for f in spec.outputs.fields]
+    if _SKIP not in batch.columns or not batch[_SKIP].any():
+        return _predict(model, batch.drop(columns=[_SKIP], errors="ignore"), spec)
+    keep = ~batch[_SKIP].to_numpy(dtype=bool)
+    out = pd.DataFrame({n: pd.Series([None] * len(batch), dtype=object) for n in [*names, MODEL_ERROR]})
+    if keep.any():
+        scored = _predict(model, batch.loc[keep].drop(columns=[_SKIP]), spec)
+        for n in scored.columns:
+            column = out[n].to_numpy(dtype=object)
+            column[keep] = scored[n].to_numpy(dtype=object)
+            out[n] = column
+    return out
+
+
+def _predict(model: Any, batch: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
+    def run(frame: pd.DataFrame) -> pd.DataFrame:
+        data = to_model_input(frame, spec.tensor)
+        raw = model.predict(data, params=dict(spec.params)) if spec.params else model.predict(data)
+        return to_output(raw, spec.outputs, len(frame))
+
+    if not spec.isolate_errors:
+        out = run(batch)
+        out[MODEL_ERROR] = None
+        return out
+    return _bisect(run, batch.reset_index(drop=True), spec.outputs)
+
+
+def _bisect(run: Any, batch: pd.DataFrame, outputs: T.StructType) -> pd.DataFrame:
+    """Score a batch; if the model raises, score each half, down to the single rows that raise."""
+    try:
+        out = run(batch)
+        out[MODEL_ERROR] = None
+        return out.astype(object) if len(batch) < 2 else out
+    except Exception as e:
+        if len(batch) == 1:
+            row: dict[str, Any] = {f.name: [None] for f in outputs.fields}
+            row[MODEL_ERROR] = [f"model error: {type(e).__name__}: {_first_line(e)}"]
+            return pd.DataFrame(row, dtype=object)
+    mid = len(batch) // 2
+    halves = [_bisect(run, batch.iloc[:mid].reset_index(drop=True), outputs),
+              _bisect(run, batch.iloc[mid:].reset_index(drop=True), outputs)]
+    return pd.concat([h.astype(object) for h in halves], ignore_index=True)
+
+
+def to_model_input(batch: pd.DataFrame, tensor: TensorInput | None) -> Any:
+    if tensor is None:
+        return batch
+    if tensor.from_array_column:
+        arr = np.stack(batch.iloc[:, 0].to_numpy()).astype(tensor.dtype, copy=False)
+    else:
+        arr = batch.to_numpy(dtype=tensor.dtype)
+    return arr.reshape((len(batch), *tensor.shape[1:])) if len(tensor.shape) > 2 else arr
+
+
+def to_output(pred: Any, outputs: T.StructType, rows: int) -> pd.DataFrame:
+    """Shape whatever pyfunc returned (ndarray, Series, DataFrame, dict, list) into one column per output."""
     fields = outputs.fields
     if isinstance(pred, dict):
         pred = pd.DataFrame(pred)
-    if len(fields) > 1:
-        frame = pred if isinstance(pred, pd.DataFrame) else pd.DataFrame(np.asarray(pred))
-        missing = [f.name for f in fields if f.name not in frame.columns]
-        if missing:
-            frame = frame.set_axis([f.name for f in fields][: frame.shape[1]], axis=1)
-        out = pd.DataFrame({f.name: _as_dtype(frame[f.name], f.dataType) for f in fields})
-        return _check_rows(out.reset_index(drop=True), rows)
-    (field,) = fields
+    if len(pred) != rows:
+        raise ValueError(f"model returned {len(pred)} predictions for a batch of {rows} rows")
+    if len(fields) == 1:
+        return pd.DataFrame({fields[0].name: _single(pred, fields[0])})
     if isinstance(pred, pd.DataFrame):
-        if field.name in pred.columns:
-            pred = pred[field.name]
+        if all(f.name in pred.columns for f in fields):
+            frame = pred[[f.name for f in fields]]
+        elif pred.shape[1] == len(fields):
+            frame = pred
+        else:
+            raise ValueError(f"model returned columns {list(pred.columns)}, expected {[f.name for f in fields]}")
+        arrays = [frame.iloc[:, i].to_numpy() for i in range(len(fields))]
+    else:
+        matrix = np.asarray(pred)
+        if matrix.ndim != 2 or matrix.shape[1] != len(fields):
+            raise ValueError(f"model returned shape {matrix.shape}, expected (rows, {len(fields)})")
+        arrays = [matrix[:, i] for i in range(len(fields))]
+    return pd.DataFrame({f.name: _as_dtype(pd.Series(a), f.dataType) for f, a in zip(fields, arrays, strict=True)})
+
+
+def _single(pred: Any, out: T.StructField) -> pd.Series:
+    if isinstance(pred, pd.DataFrame):
+        if out.name in pred.columns:
+            pred = pred[out.name]
         elif pred.shape[1] == 1:
             pred = pred.iloc[:, 0]
-        else:
+        elif not isinstance(out.dataType, T.ArrayType):
             raise ValueError(f"model returned {pred.shape[1]} columns where one output was expected")
-    if isinstance(field.dataType, T.ArrayType):
-        series = pd.Series(list(np.asarray(pred)) if not isinstance(pred, pd.Series) else pred.tolist())
-    else:
-        arr = np.asarray(pred)
-        if arr.ndim == 2 and arr.shape[1] == 1:
-            arr = arr[:, 0]
-        series = _as_dtype(pd.Series(arr), field.dataType)
-    return _check_rows(series.reset_index(drop=True), rows)
+    if isinstance(out.dataType, T.ArrayType):
+        return pd.Series(list(np.asarray(pred)))
+    arr = np.asarray(pred)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    return _as_dtype(pd.Series(arr), out.dataType)
 
 
 def _as_dtype(values: pd.Series, spark_type: T.DataType) -> pd.Series:
@@ -108,10 +187,8 @@ def _as_dtype(values: pd.Series, spark_type: T.DataType) -> pd.Series:
         return values.astype(dtype)
     if isinstance(spark_type, T.StringType) and values.dtype != object:
         return values.astype(str)
-    return values
+    return values.reset_index(drop=True)
 
 
-def _check_rows(out: Any, rows: int) -> Any:
-    if len(out) != rows:
-        raise ValueError(f"model returned {len(out)} predictions for a batch of {rows} rows")
-    return out
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [""])[0][:500]

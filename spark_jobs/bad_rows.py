@@ -1,0 +1,37 @@
+"""Bad rows: features the model cannot take (null, NaN, infinite, or text that does not parse), found in the
+JVM before the batch reaches Python, with a reason that names the column and the problem."""
+
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from spark_jobs.plan import REJECT_REASON, ScoringPlan
+from udfs.model_udf import MODEL_ERROR, col
+
+OUTCOME = "__outcome"  # scored | rejected: the staged rows of one run, split by one write
+
+
+def reasons(plan: ScoringPlan) -> Column | None:
+    """The first problem of a row, or null when the model can take it."""
+    checks: list[Column] = []
+    for f in plan.features:
+        source = col(f.column)
+        checks.append(F.when(source.isNull(), F.lit(f"column '{f.column}' is null")))
+        if f.column in plan.checked:
+            checks.append(F.when(source.try_cast(f.spark_type).isNull(),
+                                 F.lit(f"column '{f.column}' cannot be cast to {f.spark_type.simpleString()}")))
+        if isinstance(f.spark_type, (T.DoubleType, T.FloatType)):
+            value = source.try_cast(f.spark_type)
+            checks.append(F.when(F.isnan(value), F.lit(f"column '{f.column}' is NaN")))
+            checks.append(F.when(F.abs(value) == F.lit(float("inf")), F.lit(f"column '{f.column}' is infinite")))
+    return F.coalesce(*checks) if checks else None
+
+
+def with_outcome(df: DataFrame, reason: Column | None) -> DataFrame:
+    """Name each row's outcome: rejected (its feature problem or the model's error) or scored."""
+    why = F.coalesce(reason, col(MODEL_ERROR)) if reason is not None else col(MODEL_ERROR)
+    return (df.withColumn(REJECT_REASON, why)
+            .withColumn(OUTCOME, F.when(why.isNull(), F.lit("scored")).otherwise(F.lit("rejected")))
+            .drop(MODEL_ERROR))
