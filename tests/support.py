@@ -61,10 +61,22 @@ def expected_scored(spark: SparkSession, source: DataFrame, output: DataFrame, m
     rows = source.collect()
     inputs = pd.DataFrame([[float(r[c]) for c in features.values()] for r in rows], columns=list(features))
     predictions = pyfunc_predictions(model_uri, inputs) if rows else []
+    return expected_table(spark, rows, output, {"prediction": predictions}, lineage)
+
+
+def expected_table(spark: SparkSession, rows: Sequence[Any], output: DataFrame, outputs: dict[str, Sequence[Any]],
+                   lineage: Any) -> DataFrame:
+    """Source rows plus the given output columns and the run's lineage, in the output table's schema."""
     lineage_values = {f: getattr(lineage, f) for f in
                       ("model_name", "model_version", "model_run_id", "scored_at", "scoring_run_id")}
     expected = []
-    for row, prediction in zip(rows, predictions, strict=True):
-        values = {**row.asDict(), "prediction": np.asarray(prediction).item(), **lineage_values}
+    for i, row in enumerate(rows):
+        values = {**row.asDict(), **{k: _plain(v[i]) for k, v in outputs.items()}, **lineage_values}
         expected.append(tuple(values[f.name] for f in output.schema.fields))
     return spark.createDataFrame(expected, output.schema)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return [_plain(v) for v in value]
+    return value.item() if isinstance(value, np.generic) else value
