@@ -6,8 +6,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from spark_jobs.bad_rows import OUTCOME
 from spark_jobs.errors import ScoringError
 from spark_jobs.output import StagedPartition
+from udfs.model_udf import col
 
 
 @dataclass(frozen=True)
@@ -42,3 +48,21 @@ def check(counts: Counts, policy: str, max_bad_fraction: float | None, example: 
             f"rejected {counts.rejected} of {counts.read} rows ({counts.rejected / counts.read:.2%}), more than "
             f"--max-bad-fraction {max_bad_fraction:g}; nothing published"
         )
+
+
+def check_range(spark: SparkSession, root: str, schema: T.StructType, outputs: T.StructType,
+                bounds: tuple[float, float]) -> None:
+    """Configured audit: every scored numeric output within [low, high]."""
+    low, high = bounds
+    numeric = [f.name for f in outputs.fields if isinstance(f.dataType, T.NumericType)]
+    if not numeric:
+        return
+    staged = spark.read.schema(T.StructType([*schema.fields, T.StructField(OUTCOME, T.StringType())])).option(
+        "basePath", root).parquet(root).where(col(OUTCOME) == "scored")
+    outside = F.lit(False)
+    for name in numeric:
+        outside = outside | (col(name) < low) | (col(name) > high)
+    bad = staged.where(outside).count()
+    if bad:
+        raise ScoringError(f"audit failed: {bad} predictions outside prediction_range [{low:g}, {high:g}]; "
+                           "nothing published")

@@ -21,7 +21,9 @@ _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _TOP_KEYS = {
     "model_uri", "input_table", "output_table", "partitions", "output_format", "batch_size", "mlflow", "spark",
     "on_bad_rows", "max_bad_fraction", "rejects_table", "key_columns", "feature_columns", "result_type", "params",
+    "partition_mode", "runs_table", "keep_versions", "lock_stale_after_s", "prediction_range",
 }
+PARTITION_MODES = ("all", "new")
 _MLFLOW_KEYS = {"tracking_uri", "registry_uri"}
 _SPARK_KEYS = {"local_defaults", "local_home", "conf"}
 
@@ -49,11 +51,21 @@ class JobConfig:
     feature_columns: tuple[str, ...] = ()  # ordered columns feeding a tensor-input model
     result_type: str | None = None  # Spark DDL type of the output when the model has no output signature
     params: Mapping[str, str] = field(default_factory=dict)  # MLflow predict params, typed by the model
+    partition_mode: str = "all"  # new: only partitions without output for this model version, or changed
+    runs_table: str | None = None  # default: <output_table>_runs
+    keep_versions: int = 1  # superseded versions kept per partition, for rollback
+    lock_stale_after_s: float = 600.0  # a lock without heartbeat for this long belongs to a dead run
+    break_lock: bool = False
+    prediction_range: tuple[float, float] | None = None  # audit: every scored prediction within [lo, hi]
     verbose: bool = False
 
     @property
     def rejects(self) -> str:
         return self.rejects_table or f"{self.output_table}_rejects"
+
+    @property
+    def runs(self) -> str:
+        return self.runs_table or f"{self.output_table}_runs"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,6 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output type for a model without output signature, e.g. double or 'label string, score double'")
     p.add_argument("--param", action="append", metavar="KEY=VALUE", default=None,
                    help="MLflow predict parameter, typed by the model's params schema (repeatable)")
+    p.add_argument("--partition-mode", choices=PARTITION_MODES,
+                   help="all (default): every selected partition; new: only those with no output for this "
+                        "model version, or whose input files changed since they were scored")
+    p.add_argument("--runs-table", metavar="[CATALOG.]DB.TABLE", help="run history (default: <output-table>_runs)")
+    p.add_argument("--keep-versions", type=int, metavar="N",
+                   help="superseded versions kept per partition for rollback (default 1)")
+    p.add_argument("--break-lock", action="store_true", help="take over the output table's lock from another run")
     p.add_argument("--verbose", action="store_true", help="print full tracebacks on failure")
     return p
 
@@ -127,6 +146,12 @@ def parse_args(argv: Sequence[str] | None = None) -> JobConfig:
         feature_columns=_names(pick(args.feature_columns, "feature_columns"), "feature columns"),
         result_type=pick(args.result_type, "result_type"),
         params=parse_params(args.param) if args.param else _str_map(profile.get("params"), "params"),
+        partition_mode=pick(args.partition_mode, "partition_mode", "all"),
+        runs_table=pick(args.runs_table, "runs_table"),
+        keep_versions=pick(args.keep_versions, "keep_versions", 1),
+        lock_stale_after_s=profile.get("lock_stale_after_s", 600.0),
+        break_lock=args.break_lock,
+        prediction_range=_range(profile.get("prediction_range")),
         verbose=args.verbose,
     ))
 
@@ -194,8 +219,19 @@ def validate(cfg: JobConfig) -> JobConfig:
         raise UsageError(f"batch size {cfg.batch_size!r} must be a positive whole number of rows")
     if not isinstance(cfg.local_defaults, bool):
         raise UsageError(f"spark.local_defaults {cfg.local_defaults!r} must be true or false")
-    if cfg.rejects_table is not None:
-        validate_table_name(cfg.rejects_table, "--rejects-table")
+    names = {"--output-table": cfg.output_table}
+    for flag, name in (("--rejects-table", cfg.rejects), ("--runs-table", cfg.runs)):
+        validate_table_name(name, flag)
+        if _normalized(name) in {_normalized(cfg.input_table), *map(_normalized, names.values())}:
+            raise UsageError(f"{flag} {name!r} must differ from the input, output and other tables of the run")
+        names[flag] = name
+    if cfg.partition_mode not in PARTITION_MODES:
+        raise UsageError(f"partition_mode {cfg.partition_mode!r} is not one of {', '.join(PARTITION_MODES)}")
+    if isinstance(cfg.keep_versions, bool) or not isinstance(cfg.keep_versions, int) or cfg.keep_versions < 0:
+        raise UsageError(f"keep_versions {cfg.keep_versions!r} must be a whole number >= 0")
+    if isinstance(cfg.lock_stale_after_s, bool) or not isinstance(cfg.lock_stale_after_s, int | float) \
+            or cfg.lock_stale_after_s <= 0:
+        raise UsageError(f"lock_stale_after_s {cfg.lock_stale_after_s!r} must be a positive number of seconds")
     if cfg.on_bad_rows not in BAD_ROW_POLICIES:
         raise UsageError(f"on_bad_rows {cfg.on_bad_rows!r} is not one of {', '.join(BAD_ROW_POLICIES)}")
     fraction = cfg.max_bad_fraction
@@ -226,6 +262,15 @@ def _names(value: Any, what: str) -> tuple[str, ...]:
     if not isinstance(items, list | tuple) or not all(isinstance(i, str) and _IDENT.match(i.strip()) for i in items):
         raise UsageError(f"{what} {value!r} must be a comma-separated list of column names")
     return tuple(i.strip() for i in items)
+
+
+def _range(value: Any) -> tuple[float, float] | None:
+    if value is None:
+        return None
+    if (not isinstance(value, list) or len(value) != 2 or not all(isinstance(v, int | float) for v in value)
+            or value[0] > value[1]):
+        raise UsageError(f"config 'prediction_range' {value!r} must be [low, high]")
+    return float(value[0]), float(value[1])
 
 
 def _str_map(value: Any, what: str) -> dict[str, str]:

@@ -8,7 +8,7 @@ so readers see a partition's old rows or its new rows, never a mix and never a h
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,10 +95,12 @@ def staged_partitions(spark: SparkSession, root: str, schema: T.StructType,
 
 
 def publish(spark: SparkSession, name: str, partition_columns: Sequence[str], staged: Iterable[StagedPartition],
-            run_partitions: Iterable[tuple[Any, ...]]) -> None:
+            run_partitions: Iterable[tuple[Any, ...]], between: Callable[[], None] = lambda: None) -> None:
     """Point each partition the run scored at its staged folder; a partition left with no rows is dropped."""
     by_values = {p.values: p for p in staged}
-    for values in sorted(set(run_partitions), key=lambda v: [str(x) for x in v]):
+    for i, values in enumerate(sorted(set(run_partitions), key=lambda v: [str(x) for x in v])):
+        if i:
+            between()
         spec = partition_spec(dict(zip(partition_columns, values, strict=True)))
         args = {"table": name, **spec.args}
         target = by_values.get(values)

@@ -25,6 +25,7 @@ from udfs.model_udf import TensorInput, col
 
 PREDICTION = "prediction"
 REJECT_REASON = "reject_reason"
+FINGERPRINT = "input_fingerprint"  # of the input partition a row was scored from: incremental runs compare it
 LINEAGE = T.StructType([
     T.StructField("model_name", T.StringType()),
     T.StructField("model_version", T.StringType()),
@@ -303,7 +304,7 @@ def output_schema(table: TableInfo, outputs: T.StructType) -> T.StructType:
     by_name = {f.name: f for f in table.schema.fields}
     added = [*outputs.fields, *LINEAGE.fields]
     taken = {c.lower() for c in by_name}
-    clashes = [n for n in [f.name for f in added] + [REJECT_REASON] if n.lower() in taken]
+    clashes = [n for n in [f.name for f in added] + [REJECT_REASON, FINGERPRINT] if n.lower() in taken]
     if clashes:
         raise UsageError(
             f"input table {table.name} already has column(s) {', '.join(clashes)} that the scored table adds"
@@ -311,6 +312,7 @@ def output_schema(table: TableInfo, outputs: T.StructType) -> T.StructType:
     return T.StructType([
         *[by_name[c] for c in table.data_columns],
         *added,
+        T.StructField(FINGERPRINT, T.StringType()),
         *[by_name[c] for c in table.partition_columns],
     ])
 

@@ -17,18 +17,19 @@ import sys
 import time
 import traceback
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import SparkSession
 from pyspark.sql import types as T
 
-from spark_jobs import audit, bad_rows, model_ref, output, plan, tables
+from spark_jobs import audit, bad_rows, faults, fs, history, lock, output, partitions, plan, versions
 from spark_jobs.config import JobConfig, parse_args
-from spark_jobs.errors import ScoringError, UsageError
+from spark_jobs.errors import ScoringError
 from spark_jobs.lineage import RunLineage, with_lineage
+from spark_jobs.prepare import Prepared, prepare
 from spark_jobs.session import get_session
 from udfs import ModelSpec, model_cache, score
-from udfs.model_udf import col, to_model_input
+from udfs.model_udf import col
 
 log = logging.getLogger("score_table")
 
@@ -42,64 +43,93 @@ class RunResult:
     counts: audit.Counts
     rejects_table: str | None
     seconds: float
+    skipped: int = 0  # partitions an incremental run found up to date
 
 
 def run(spark: SparkSession, cfg: JobConfig) -> RunResult:
-    """Resolve the model -> plan and validate (metadata only) -> score -> stage -> audit -> publish."""
+    """Plan and validate (metadata only) -> lock -> score -> stage -> audit -> publish, with a run-history row."""
     started = time.monotonic()
-    source = tables.require(spark, cfg.input_table, "input table")
-    model_ref.connect(cfg.tracking_uri, cfg.registry_uri)
-    ref = model_ref.resolve(cfg.model_uri)
-    model = model_ref.download(ref)
-    scoring = plan.build(
-        source, plan.ModelFacts(model.signature, model.output_names), cfg.partitions,
-        case_sensitive=spark.conf.get("spark.sql.caseSensitive", "false") == "true",
-        feature_columns=cfg.feature_columns, result_type=_ddl(cfg.result_type),
+    job = prepare(spark, cfg)
+    lineage = RunLineage.start(job.model.ref)
+    if not job.partitions:
+        log.info("every selected partition is up to date for %s version %s", job.model.ref.name,
+                 job.model.ref.version)
+        return RunResult(lineage, job.scoring.selection.text, job.source.partition_columns, [],
+                         audit.Counts(0, 0, 0), None, time.monotonic() - started, job.skipped)
+    record = history.RunRecord(
+        kind="score", status="running", started_at=lineage.scored_at, ended_at=None, model_uri=cfg.model_uri,
+        model_name=lineage.model_name, model_version=lineage.model_version, model_run_id=lineage.model_run_id,
+        input_table=cfg.input_table, output_table=cfg.output_table, partition_selection=job.scoring.selection.text,
+        scoring_run_id=lineage.scoring_run_id,
     )
-    params = plan.typed_params(model.signature, cfg.params)
-    keys = _key_columns(cfg, source)
-    quarantine = cfg.on_bad_rows == "quarantine"
-    selected = spark.table(cfg.input_table)
-    if scoring.selection.condition is not None:
-        selected = selected.where(scoring.selection.condition)
-    if not selected.inputFiles():  # partition pruning on metadata: lists files, reads none
-        raise UsageError(f"partition selection {scoring.selection.text} matches no rows in {cfg.input_table}")
-    if _needs_inferred_outputs(model.signature, cfg.result_type):
-        scoring = _with_inferred_outputs(source, scoring, selected, model.path, params)
-    output.check_compatible(spark, cfg.output_table, scoring.output_schema, scoring.partition_columns)
-    rejects_schema = plan.rejects_schema(source)
-    if quarantine:
-        output.check_compatible(spark, cfg.rejects, rejects_schema, scoring.partition_columns, "rejects table")
+    table_lock = lock.TableLock(spark, lock.lock_path(spark, cfg.output_table),
+                                lock.holder(lineage.scoring_run_id, lineage.scored_at.isoformat()),
+                                cfg.lock_stale_after_s)
+    _abandon(spark, cfg.runs, table_lock.acquire(cfg.break_lock))
+    root = None
+    try:
+        history.write(spark, cfg.runs, record)
+        root, staged, counts = _score_and_stage(spark, cfg, job, lineage)
+        published = _publish_all(spark, cfg, job, root, staged)
+        history.write(spark, cfg.runs, record.finished(
+            "succeeded", rows_read=counts.read, rows_scored=counts.scored, rows_rejected=counts.rejected,
+            published_partitions=published))
+        _retain(spark, cfg, root, staged, lineage.scoring_run_id)
+    except BaseException as e:
+        history.write(spark, cfg.runs, record.finished("failed", error=one_line(e)))
+        if root is not None and fs.exists(spark, root):
+            fs.delete(spark, root)  # staged rows of a failed run are never published
+        raise
+    finally:
+        table_lock.release()
+    return RunResult(lineage, job.scoring.selection.text, job.source.partition_columns, staged, counts,
+                     cfg.rejects if cfg.on_bad_rows == "quarantine" else None, time.monotonic() - started,
+                     job.skipped)
 
+
+def _score_and_stage(spark: SparkSession, cfg: JobConfig, job: Prepared,
+                     lineage: RunLineage) -> tuple[str, list[output.StagedPartition], audit.Counts]:
+    """The run's one pass over the data: score every selected row and write it, scored or rejected, under
+    a run-specific folder; then audit what was written."""
+    scoring, quarantine = job.scoring, cfg.on_bad_rows == "quarantine"
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.batch_size))
-    spec = ModelSpec(model_cache.ship(spark, model.path), scoring.features, scoring.outputs, tensor=scoring.tensor,
-                     params=params, isolate_errors=quarantine)
-    lineage = RunLineage.start(model.ref)
-    log.info("scoring %s (%s) with %s = version %s", cfg.input_table, scoring.selection.text, ref.requested_uri,
-             ref.version)
+    spec = ModelSpec(model_cache.ship(spark, job.model.path), scoring.features, scoring.outputs,
+                     tensor=scoring.tensor, params=job.params, isolate_errors=quarantine)
+    log.info("scoring %s (%s) with %s = version %s", cfg.input_table, scoring.selection.text,
+             cfg.model_uri, lineage.model_version)
     reasons = bad_rows.reasons(scoring) if cfg.on_bad_rows != "pass" else None
-    skip = reasons.isNotNull() if reasons is not None else None
-    rows = (selected.transform(score, spec, skip).transform(with_lineage, lineage)
+    selected = job.selected(spark)
+    rows = (selected.transform(score, spec, reasons.isNotNull() if reasons is not None else None)
+            .transform(with_lineage, lineage)
+            .transform(partitions.with_fingerprints, job.source, job.fingerprints)
             .transform(bad_rows.with_outcome, reasons))
-
-    table_location = output.ensure_table(spark, cfg.output_table, scoring.output_schema, scoring.partition_columns,
-                                         "parquet" if cfg.output_format == "parquet" else cfg.output_format)
-    root = f"{table_location.rstrip('/')}/{output.RUNS_DIR}/{lineage.scoring_run_id}"
+    location = output.ensure_table(spark, cfg.output_table, scoring.output_schema, scoring.partition_columns,
+                                   cfg.output_format)
+    root = f"{location.rstrip('/')}/{output.RUNS_DIR}/{lineage.scoring_run_id}"
+    faults.while_running_jobs(spark)
     output.stage(rows, root, scoring.partition_columns)
-    staged = output.staged_partitions(spark, root, _staged_schema(scoring, rejects_schema), scoring.partition_columns)
-    counts = audit.count(selected.count(), staged)  # the count reads Parquet footers only
-    example = _example(spark, root, keys) if counts.rejected and cfg.on_bad_rows == "fail" else None
+    faults.point("after_stage")
+    staged = output.staged_partitions(spark, root, _staged_schema(scoring), scoring.partition_columns)
+    counts = audit.count(selected.count(), staged)  # an independent count: Parquet footers only
+    example = _example(spark, root, job.keys) if counts.rejected and cfg.on_bad_rows == "fail" else None
     audit.check(counts, cfg.on_bad_rows, cfg.max_bad_fraction, example)
+    if cfg.prediction_range is not None:
+        audit.check_range(spark, root, _staged_schema(scoring), scoring.outputs, cfg.prediction_range)
+    return root, staged, counts
 
-    run_partitions = {p.values for p in staged}
-    _publish(spark, cfg, cfg.output_table, root, scoring.output_schema, scoring.partition_columns,
-             [p for p in staged if p.outcome == "scored"], run_partitions)
-    if quarantine:
-        output.ensure_table(spark, cfg.rejects, rejects_schema, scoring.partition_columns, cfg.output_format)
-        _publish(spark, cfg, cfg.rejects, root, rejects_schema, scoring.partition_columns,
+
+def _publish_all(spark: SparkSession, cfg: JobConfig, job: Prepared, root: str,
+                 staged: list[output.StagedPartition]) -> list[str]:
+    parts = job.scoring.partition_columns
+    run_partitions = set(job.partitions)
+    scored = [p for p in staged if p.outcome == "scored"]
+    _publish(spark, cfg, cfg.output_table, root, job.scoring.output_schema, parts, scored, run_partitions)
+    if cfg.on_bad_rows == "quarantine":
+        rejects_schema = plan.rejects_schema(job.source)
+        output.ensure_table(spark, cfg.rejects, rejects_schema, parts, cfg.output_format)
+        _publish(spark, cfg, cfg.rejects, root, rejects_schema, parts,
                  [p for p in staged if p.outcome == "rejected"], run_partitions)
-    return RunResult(lineage, scoring.selection.text, scoring.partition_columns, staged, counts,
-                     cfg.rejects if quarantine else None, time.monotonic() - started)
+    return [partitions.describe(parts, v) for v in sorted(run_partitions, key=lambda v: [str(x) for x in v])]
 
 
 def _publish(spark: SparkSession, cfg: JobConfig, table: str, root: str, schema: T.StructType,
@@ -109,22 +139,39 @@ def _publish(spark: SparkSession, cfg: JobConfig, table: str, root: str, schema:
         outcome = "scored" if table == cfg.output_table else "rejected"
         output.publish_copy(spark, table, root, outcome, schema, partition_columns)
     else:
-        output.publish(spark, table, partition_columns, staged, run_partitions)
+        output.publish(spark, table, partition_columns, staged, run_partitions,
+                       between=lambda: faults.point("mid_publish"))
 
 
-def _staged_schema(scoring: plan.ScoringPlan, rejects_schema: T.StructType) -> T.StructType:
+def _retain(spark: SparkSession, cfg: JobConfig, root: str, staged: list[output.StagedPartition],
+            run_id: str) -> None:
+    if cfg.output_format == "delta":
+        fs.delete(spark, root)  # Delta copied the rows in; its own log keeps versions
+        return
+    succeeded = {r.scoring_run_id: r.ended_at for r in history.read(spark, cfg.runs, ["succeeded"])
+                 if r.kind == "score"}
+    table_location = root.rsplit(f"/{output.RUNS_DIR}/", 1)[0]
+    paths = {versions.split_location(p.location)[2] for p in staged  # type: ignore[index]
+             if p.outcome == "scored" and versions.split_location(p.location) is not None}
+    versions.prune(spark, table_location, paths, run_id, succeeded, cfg.keep_versions)
+
+
+def _abandon(spark: SparkSession, runs_table: str, previous: lock.Holder | None) -> None:
+    """A run whose lock was taken over is dead: mark its history row failed, so it is not left `running`."""
+    if previous is None:
+        return
+    for r in history.read(spark, runs_table, ["running"]):
+        if r.scoring_run_id == previous.scoring_run_id:
+            record = history.RunRecord(**{k: r[k] for k in history.SCHEMA.fieldNames()})
+            history.write(spark, runs_table, record.finished(
+                "failed", error=f"abandoned: its lock was taken over by a later run (holder pid {previous.pid})"))
+
+
+def _staged_schema(scoring: plan.ScoringPlan) -> T.StructType:
     """The staged files hold the scored table's columns plus reject_reason."""
     data = [f for f in scoring.output_schema.fields if f.name not in scoring.partition_columns]
     parts = [f for f in scoring.output_schema.fields if f.name in scoring.partition_columns]
     return T.StructType([*data, T.StructField(plan.REJECT_REASON, T.StringType()), *parts])
-
-
-def _key_columns(cfg: JobConfig, source: tables.TableInfo) -> tuple[str, ...]:
-    keys = cfg.key_columns or source.data_columns[:1]
-    for k in keys:
-        if plan.find_column(source.schema, k, case_sensitive=False) is None:
-            raise UsageError(f"key column '{k}' is not a column of {source.name}")
-    return (*keys, *source.partition_columns)
 
 
 def _example(spark: SparkSession, root: str, keys: tuple[str, ...]) -> str:
@@ -134,37 +181,6 @@ def _example(spark: SparkSession, root: str, keys: tuple[str, ...]) -> str:
     if row is None:
         return "-"
     return ", ".join(f"{k}={row[k]}" for k in keys) + f": {row[plan.REJECT_REASON]}"
-
-
-def _ddl(text: str | None) -> T.DataType | None:
-    if text is None:
-        return None
-    try:
-        return T.DataType.fromDDL(text)
-    except Exception as e:
-        raise UsageError(f"--result-type {text!r} is not a Spark DDL type: {one_line(e)}") from None
-
-
-def _needs_inferred_outputs(signature: object, result_type: str | None) -> bool:
-    return result_type is None and getattr(signature, "outputs", None) is None
-
-
-def _with_inferred_outputs(source: tables.TableInfo, scoring: plan.ScoringPlan, selected: DataFrame,
-                           model_path: str, params: dict[str, object]) -> plan.ScoringPlan:
-    """A model without output signature or --result-type: predict a few rows on the driver and take the
-    types of what comes back."""
-    import mlflow.pyfunc
-
-    sample = selected.select(*[col(f.column).try_cast(f.spark_type).alias(f.name) for f in scoring.features])
-    batch = sample.dropna().limit(20).toPandas()
-    if len(batch) == 0:
-        raise UsageError("cannot infer the model's output type: no complete rows to try; give --result-type")
-    model = mlflow.pyfunc.load_model(model_path)
-    data = to_model_input(batch, scoring.tensor)
-    outputs = plan.infer_outputs(model.predict(data, params=params) if params else model.predict(data))
-    log.info("model has no output signature: inferred output columns %s from %d rows", outputs.simpleString(),
-             len(batch))
-    return replace(scoring, outputs=outputs, output_schema=plan.output_schema(source, outputs))
 
 
 def summary(cfg: JobConfig, result: RunResult) -> str:
@@ -181,6 +197,9 @@ def summary(cfg: JobConfig, result: RunResult) -> str:
     for values, n in sorted(per_partition.items(), key=lambda kv: [str(v) for v in kv[0]]):
         name = ", ".join(f"{c}={v}" for c, v in zip(result.partition_columns, values, strict=True)) or "table"
         lines.append(f"  {name}: {n['scored']} scored, {n['rejected']} rejected")
+    if result.skipped:
+        lines.append(f"up to date (skipped): {result.skipped} partition(s) already scored by this model version "
+                     "from unchanged input")
     rate = counts.read / result.seconds if result.seconds > 0 else 0.0
     lines.append(f"rows read: {counts.read}, scored: {counts.scored}, rejected: {counts.rejected} "
                  f"in {result.seconds:.1f} s ({rate:,.0f} rows/s)")

@@ -59,7 +59,8 @@ def test_output_keeps_input_columns_and_partitioning(spark: SparkSession, source
         ("customer_id", "bigint", False), ("tenure", "int", False), ("spend", "decimal(10,2)", False),
         ("visits", "bigint", False), ("segment", "string", False), ("prediction", "double", False),
         ("model_name", "string", False), ("model_version", "string", False), ("model_run_id", "string", False),
-        ("scored_at", "timestamp", False), ("scoring_run_id", "string", False), ("ds", "string", True),
+        ("scored_at", "timestamp", False), ("scoring_run_id", "string", False), ("input_fingerprint", "string", False),
+        ("ds", "string", True),
     ]
 
 

@@ -1,0 +1,87 @@
+"""Small file-system operations through Hadoop's FileSystem (local, HDFS, object stores alike), plus an
+exclusive create that is atomic where the file system allows it."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+from urllib.parse import urlparse
+
+from pyspark.sql import SparkSession
+
+
+def _fs(spark: SparkSession, path: str) -> tuple[Any, Any]:
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    hpath = jvm.org.apache.hadoop.fs.Path(path)
+    return hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), hpath
+
+
+def exists(spark: SparkSession, path: str) -> bool:
+    fs, p = _fs(spark, path)
+    return bool(fs.exists(p))
+
+
+def delete(spark: SparkSession, path: str) -> None:
+    fs, p = _fs(spark, path)
+    fs.delete(p, True)
+
+
+def glob(spark: SparkSession, pattern: str) -> list[str]:
+    fs, p = _fs(spark, pattern)
+    found = fs.globStatus(p)
+    return [str(s.getPath().toString()) for s in (found or [])]
+
+
+def mtime(spark: SparkSession, path: str) -> float:
+    fs, p = _fs(spark, path)
+    return float(fs.getFileStatus(p).getModificationTime()) / 1000.0
+
+
+def touch(spark: SparkSession, path: str, when: float) -> None:
+    fs, p = _fs(spark, path)
+    fs.setTimes(p, int(when * 1000), -1)
+
+
+def read_text(spark: SparkSession, path: str) -> str:
+    fs, p = _fs(spark, path)
+    stream = fs.open(p)
+    try:
+        jvm = spark.sparkContext._jvm
+        assert jvm is not None
+        return str(jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8"))
+    finally:
+        stream.close()
+
+
+def create_exclusive(spark: SparkSession, path: str, text: str) -> bool:
+    """Create `path` with `text` unless it exists; False when it does. Atomic on local disks (O_EXCL) and
+    HDFS; on object stores two writers can both succeed (see the README)."""
+    parsed = urlparse(path)
+    if parsed.scheme in ("", "file"):
+        local = parsed.path if parsed.scheme else path
+        os.makedirs(os.path.dirname(local), exist_ok=True)
+        try:
+            fd = os.open(local, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        return True
+    fs, p = _fs(spark, path)
+    try:
+        stream = fs.create(p, False)
+    except Exception:
+        return False
+    try:
+        stream.write(bytearray(text.encode()))
+    finally:
+        stream.close()
+    return True
+
+
+def status(spark: SparkSession, path: str) -> tuple[int, float]:
+    """Size in bytes and modification time in seconds."""
+    fs, p = _fs(spark, path)
+    s = fs.getFileStatus(p)
+    return int(s.getLen()), float(s.getModificationTime()) / 1000.0

@@ -1,0 +1,105 @@
+"""Input partitions and their fingerprints (file count, total size, newest modification time), read from
+the catalog and the file system only, so an incremental run can tell which partitions changed."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import unquote
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from spark_jobs import fs
+from spark_jobs.plan import FINGERPRINT, Selection, find_column, partition_literal
+from spark_jobs.tables import TableInfo
+from udfs.model_udf import col
+
+_NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
+Values = tuple[Any, ...]
+
+
+def listed(spark: SparkSession, table: TableInfo) -> list[Values]:
+    """Every partition of the table, as typed values in partition-column order."""
+    if not table.partition_columns:
+        return [()]
+    fields = [find_column(table.schema, c, True) for c in table.partition_columns]
+    out = []
+    for p in spark.catalog.listPartitions(table.name):
+        texts = dict(part.split("=", 1) for part in p.partition.split("/"))
+        out.append(tuple(
+            None if texts[f.name] == _NULL_PARTITION else partition_literal(f, unquote(texts[f.name]))
+            for f in fields if f is not None
+        ))
+    return out
+
+
+def matches(partition_columns: Sequence[str], values: Values) -> Column:
+    condition = F.lit(True)
+    for c, v in zip(partition_columns, values, strict=True):
+        condition = condition & col(c).eqNullSafe(F.lit(v))
+    return condition
+
+
+def selected(spark: SparkSession, table: TableInfo, selection: Selection) -> list[Values]:
+    """The partitions a selection keeps, decided on the catalog's partition values (no data read)."""
+    all_values = listed(spark, table)
+    if selection.condition is None or not all_values or all_values == [()]:
+        return all_values
+    probe = spark.createDataFrame([list(v) for v in all_values], _schema(table))
+    return [tuple(r) for r in probe.where(selection.condition).collect()]
+
+
+def fingerprint(spark: SparkSession, table: TableInfo, values: Values) -> str:
+    files = spark.table(table.name).where(matches(table.partition_columns, values)).inputFiles()
+    sizes, newest = 0, 0.0
+    for f in files:
+        status = fs.status(spark, f)
+        sizes += status[0]
+        newest = max(newest, status[1])
+    return f"files={len(files)};bytes={sizes};newest={newest:.3f}"
+
+
+def with_fingerprints(df: DataFrame, table: TableInfo, fingerprints: dict[Values, str]) -> DataFrame:
+    """Attach each row's partition fingerprint (a broadcast join on a few rows)."""
+    spark = df.sparkSession
+    keys = [f"__fp_{c}" for c in table.partition_columns]
+    schema = T.StructType([*[T.StructField(k, f.dataType) for k, f in zip(keys, _schema(table).fields,
+                                                                              strict=True)],
+                           T.StructField(FINGERPRINT, T.StringType())])
+    prints = spark.createDataFrame([[*v, fp] for v, fp in fingerprints.items()], schema)
+    if not table.partition_columns:
+        return df.withColumn(FINGERPRINT, F.lit(next(iter(fingerprints.values()))))
+    condition = None
+    for c, k in zip(table.partition_columns, keys, strict=True):
+        term = col(c).eqNullSafe(prints[k])
+        condition = term if condition is None else condition & term
+    return df.join(F.broadcast(prints), on=condition, how="inner").drop(*keys)
+
+
+def published(
+    spark: SparkSession, output_table: str, partition_columns: Sequence[str]
+) -> dict[Values, tuple[str, str]]:
+    """Model version and input fingerprint of each published output partition."""
+    if not spark.catalog.tableExists(output_table):
+        return {}
+    rows = (spark.table(output_table).groupBy(*[col(c) for c in partition_columns])
+            .agg(F.max("model_version").alias("v"), F.max(FINGERPRINT).alias("fp")).collect())
+    return {tuple(r[c] for c in partition_columns): (r["v"], r["fp"]) for r in rows}
+
+
+def selection_of(partition_columns: Sequence[str], values: Sequence[Values], text: str) -> Selection:
+    condition = F.lit(False)
+    for v in values:
+        condition = condition | matches(partition_columns, v)
+    return Selection(condition, text)
+
+
+def describe(partition_columns: Sequence[str], values: Values) -> str:
+    return ", ".join(f"{c}={v}" for c, v in zip(partition_columns, values, strict=True)) or "table"
+
+
+def _schema(table: TableInfo) -> T.StructType:
+    by_name = {f.name: f for f in table.schema.fields}
+    return T.StructType([T.StructField(c, by_name[c].dataType) for c in table.partition_columns])

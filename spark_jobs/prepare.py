@@ -1,0 +1,117 @@
+"""Everything a run needs, from metadata alone: the model, the plan, the partitions and their fingerprints.
+Every usage error is raised here, before the lock is taken or any data is read."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import types as T
+
+from spark_jobs import model_ref, output, partitions, plan, tables
+from spark_jobs.config import JobConfig
+from spark_jobs.errors import UsageError
+from udfs.model_udf import col, to_model_input
+
+log = logging.getLogger("score_table")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    source: tables.TableInfo
+    model: model_ref.LocalModel
+    scoring: plan.ScoringPlan
+    params: dict[str, Any]
+    keys: tuple[str, ...]
+    fingerprints: dict[partitions.Values, str]  # of the partitions this run scores
+    skipped: int  # partitions an incremental run found up to date
+
+    @property
+    def partitions(self) -> list[partitions.Values]:
+        return list(self.fingerprints)
+
+    def selected(self, spark: SparkSession) -> DataFrame:
+        df = spark.table(self.source.name)
+        return df if self.scoring.selection.condition is None else df.where(self.scoring.selection.condition)
+
+
+def prepare(spark: SparkSession, cfg: JobConfig) -> Prepared:
+    source = tables.require(spark, cfg.input_table, "input table")
+    model_ref.connect(cfg.tracking_uri, cfg.registry_uri)
+    model = model_ref.download(model_ref.resolve(cfg.model_uri))
+    scoring = plan.build(
+        source, plan.ModelFacts(model.signature, model.output_names), cfg.partitions,
+        case_sensitive=spark.conf.get("spark.sql.caseSensitive", "false") == "true",
+        feature_columns=cfg.feature_columns, result_type=_ddl(cfg.result_type),
+    )
+    params = plan.typed_params(model.signature, cfg.params)
+    keys = _key_columns(cfg, source)
+    chosen = partitions.selected(spark, source, scoring.selection)
+    prints = {v: partitions.fingerprint(spark, source, v) for v in chosen}
+    prints = {v: fp for v, fp in prints.items() if not fp.startswith("files=0;")}
+    if not prints:
+        raise UsageError(f"partition selection {scoring.selection.text} matches no rows in {cfg.input_table}")
+    skipped = 0
+    if cfg.partition_mode == "new":
+        done = partitions.published(spark, cfg.output_table, source.partition_columns)
+        stale = {v: fp for v, fp in prints.items() if done.get(v) != (model.ref.version, fp)}
+        skipped = len(prints) - len(stale)
+        prints = stale
+        if stale:
+            text = " or ".join(partitions.describe(source.partition_columns, v) for v in stale)
+            scoring = replace(scoring, selection=partitions.selection_of(source.partition_columns, list(stale),
+                                                                         f"new or changed: {text}"))
+    job = Prepared(source, model, scoring, params, keys, prints, skipped)
+    if prints and _needs_inferred_outputs(model.signature, cfg.result_type):
+        job = replace(job, scoring=_with_inferred_outputs(job.source, job.scoring, job.selected(spark), model.path,
+                                                           params))
+    output.check_compatible(spark, cfg.output_table, job.scoring.output_schema, source.partition_columns)
+    if cfg.on_bad_rows == "quarantine":
+        output.check_compatible(spark, cfg.rejects, plan.rejects_schema(source), source.partition_columns,
+                                "rejects table")
+    return job
+
+
+def _key_columns(cfg: JobConfig, source: tables.TableInfo) -> tuple[str, ...]:
+    keys = cfg.key_columns or source.data_columns[:1]
+    found = []
+    for k in keys:
+        field = plan.find_column(source.schema, k, case_sensitive=False)
+        if field is None:
+            raise UsageError(f"key column '{k}' is not a column of {source.name}")
+        found.append(field.name)
+    return (*found, *source.partition_columns)
+
+
+def _ddl(text: str | None) -> T.DataType | None:
+    if text is None:
+        return None
+    try:
+        return T.DataType.fromDDL(text)
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise UsageError(f"--result-type {text!r} is not a Spark DDL type: {first}") from None
+
+
+def _needs_inferred_outputs(signature: object, result_type: str | None) -> bool:
+    return result_type is None and getattr(signature, "outputs", None) is None
+
+
+def _with_inferred_outputs(source: tables.TableInfo, scoring: plan.ScoringPlan, selected: DataFrame,
+                           model_path: str, params: dict[str, Any]) -> plan.ScoringPlan:
+    """A model without output signature or --result-type: predict a few rows on the driver and take the
+    types of what comes back."""
+    import mlflow.pyfunc
+
+    sample = selected.select(*[col(f.column).try_cast(f.spark_type).alias(f.name) for f in scoring.features])
+    batch = sample.dropna().limit(20).toPandas()
+    if len(batch) == 0:
+        raise UsageError("cannot infer the model's output type: no complete rows to try; give --result-type")
+    model = mlflow.pyfunc.load_model(model_path)
+    data = to_model_input(batch, scoring.tensor)
+    outputs = plan.infer_outputs(model.predict(data, params=params) if params else model.predict(data))
+    log.info("model has no output signature: inferred output columns %s from %d rows", outputs.simpleString(),
+             len(batch))
+    return replace(scoring, outputs=outputs, output_schema=plan.output_schema(source, outputs))

@@ -1,0 +1,63 @@
+"""Published versions of a partition: the folders of succeeded runs under `_runs/`. Retention keeps the
+published one and the newest N superseded ones; rollback republishes the newest superseded one."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from pyspark.sql import SparkSession
+
+from spark_jobs import fs
+from spark_jobs.output import RUNS_DIR
+
+log = logging.getLogger("score_table.versions")
+SCORED, REJECTED = "__outcome=scored", "__outcome=rejected"
+
+
+@dataclass(frozen=True)
+class Version:
+    run_id: str
+    scored: str  # folder of the partition's scored rows in that run
+    rejected: str
+
+
+def split_location(location: str) -> tuple[str, str, str] | None:
+    """A published folder -> (table location, run id, partition path); None when not written by this job."""
+    head, sep, path = location.partition(f"/{RUNS_DIR}/")
+    run_id, sep2, rest = path.partition("/")
+    if not sep or not sep2 or not rest.startswith(SCORED):
+        return None
+    return head, run_id, rest[len(SCORED):].lstrip("/")
+
+
+def kept(spark: SparkSession, table_location: str, partition_path: str,
+         succeeded: Mapping[str, dt.datetime]) -> list[Version]:
+    """Versions of one partition by succeeded runs, newest first."""
+    found = []
+    suffix = f"/{partition_path}" if partition_path else ""
+    for folder in fs.glob(spark, f"{table_location}/{RUNS_DIR}/*/{SCORED}{suffix}"):
+        run_id = folder.split(f"/{RUNS_DIR}/", 1)[1].split("/", 1)[0]
+        if run_id in succeeded:
+            found.append(Version(run_id, folder, folder.replace(f"/{SCORED}", f"/{REJECTED}", 1)))
+    return sorted(found, key=lambda v: succeeded[v.run_id], reverse=True)
+
+
+def prune(spark: SparkSession, table_location: str, partition_paths: Iterable[str], current_run: str,
+          succeeded: Mapping[str, dt.datetime], keep: int) -> None:
+    """Delete superseded versions beyond `keep`, and the folders of runs that never succeeded (crashed or
+    failed runs: the caller holds the table lock, so none of them is still writing)."""
+    for path in partition_paths:
+        older = [v for v in kept(spark, table_location, path, succeeded) if v.run_id != current_run]
+        for v in older[keep:]:
+            log.info("retention: deleting version of run %s of partition %s", v.run_id, path or "(table)")
+            fs.delete(spark, v.scored)
+            if fs.exists(spark, v.rejected):
+                fs.delete(spark, v.rejected)
+    for folder in fs.glob(spark, f"{table_location}/{RUNS_DIR}/*"):
+        run_id = folder.rstrip("/").rsplit("/", 1)[1]
+        if run_id != current_run and run_id not in succeeded:
+            log.info("deleting the staged rows of run %s, which did not succeed", run_id)
+            fs.delete(spark, folder)
