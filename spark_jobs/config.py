@@ -161,6 +161,51 @@ def embedded_tracking_uri(local_home: str) -> str:
     return f"sqlite:///{(Path(local_home) / 'mlflow.db').resolve()}"
 
 
+@dataclass(frozen=True)
+class RollbackConfig:
+    output_table: str
+    partitions: Mapping[str, tuple[str, ...]]
+    rejects: str
+    runs: str
+    local_defaults: bool = True
+    local_home: str = ".local"
+    spark_conf: Mapping[str, str] = field(default_factory=dict)
+    lock_stale_after_s: float = 600.0
+    break_lock: bool = False
+    verbose: bool = False
+
+
+def parse_rollback_args(argv: Sequence[str]) -> RollbackConfig:
+    """`score-table rollback`: republish the previous version of partitions of an output table."""
+    p = argparse.ArgumentParser(prog="score-table rollback",
+                                description="Republish the previous kept version of output partitions.")
+    p.add_argument("--config", metavar="PATH")
+    p.add_argument("--output-table", required=True, metavar="[CATALOG.]DB.TABLE")
+    p.add_argument("--partition", action="append", required=True, metavar="COL=VALUE")
+    p.add_argument("--rejects-table", metavar="[CATALOG.]DB.TABLE")
+    p.add_argument("--runs-table", metavar="[CATALOG.]DB.TABLE")
+    p.add_argument("--break-lock", action="store_true")
+    p.add_argument("--verbose", action="store_true")
+    args = p.parse_args(argv)
+    profile = load_profile(args.config) if args.config else {}
+    spark_section = profile.get("spark") or {}
+    output = validate_table_name(args.output_table, "--output-table")
+    rejects = validate_table_name(args.rejects_table or profile.get("rejects_table") or f"{output}_rejects",
+                                  "--rejects-table")
+    runs = validate_table_name(args.runs_table or profile.get("runs_table") or f"{output}_runs", "--runs-table")
+    partitions = parse_partition_flags(args.partition)
+    several = [c for c, values in partitions.items() if len(values) > 1]
+    if several:
+        raise UsageError(f"rollback takes one value per partition column; {', '.join(several)} has several")
+    return RollbackConfig(
+        output_table=output, partitions=partitions, rejects=rejects, runs=runs,
+        local_defaults=spark_section.get("local_defaults", True), local_home=spark_section.get("local_home", ".local"),
+        spark_conf={str(k): str(v) for k, v in (spark_section.get("conf") or {}).items()},
+        lock_stale_after_s=profile.get("lock_stale_after_s", 600.0), break_lock=args.break_lock,
+        verbose=args.verbose,
+    )
+
+
 def load_profile(path: str) -> dict[str, Any]:
     try:
         data = yaml.safe_load(Path(path).read_text())
@@ -282,8 +327,9 @@ def _str_map(value: Any, what: str) -> dict[str, str]:
 
 
 def _normalized(table: str) -> tuple[str, ...]:
+    """catalog.db.table, lower-cased, with Spark's defaults for the parts left out."""
     parts = tuple(p.lower() for p in table.split("."))
-    return ("default", *parts) if len(parts) == 1 else parts[-2:]
+    return (("spark_catalog", "default") + parts)[-3:] if len(parts) == 1 else (("spark_catalog",) + parts)[-3:]
 
 
 def _profile_partitions(value: Any) -> dict[str, tuple[str, ...]]:
@@ -293,8 +339,10 @@ def _profile_partitions(value: Any) -> dict[str, tuple[str, ...]]:
         raise UsageError("config 'partitions' must map a column to a value or a list of values")
     flags = []
     for col, values in value.items():
-        for v in values if isinstance(values, list) else [values]:
-            flags.append(f"{col}={v}")
+        listed = values if isinstance(values, list) else [values]
+        if not listed or any(v is None or isinstance(v, dict | list) for v in listed):
+            raise UsageError(f"config 'partitions': {col} needs one value or a non-empty list of values")
+        flags += [f"{col}={v}" for v in listed]
     return parse_partition_flags(flags)
 
 

@@ -85,3 +85,26 @@ def status(spark: SparkSession, path: str) -> tuple[int, float]:
     fs, p = _fs(spark, path)
     s = fs.getFileStatus(p)
     return int(s.getLen()), float(s.getModificationTime()) / 1000.0
+
+
+def replace_text(spark: SparkSession, path: str, text: str) -> None:
+    """Write `text` to `path` so readers see the old or the new content, never a partial one."""
+    parsed = urlparse(path)
+    if parsed.scheme in ("", "file"):
+        local = parsed.path if parsed.scheme else path
+        tmp = f"{local}.tmp-{os.getpid()}"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, local)
+        return
+    fs, p = _fs(spark, path)
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    tmp = jvm.org.apache.hadoop.fs.Path(f"{path}.tmp")
+    stream = fs.create(tmp, True)
+    try:
+        stream.write(bytearray(text.encode()))
+    finally:
+        stream.close()
+    fs.delete(p, False)
+    fs.rename(tmp, p)

@@ -8,6 +8,7 @@ so readers see a partition's old rows or its new rows, never a mix and never a h
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,12 +17,13 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from spark_jobs import tables
+from spark_jobs import fs, tables
 from spark_jobs.bad_rows import OUTCOME
 from spark_jobs.errors import UsageError
 from udfs.model_udf import col
 
 RUNS_DIR = "_runs"  # underscore: Spark, Hive and Parquet tools skip it when they list a table's folder
+MANIFEST = "_published.jsonl"  # for readers without the metastore: one line per published partition
 
 
 @dataclass(frozen=True)
@@ -101,21 +103,47 @@ def publish(spark: SparkSession, name: str, partition_columns: Sequence[str], st
     for i, values in enumerate(sorted(set(run_partitions), key=lambda v: [str(x) for x in v])):
         if i:
             between()
-        spec = partition_spec(dict(zip(partition_columns, values, strict=True)))
-        args = {"table": name, **spec.args}
         target = by_values.get(values)
-        if not partition_columns:
-            if target is not None:
-                spark.sql("ALTER TABLE IDENTIFIER(:table) SET LOCATION :location",
-                          args={**args, "location": target.location})
-        elif target is None:
-            spark.sql(f"ALTER TABLE IDENTIFIER(:table) DROP IF EXISTS{spec.sql}", args=args)
-        else:
-            spark.sql(f"ALTER TABLE IDENTIFIER(:table) ADD IF NOT EXISTS{spec.sql} LOCATION :location",
-                      args={**args, "location": target.location})
-            spark.sql(f"ALTER TABLE IDENTIFIER(:table){spec.sql} SET LOCATION :location",
-                      args={**args, "location": target.location})
+        point_at(spark, name, dict(zip(partition_columns, values, strict=True)),
+                 target.location if target is not None else None)
     spark.catalog.refreshTable(name)
+
+
+def point_at(spark: SparkSession, name: str, partition: dict[str, Any], folder: str | None) -> None:
+    """Publish one partition: point it at `folder` (one metastore update), or drop it when None."""
+    spec = partition_spec(partition)
+    args = {"table": name, **spec.args}
+    if not partition:
+        if folder is not None:
+            spark.sql("ALTER TABLE IDENTIFIER(:table) SET LOCATION :location", args={**args, "location": folder})
+    elif folder is None:
+        spark.sql(f"ALTER TABLE IDENTIFIER(:table) DROP IF EXISTS{spec.sql}", args=args)
+    else:
+        spark.sql(f"ALTER TABLE IDENTIFIER(:table) ADD IF NOT EXISTS{spec.sql} LOCATION :location",
+                  args={**args, "location": folder})
+        spark.sql(f"ALTER TABLE IDENTIFIER(:table){spec.sql} SET LOCATION :location",
+                  args={**args, "location": folder})
+
+
+def update_manifest(spark: SparkSession, table_location: str, partition_columns: Sequence[str],
+                    folders: dict[tuple[Any, ...], str | None]) -> None:
+    """Record the published folder of each partition (None: dropped) in `_published.jsonl` beside `_runs/`,
+    replaced whole, so a reader without the metastore can read exactly the published version."""
+    path = f"{table_location.rstrip('/')}/{MANIFEST}"
+    entries: dict[str, dict[str, Any]] = {}
+    if fs.exists(spark, path):
+        for line in fs.read_text(spark, path).splitlines():
+            if line.strip():
+                entry = json.loads(line)
+                entries[json.dumps(entry["partition"], sort_keys=True)] = entry
+    for values, folder in folders.items():
+        partition = {c: _param(v) for c, v in zip(partition_columns, values, strict=True)}
+        key = json.dumps(partition, sort_keys=True)
+        if folder is None:
+            entries.pop(key, None)
+        else:
+            entries[key] = {"partition": partition, "folder": folder}
+    fs.replace_text(spark, path, "".join(json.dumps(e) + "\n" for _, e in sorted(entries.items())))
 
 
 def publish_copy(spark: SparkSession, name: str, staged_root: str, outcome: str, schema: T.StructType,

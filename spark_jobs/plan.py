@@ -320,8 +320,7 @@ def output_schema(table: TableInfo, outputs: T.StructType) -> T.StructType:
 def select_partitions(table: TableInfo, partitions: Mapping[str, Sequence[str]], case_sensitive: bool) -> Selection:
     if not partitions:
         return Selection(None, "all partitions")
-    condition: Column | None = None
-    texts = []
+    by_field: dict[str, tuple[T.StructField, list[str]]] = {}
     for name, values in partitions.items():
         field = find_column(table.schema, name, case_sensitive)
         if field is None or field.name not in table.partition_columns:
@@ -329,6 +328,11 @@ def select_partitions(table: TableInfo, partitions: Mapping[str, Sequence[str]],
                 f"--partition column '{name}' is not a partition column of {table.name} "
                 f"(partition columns: {', '.join(table.partition_columns) or 'none'})"
             )
+        merged = by_field.setdefault(field.name, (field, []))[1]  # ds=a and DS=b name one column: OR them
+        merged += [v for v in values if v not in merged]
+    condition: Column | None = None
+    texts = []
+    for field, values in by_field.values():
         literals = [partition_literal(field, v) for v in values]
         term = col(field.name).isin([F.lit(v) for v in literals])
         condition = term if condition is None else condition & term

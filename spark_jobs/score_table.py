@@ -16,18 +16,19 @@ import re
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from pyspark.sql import SparkSession
 from pyspark.sql import types as T
 
 from spark_jobs import audit, bad_rows, faults, fs, history, lock, output, partitions, plan, versions
-from spark_jobs.config import JobConfig, parse_args
+from spark_jobs.config import JobConfig, parse_args, parse_rollback_args
 from spark_jobs.errors import ScoringError
 from spark_jobs.lineage import RunLineage, with_lineage
 from spark_jobs.prepare import Prepared, prepare
-from spark_jobs.session import get_session
+from spark_jobs.rollback import rollback
+from spark_jobs.session import get_session, session_for
 from udfs import ModelSpec, model_cache, score
 from udfs.model_udf import col
 
@@ -124,6 +125,10 @@ def _publish_all(spark: SparkSession, cfg: JobConfig, job: Prepared, root: str,
     run_partitions = set(job.partitions)
     scored = [p for p in staged if p.outcome == "scored"]
     _publish(spark, cfg, cfg.output_table, root, job.scoring.output_schema, parts, scored, run_partitions)
+    if cfg.output_format != "delta":
+        folders = {p.values: p.location for p in scored}
+        output.update_manifest(spark, root.rsplit(f"/{output.RUNS_DIR}/", 1)[0], parts,
+                               {v: folders.get(v) for v in run_partitions})
     if cfg.on_bad_rows == "quarantine":
         rejects_schema = plan.rejects_schema(job.source)
         output.ensure_table(spark, cfg.rejects, rejects_schema, parts, cfg.output_format)
@@ -148,12 +153,13 @@ def _retain(spark: SparkSession, cfg: JobConfig, root: str, staged: list[output.
     if cfg.output_format == "delta":
         fs.delete(spark, root)  # Delta copied the rows in; its own log keeps versions
         return
-    succeeded = {r.scoring_run_id: r.ended_at for r in history.read(spark, cfg.runs, ["succeeded"])
-                 if r.kind == "score"}
+    runs = history.read(spark, cfg.runs)
+    succeeded = {r.scoring_run_id: r.ended_at for r in runs if r.kind == "score" and r.status == "succeeded"}
+    unfinished = [r.scoring_run_id for r in runs if r.status in ("failed", "running")]
     table_location = root.rsplit(f"/{output.RUNS_DIR}/", 1)[0]
     paths = {versions.split_location(p.location)[2] for p in staged  # type: ignore[index]
              if p.outcome == "scored" and versions.split_location(p.location) is not None}
-    versions.prune(spark, table_location, paths, run_id, succeeded, cfg.keep_versions)
+    versions.prune(spark, table_location, paths, run_id, succeeded, unfinished, cfg.keep_versions)
 
 
 def _abandon(spark: SparkSession, runs_table: str, previous: lock.Holder | None) -> None:
@@ -211,11 +217,27 @@ def summary(cfg: JobConfig, result: RunResult) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    verbose = "--verbose" in (argv if argv is not None else sys.argv[1:])
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+    args = list(argv if argv is not None else sys.argv[1:])
+    if args[:1] == ["rollback"]:
+        return _guarded(lambda: _rollback(args[1:]), "--verbose" in args)
+    return _guarded(lambda: _score(args), "--verbose" in args)
+
+
+def _score(args: list[str]) -> str:
+    cfg = parse_args(args)
+    return summary(cfg, run(get_session(cfg), cfg))
+
+
+def _rollback(args: list[str]) -> str:
+    cfg = parse_rollback_args(args)
+    return rollback(session_for(cfg.local_defaults, cfg.local_home, cfg.spark_conf), cfg)
+
+
+def _guarded(command: Callable[[], str], verbose: bool) -> int:
+    """Run a command: its report on stdout and exit 0, or one line on stderr and the error's exit code."""
     try:
-        cfg = parse_args(argv)
-        spark = get_session(cfg)
-        result = run(spark, cfg)
+        report = command()
     except SystemExit as e:  # argparse has printed its usage line
         return int(e.code or 0) and 2
     except ScoringError as e:
@@ -224,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:
         _fail(e, verbose)
         return 1
-    print(summary(cfg, result))
+    print(report)
     return 0
 
 

@@ -46,9 +46,11 @@ def kept(spark: SparkSession, table_location: str, partition_path: str,
 
 
 def prune(spark: SparkSession, table_location: str, partition_paths: Iterable[str], current_run: str,
-          succeeded: Mapping[str, dt.datetime], keep: int) -> None:
-    """Delete superseded versions beyond `keep`, and the folders of runs that never succeeded (crashed or
-    failed runs: the caller holds the table lock, so none of them is still writing)."""
+          succeeded: Mapping[str, dt.datetime], unfinished: Iterable[str], keep: int) -> None:
+    """Delete superseded versions beyond `keep`, and the folders of runs the history knows as failed or
+    still `running` (crashed: the caller holds the table lock, so none of them is still writing). Folders
+    of runs the history does not know are left alone."""
+    garbage = set(unfinished) - {current_run}
     for path in partition_paths:
         older = [v for v in kept(spark, table_location, path, succeeded) if v.run_id != current_run]
         for v in older[keep:]:
@@ -58,6 +60,6 @@ def prune(spark: SparkSession, table_location: str, partition_paths: Iterable[st
                 fs.delete(spark, v.rejected)
     for folder in fs.glob(spark, f"{table_location}/{RUNS_DIR}/*"):
         run_id = folder.rstrip("/").rsplit("/", 1)[1]
-        if run_id != current_run and run_id not in succeeded:
+        if run_id in garbage:
             log.info("deleting the staged rows of run %s, which did not succeed", run_id)
             fs.delete(spark, folder)

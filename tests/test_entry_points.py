@@ -3,6 +3,8 @@ against its own embedded metastore and registry, as a new user would."""
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 import subprocess
 import sys
@@ -59,8 +61,16 @@ def submit_conf(home: Path) -> list[str]:
 
 
 def published(spark: SparkSession, home: Path, table: str) -> DataFrame:
-    """Read what the job wrote straight from the warehouse (this process holds another metastore)."""
-    return spark.read.parquet(str(home / "warehouse" / "lake.db" / table))
+    """Read what the job published without the metastore (this process holds another one): the folders
+    that the table's `_published.jsonl` names, as the README tells plain Parquet readers to."""
+    folder = home / "warehouse" / "lake.db" / table
+    if not (folder / "_published.jsonl").exists():
+        return spark.read.parquet(str(folder))
+    entries = [json.loads(line) for line in (folder / "_published.jsonl").read_text().splitlines()]
+    frames = [spark.read.parquet(e["folder"]).drop("reject_reason")
+              .withColumn("ds", F.lit(e["partition"]["ds"]).cast("date"))
+              for e in entries]
+    return functools.reduce(DataFrame.unionByName, frames)
 
 
 def expected_for(spark: SparkSession, home: Path, actual: DataFrame, day: str) -> DataFrame:

@@ -1,0 +1,72 @@
+"""`score-table rollback`: republish the previous kept version of a partition (and its rejects), under the
+table lock, recorded in the run history."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+from pyspark.sql import SparkSession
+
+from spark_jobs import fs, history, lock, output, partitions, plan, tables, versions
+from spark_jobs.config import RollbackConfig
+from spark_jobs.errors import UsageError
+
+
+def rollback(spark: SparkSession, cfg: RollbackConfig) -> str:
+    """Returns a description of what was republished."""
+    table = tables.require(spark, cfg.output_table, "output table")
+    values: dict[str, object] = {}
+    for name, (text,) in cfg.partitions.items():
+        field = plan.find_column(table.schema, name, case_sensitive=False)
+        if field is None or field.name not in table.partition_columns:
+            raise UsageError(f"--partition column '{name}' is not a partition column of {table.name}")
+        values[field.name] = plan.partition_literal(field, text)
+    if sorted(values) != sorted(table.partition_columns):
+        raise UsageError(f"rollback needs one value for each partition column of {table.name}: "
+                         f"{', '.join(table.partition_columns)}")
+    spec = {c: values[c] for c in table.partition_columns}
+    described = partitions.describe(table.partition_columns, tuple(spec.values()))
+    if not any(p == tuple(spec.values()) for p in partitions.listed(spark, table)):
+        raise UsageError(f"partition {described} of {table.name} is not published")
+
+    run_id = uuid.uuid4().hex
+    started = dt.datetime.now(dt.timezone.utc)
+    record = history.RunRecord(kind="rollback", status="running", started_at=started, ended_at=None, model_uri=None,
+                               model_name=None, model_version=None, model_run_id=None, input_table=None,
+                               output_table=cfg.output_table, partition_selection=described, scoring_run_id=run_id)
+    table_lock = lock.TableLock(spark, lock.lock_path(spark, cfg.output_table),
+                                lock.holder(run_id, started.isoformat()), cfg.lock_stale_after_s)
+    table_lock.acquire(cfg.break_lock)
+    try:
+        runs = {r.scoring_run_id: r for r in history.read(spark, cfg.runs, ["succeeded"]) if r.kind == "score"}
+        found = versions.split_location(output.location(spark, cfg.output_table, spec))
+        if found is None:
+            raise UsageError(f"partition {described} of {cfg.output_table} was not published by this job")
+        table_location, current, path = found
+        current_end = runs[current].ended_at if current in runs else dt.datetime.max
+        older = [v for v in versions.kept(spark, table_location, path, {k: r.ended_at for k, r in runs.items()})
+                 if v.run_id != current and runs[v.run_id].ended_at < current_end]
+        if not older:
+            raise UsageError(f"no earlier version of partition {described} is kept (see keep_versions)")
+        target = older[0]
+        output.point_at(spark, cfg.output_table, spec, target.scored)
+        spark.catalog.refreshTable(cfg.output_table)
+        output.update_manifest(spark, table_location, table.partition_columns,
+                               {tuple(spec.values()): target.scored})
+        if spark.catalog.tableExists(cfg.rejects):
+            output.point_at(spark, cfg.rejects, spec, target.rejected if fs.exists(spark, target.rejected) else None)
+            spark.catalog.refreshTable(cfg.rejects)
+        source = runs[target.run_id]
+        history.write(spark, cfg.runs, history.RunRecord(**{
+            **record.__dict__, "model_uri": source.model_uri, "model_name": source.model_name,
+            "model_version": source.model_version, "model_run_id": source.model_run_id,
+            "input_table": source.input_table,
+        }).finished("succeeded", published_partitions=[described]))
+    except BaseException as e:
+        history.write(spark, cfg.runs, record.finished("failed", error=str(e).splitlines()[0] if str(e) else None))
+        raise
+    finally:
+        table_lock.release()
+    return (f"rolled back {cfg.output_table} {described} from run {current} to run {target.run_id} "
+            f"(model {source.model_name} version {source.model_version})")
