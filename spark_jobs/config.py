@@ -329,7 +329,8 @@ def _str_map(value: Any, what: str) -> dict[str, str]:
 def _normalized(table: str) -> tuple[str, ...]:
     """catalog.db.table, lower-cased, with Spark's defaults for the parts left out."""
     parts = tuple(p.lower() for p in table.split("."))
-    return (("spark_catalog", "default") + parts)[-3:] if len(parts) == 1 else (("spark_catalog",) + parts)[-3:]
+    defaults = ("spark_catalog", "default") if len(parts) == 1 else ("spark_catalog",)
+    return (*defaults, *parts)[-3:]
 
 
 def _profile_partitions(value: Any) -> dict[str, tuple[str, ...]]:
