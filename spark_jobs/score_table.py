@@ -70,7 +70,10 @@ def run(spark: SparkSession, cfg: JobConfig) -> RunResult:
     root = None
     try:
         history.write(spark, cfg.runs, record)
-        root, staged, counts = _score_and_stage(spark, cfg, job, lineage)
+        location = output.ensure_table(spark, cfg.output_table, job.scoring.output_schema,
+                                       job.scoring.partition_columns, cfg.output_format)
+        root = f"{location.rstrip('/')}/{output.RUNS_DIR}/{lineage.scoring_run_id}"
+        staged, counts = _score_and_stage(spark, cfg, job, lineage, root)
         published = _publish_all(spark, cfg, job, root, staged)
         history.write(spark, cfg.runs, record.finished(
             "succeeded", rows_read=counts.read, rows_scored=counts.scored, rows_rejected=counts.rejected,
@@ -88,8 +91,8 @@ def run(spark: SparkSession, cfg: JobConfig) -> RunResult:
                      job.skipped)
 
 
-def _score_and_stage(spark: SparkSession, cfg: JobConfig, job: Prepared,
-                     lineage: RunLineage) -> tuple[str, list[output.StagedPartition], audit.Counts]:
+def _score_and_stage(spark: SparkSession, cfg: JobConfig, job: Prepared, lineage: RunLineage,
+                     root: str) -> tuple[list[output.StagedPartition], audit.Counts]:
     """The run's one pass over the data: score every selected row and write it, scored or rejected, under
     a run-specific folder; then audit what was written."""
     scoring, quarantine = job.scoring, cfg.on_bad_rows == "quarantine"
@@ -104,9 +107,6 @@ def _score_and_stage(spark: SparkSession, cfg: JobConfig, job: Prepared,
             .transform(with_lineage, lineage)
             .transform(partitions.with_fingerprints, job.source, job.fingerprints)
             .transform(bad_rows.with_outcome, reasons))
-    location = output.ensure_table(spark, cfg.output_table, scoring.output_schema, scoring.partition_columns,
-                                   cfg.output_format)
-    root = f"{location.rstrip('/')}/{output.RUNS_DIR}/{lineage.scoring_run_id}"
     faults.while_running_jobs(spark)
     output.stage(rows, root, scoring.partition_columns)
     faults.point("after_stage")
@@ -116,7 +116,7 @@ def _score_and_stage(spark: SparkSession, cfg: JobConfig, job: Prepared,
     audit.check(counts, cfg.on_bad_rows, cfg.max_bad_fraction, example)
     if cfg.prediction_range is not None:
         audit.check_range(spark, root, _staged_schema(scoring), scoring.outputs, cfg.prediction_range)
-    return root, staged, counts
+    return staged, counts
 
 
 def _publish_all(spark: SparkSession, cfg: JobConfig, job: Prepared, root: str,

@@ -63,3 +63,5 @@ def prune(spark: SparkSession, table_location: str, partition_paths: Iterable[st
         if run_id in garbage:
             log.info("deleting the staged rows of run %s, which did not succeed", run_id)
             fs.delete(spark, folder)
+        elif run_id != current_run and run_id in succeeded and not fs.glob(spark, f"{folder}/__outcome=*/*"):
+            fs.delete(spark, folder)  # every version it held was pruned
