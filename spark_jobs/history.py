@@ -67,6 +67,12 @@ class RunRecord:
         return replace(done, rows_per_s=rate)
 
 
+def abandoned(row: Row, reason: str) -> RunRecord:
+    """A `running` row of a dead run, marked failed (its duration is unknown)."""
+    record = RunRecord(**{k: row[k] for k in SCHEMA.fieldNames()})
+    return replace(record, status="failed", ended_at=dt.datetime.now(dt.timezone.utc), error=reason)
+
+
 def write(spark: SparkSession, table: str, record: RunRecord) -> None:
     row = spark.createDataFrame([astuple(record)], SCHEMA)
     if not spark.catalog.tableExists(table):

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pyspark.sql import SparkSession
 from pyspark.sql import types as T
 
-from spark_jobs import audit, bad_rows, faults, fs, history, lock, output, partitions, plan, versions
+from spark_jobs import audit, bad_rows, faults, fs, history, lock, output, partitions, plan, tables, versions
 from spark_jobs.config import JobConfig, parse_args, parse_rollback_args
 from spark_jobs.errors import ScoringError
 from spark_jobs.lineage import RunLineage, with_lineage
@@ -78,7 +78,7 @@ def run(spark: SparkSession, cfg: JobConfig) -> RunResult:
         history.write(spark, cfg.runs, record.finished(
             "succeeded", rows_read=counts.read, rows_scored=counts.scored, rows_rejected=counts.rejected,
             published_partitions=published))
-        _retain(spark, cfg, root, staged, lineage.scoring_run_id)
+        _retain(spark, cfg, job, root, staged, lineage.scoring_run_id)
     except BaseException as e:
         history.write(spark, cfg.runs, record.finished("failed", error=one_line(e)))
         if root is not None and fs.exists(spark, root):
@@ -148,7 +148,7 @@ def _publish(spark: SparkSession, cfg: JobConfig, table: str, root: str, schema:
                        between=lambda: faults.point("mid_publish"))
 
 
-def _retain(spark: SparkSession, cfg: JobConfig, root: str, staged: list[output.StagedPartition],
+def _retain(spark: SparkSession, cfg: JobConfig, job: Prepared, root: str, staged: list[output.StagedPartition],
             run_id: str) -> None:
     if cfg.output_format == "delta":
         fs.delete(spark, root)  # Delta copied the rows in; its own log keeps versions
@@ -159,7 +159,23 @@ def _retain(spark: SparkSession, cfg: JobConfig, root: str, staged: list[output.
     table_location = root.rsplit(f"/{output.RUNS_DIR}/", 1)[0]
     paths = {versions.split_location(p.location)[2] for p in staged  # type: ignore[index]
              if p.outcome == "scored" and versions.split_location(p.location) is not None}
-    versions.prune(spark, table_location, paths, run_id, succeeded, unfinished, cfg.keep_versions)
+    versions.prune(spark, table_location, paths, run_id, succeeded, unfinished, cfg.keep_versions,
+                   lambda: _published_runs(spark, cfg, job.source))
+
+
+def _published_runs(spark: SparkSession, cfg: JobConfig, source: tables.TableInfo) -> set[str]:
+    """Runs whose folders some partition of the output or rejects table points at now (one metastore call
+    per partition: only done when there is a crashed run's folder to clean up)."""
+    found = set()
+    for table in (cfg.output_table, cfg.rejects):
+        if not spark.catalog.tableExists(table):
+            continue
+        for values in partitions.listed(spark, tables.require(spark, table, "table")):
+            where = versions.split_location(output.location(
+                spark, table, dict(zip(source.partition_columns, values, strict=True))))
+            if where is not None:
+                found.add(where[1])
+    return found
 
 
 def _abandon(spark: SparkSession, runs_table: str, previous: lock.Holder | None) -> None:
@@ -168,9 +184,8 @@ def _abandon(spark: SparkSession, runs_table: str, previous: lock.Holder | None)
         return
     for r in history.read(spark, runs_table, ["running"]):
         if r.scoring_run_id == previous.scoring_run_id:
-            record = history.RunRecord(**{k: r[k] for k in history.SCHEMA.fieldNames()})
-            history.write(spark, runs_table, record.finished(
-                "failed", error=f"abandoned: its lock was taken over by a later run (holder pid {previous.pid})"))
+            history.write(spark, runs_table, history.abandoned(
+                r, f"abandoned: its lock was taken over by a later run (holder pid {previous.pid})"))
 
 
 def _staged_schema(scoring: plan.ScoringPlan) -> T.StructType:

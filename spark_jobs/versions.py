@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from pyspark.sql import SparkSession
@@ -46,11 +46,14 @@ def kept(spark: SparkSession, table_location: str, partition_path: str,
 
 
 def prune(spark: SparkSession, table_location: str, partition_paths: Iterable[str], current_run: str,
-          succeeded: Mapping[str, dt.datetime], unfinished: Iterable[str], keep: int) -> None:
+          succeeded: Mapping[str, dt.datetime], unfinished: Iterable[str], keep: int,
+          published_runs: Callable[[], set[str]]) -> None:
     """Delete superseded versions beyond `keep`, and the folders of runs the history knows as failed or
     still `running` (crashed: the caller holds the table lock, so none of them is still writing). Folders
     of runs the history does not know are left alone."""
     garbage = set(unfinished) - {current_run}
+    if garbage:  # a run that crashed while publishing may still serve some partitions: keep those folders
+        garbage -= published_runs()
     for path in partition_paths:
         older = [v for v in kept(spark, table_location, path, succeeded) if v.run_id != current_run]
         for v in older[keep:]:

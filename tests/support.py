@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -87,3 +91,42 @@ def _plain(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return [_plain(v) for v in value]
     return value.item() if isinstance(value, np.generic) else value
+
+
+# -- separate processes on their own embedded metastore (Derby admits one process at a time) ----------------
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_DAYS = ["2026-11-20", "2026-11-21"]
+
+
+def env(home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    return {**os.environ, "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1",
+            "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}", **(extra or {})}
+
+
+def call(cmd: list[str], home: Path, cwd: Path, extra_env: dict[str, str] | None = None
+         ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, cwd=cwd, env=env(home, extra_env), capture_output=True, text=True, timeout=300)
+
+
+def prepare_home(home: Path) -> Path:
+    """The demo's model and a small two-day table in a metastore and registry of their own."""
+    done = call([sys.executable, "-m", "spark_jobs.demo", "prepare", "--rows", "4000", "--days", "2",
+                 "--start", DEMO_DAYS[0], "--home", str(home)], home, REPO)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (home / "profile.yaml").write_text(
+        "model_uri: models:/churn@champion\ninput_table: lake.customer_features\n"
+        f"spark:\n  local_home: {home}\n"
+    )
+    return home
+
+
+def submit_conf(home: Path) -> list[str]:
+    """Configuration by spark-submit --conf only: the job must take these over its embedded defaults."""
+    return [
+        "--master", "local[2]",
+        "--conf", "spark.sql.catalogImplementation=hive",
+        "--conf", f"spark.sql.warehouse.dir={home / 'warehouse'}",
+        "--conf", f"spark.hadoop.javax.jdo.option.ConnectionURL=jdbc:derby:;databaseName={home / 'metastore_db'}",
+        "--conf", "spark.ui.enabled=false",
+    ]

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,45 +17,16 @@ from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from spark_jobs.demo import FEATURES
-from tests.support import expected_scored
+from tests.support import DEMO_DAYS as DAYS
+from tests.support import call, expected_scored, prepare_home, submit_conf
 
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[1]
-DAYS = ["2026-11-20", "2026-11-21"]
-
-
-def env(home: Path) -> dict[str, str]:
-    return {**os.environ, "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1",
-            "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}"}
-
-
-def call(cmd: list[str], home: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, cwd=cwd, env=env(home), capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A separate embedded default (Derby lets one process in at a time): demo model and a small table."""
-    home = tmp_path_factory.mktemp("embedded")
-    done = call([sys.executable, "-m", "spark_jobs.demo", "prepare", "--rows", "4000", "--days", "2",
-                 "--start", DAYS[0], "--home", str(home)], home, REPO)
-    assert done.returncode == 0, done.stderr[-3000:]
-    (home / "profile.yaml").write_text(
-        "model_uri: models:/churn@champion\ninput_table: lake.customer_features\n"
-        f"spark:\n  local_home: {home}\n"
-    )
-    return home
-
-
-def submit_conf(home: Path) -> list[str]:
-    """Configuration by spark-submit --conf only: the job must take these over its embedded defaults."""
-    return [
-        "--master", "local[2]",
-        "--conf", "spark.sql.catalogImplementation=hive",
-        "--conf", f"spark.sql.warehouse.dir={home / 'warehouse'}",
-        "--conf", f"spark.hadoop.javax.jdo.option.ConnectionURL=jdbc:derby:;databaseName={home / 'metastore_db'}",
-        "--conf", "spark.ui.enabled=false",
-    ]
+    return prepare_home(tmp_path_factory.mktemp("embedded"))
 
 
 def published(spark: SparkSession, home: Path, table: str) -> DataFrame:
