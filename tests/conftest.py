@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from pyspark.sql import SparkSession
 
-from tests.support import DAYS, SCHEMA, create_table, fit, register_sklearn
+from tests.support import DAYS, SCHEMA, create_table, fit, prepare_home, register_sklearn
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -65,6 +65,13 @@ def tracking_uri(workdir: Path) -> Iterator[str]:
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     else:
         os.environ["MLFLOW_TRACKING_URI"] = old
+
+
+@pytest.fixture(scope="session")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An embedded default of its own (demo model, small two-day table) for tests that run the job in
+    separate processes: Derby admits one process at a time, and this session's Spark holds another one."""
+    return prepare_home(tmp_path_factory.mktemp("embedded"))
 
 
 @pytest.fixture(scope="session")

@@ -18,15 +18,10 @@ from pyspark.testing import assertDataFrameEqual
 
 from spark_jobs.demo import FEATURES
 from tests.support import DEMO_DAYS as DAYS
-from tests.support import call, expected_scored, prepare_home, submit_conf
+from tests.support import call, expected_scored, submit_conf
 
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return prepare_home(tmp_path_factory.mktemp("embedded"))
 
 
 def published(spark: SparkSession, home: Path, table: str) -> DataFrame:

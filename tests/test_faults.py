@@ -8,9 +8,7 @@ import json
 import signal
 from pathlib import Path
 
-import pytest
-
-from tests.support import DEMO_DAYS, call, prepare_home, submit_conf
+from tests.support import DEMO_DAYS, call, submit_conf
 
 BIN_JOB = ["-m", "spark_jobs.score_table"]
 OUT = "lake.scored_faults"
@@ -45,8 +43,7 @@ def without_run_columns(rows: list[str]) -> list[str]:
     return sorted(out)
 
 
-def test_crashes_never_change_what_readers_see(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
-    home = prepare_home(tmp_path_factory.mktemp("faults"))
+def test_crashes_never_change_what_readers_see(home: Path, tmp_path: Path) -> None:
     (home / "faults.yaml").write_text(
         "model_uri: models:/churn@champion\ninput_table: lake.customer_features\nlock_stale_after_s: 2\n"
         f"spark:\n  local_home: {home}\n")
