@@ -54,3 +54,11 @@ def _show(value: Any) -> str:
     if isinstance(value, float | np.floating):
         return repr(float(value))
     return repr(value.item() if hasattr(value, "item") else value)
+
+
+class Embedder(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+    """Returns a float32 vector per row: an embedding."""
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> np.ndarray:
+        t = model_input["tenure"].to_numpy(dtype=np.float32)
+        return np.stack([t, t * 2, -t, np.ones_like(t)], axis=1)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +102,8 @@ DEMO_DAYS = ["2026-11-20", "2026-11-21"]
 
 def env(home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
     return {**os.environ, "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1",
-            "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}", **(extra or {})}
+            "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
+            "MLFLOW_REGISTRY_URI": f"sqlite:///{home / 'mlflow.db'}", **(extra or {})}
 
 
 def call(cmd: list[str], home: Path, cwd: Path, extra_env: dict[str, str] | None = None
@@ -130,3 +132,16 @@ def submit_conf(home: Path) -> list[str]:
         "--conf", f"spark.hadoop.javax.jdo.option.ConnectionURL=jdbc:derby:;databaseName={home / 'metastore_db'}",
         "--conf", "spark.ui.enabled=false",
     ]
+
+
+@contextmanager
+def registry(uri: str) -> Iterator[None]:
+    """Point this process's MLflow (tracking and registry) at another store for a while."""
+    tracking, models = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(tracking)
+        mlflow.set_registry_uri(models)

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 from pyspark.sql import DataFrame, SparkSession
@@ -18,7 +17,7 @@ from pyspark.testing import assertDataFrameEqual
 
 from spark_jobs.demo import FEATURES
 from tests.support import DEMO_DAYS as DAYS
-from tests.support import call, expected_scored, submit_conf
+from tests.support import call, expected_scored, registry, submit_conf
 
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[1]
@@ -44,12 +43,8 @@ def expected_for(spark: SparkSession, home: Path, actual: DataFrame, day: str) -
     lineage = SimpleNamespace(model_name="churn", model_version=mv.version, model_run_id=mv.run_id,
                               scored_at=run.scored_at, scoring_run_id=run.scoring_run_id)
     source = published(spark, home, "customer_features").where(F.col("ds") == day)
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(f"sqlite:///{home / 'mlflow.db'}")
-    try:
+    with registry(f"sqlite:///{home / 'mlflow.db'}"):
         return expected_scored(spark, source, actual, f"models:/churn/{mv.version}", {f: f for f in FEATURES}, lineage)
-    finally:
-        mlflow.set_tracking_uri(previous)
 
 
 def test_spark_submit_with_conf_only_scores_and_rerun_is_identical(spark: SparkSession, home: Path,

@@ -221,3 +221,15 @@ def test_retention_keeps_the_published_and_previous_version(spark: SparkSession,
                .lineage.scoring_run_id)
     assert run_folders(spark, output) == {ids[-1]}
 
+
+
+def test_prediction_range_audit_fails_before_publishing(spark: SparkSession, source: str, output: str,
+                                                        model: dict[str, str], tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    profile = tmp_path / "p.yaml"
+    profile.write_text("prediction_range: [0, 1]\n")  # a linear model of tenure and spend scores far above 1
+    assert main(["--config", str(profile), *base(source, output), "--partition", f"ds={DAYS[0]}"]) == 1
+    assert "predictions outside prediction_range [0, 1]; nothing published" in capsys.readouterr().err
+    assert spark.table(output).collect() == []
+    (row,) = spark.table(f"{output}_runs").collect()
+    assert row.status == "failed" and "prediction_range" in row.error

@@ -313,3 +313,17 @@ def test_rerun_replaces_the_partitions_rejects(spark: SparkSession, messy: tuple
     assert {r.scoring_run_id for r in rejects.collect()} == {second.lineage.scoring_run_id}
 
 
+
+
+def test_tensor_output_becomes_an_array_column(spark: SparkSession, source: str, output: str,
+                                               tracking_uri: str) -> None:
+    X = pd.DataFrame({"tenure": [1.0, 2.0]})
+    model = models.Embedder()
+    uri = register(model, infer_signature(X, model.predict(None, X)), "embedder")
+    result = score(spark, "--model-uri", uri, "--input-table", source, "--output-table", output)
+    actual = spark.table(output)
+    assert dict(actual.dtypes)["prediction"] == "array<float>"
+    rows = rows_of(spark, source)
+    expected = mlflow.pyfunc.load_model(uri).predict(frame(rows, {"tenure": "tenure"}))
+    assertDataFrameEqual(actual, expected_table(spark, rows, actual, {"prediction": list(expected)},
+                                                result.lineage))
