@@ -157,8 +157,8 @@ def _retain(spark: SparkSession, cfg: JobConfig, job: Prepared, root: str, stage
     succeeded = {r.scoring_run_id: r.ended_at for r in runs if r.kind == "score" and r.status == "succeeded"}
     unfinished = [r.scoring_run_id for r in runs if r.status in ("failed", "running")]
     table_location = root.rsplit(f"/{output.RUNS_DIR}/", 1)[0]
-    paths = {versions.split_location(p.location)[2] for p in staged  # type: ignore[index]
-             if p.outcome == "scored" and versions.split_location(p.location) is not None}
+    found = [versions.split_location(p.location) for p in staged if p.outcome == "scored"]
+    paths = {f[2] for f in found if f is not None}
     versions.prune(spark, table_location, paths, run_id, succeeded, unfinished, cfg.keep_versions,
                    lambda: _published_runs(spark, cfg, job.source))
 

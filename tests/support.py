@@ -137,6 +137,7 @@ def submit_conf(home: Path) -> list[str]:
 @contextmanager
 def registry(uri: str) -> Iterator[None]:
     """Point this process's MLflow (tracking and registry) at another store for a while."""
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     tracking, models = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
@@ -145,3 +146,8 @@ def registry(uri: str) -> Iterator[None]:
     finally:
         mlflow.set_tracking_uri(tracking)
         mlflow.set_registry_uri(models)
+        for k, v in saved.items():  # MLflow mirrors its globals into the environment
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

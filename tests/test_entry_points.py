@@ -37,13 +37,12 @@ def published(spark: SparkSession, home: Path, table: str) -> DataFrame:
 
 
 def expected_for(spark: SparkSession, home: Path, actual: DataFrame, day: str) -> DataFrame:
-    client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
-    mv = client.get_model_version_by_alias("churn", "champion")
     (run,) = actual.select("scored_at", "scoring_run_id").distinct().collect()
-    lineage = SimpleNamespace(model_name="churn", model_version=mv.version, model_run_id=mv.run_id,
-                              scored_at=run.scored_at, scoring_run_id=run.scoring_run_id)
     source = published(spark, home, "customer_features").where(F.col("ds") == day)
     with registry(f"sqlite:///{home / 'mlflow.db'}"):
+        mv = MlflowClient().get_model_version_by_alias("churn", "champion")
+        lineage = SimpleNamespace(model_name="churn", model_version=mv.version, model_run_id=mv.run_id,
+                                  scored_at=run.scored_at, scoring_run_id=run.scoring_run_id)
         return expected_scored(spark, source, actual, f"models:/churn/{mv.version}", {f: f for f in FEATURES}, lineage)
 
 

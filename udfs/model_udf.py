@@ -118,7 +118,7 @@ def _bisect(run: Any, batch: pd.DataFrame, outputs: T.StructType) -> pd.DataFram
     try:
         out = run(batch)
         out[MODEL_ERROR] = None
-        return out.astype(object) if len(batch) < 2 else out
+        return out
     except Exception as e:
         if len(batch) == 1:
             row: dict[str, Any] = {f.name: [None] for f in outputs.fields}
