@@ -35,6 +35,8 @@ def session_for(local_defaults: bool, local_home: str, spark_conf: Mapping[str, 
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
+    if os.environ.get("DATABRICKS_RUNTIME_VERSION"):  # the platform configured everything
+        return SparkSession.builder.getOrCreate()
     defaults = {**(embedded_defaults(local_home) if local_defaults else {}), **(spark_conf or {})}
     if local_defaults:
         # Local workers run the driver's interpreter, which has the model's libraries.
