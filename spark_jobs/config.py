@@ -21,7 +21,7 @@ _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _TOP_KEYS = {
     "model_uri", "input_table", "output_table", "partitions", "output_format", "batch_size", "mlflow", "spark",
     "on_bad_rows", "max_bad_fraction", "rejects_table", "key_columns", "feature_columns", "result_type", "params",
-    "partition_mode", "runs_table", "keep_versions", "lock_stale_after_s", "prediction_range",
+    "partition_mode", "runs_table", "keep_versions", "lock_stale_after_s", "prediction_range", "latest_view",
 }
 PARTITION_MODES = ("all", "new")
 _MLFLOW_KEYS = {"tracking_uri", "registry_uri"}
@@ -57,11 +57,16 @@ class JobConfig:
     lock_stale_after_s: float = 600.0  # a lock without heartbeat for this long belongs to a dead run
     break_lock: bool = False
     prediction_range: tuple[float, float] | None = None  # audit: every scored prediction within [lo, hi]
+    latest_view: str | None = None  # newest score per key_columns; default <output_table>_latest
     verbose: bool = False
 
     @property
     def rejects(self) -> str:
         return self.rejects_table or f"{self.output_table}_rejects"
+
+    @property
+    def latest(self) -> str:
+        return self.latest_view or f"{self.output_table}_latest"
 
     @property
     def runs(self) -> str:
@@ -152,6 +157,7 @@ def parse_args(argv: Sequence[str] | None = None) -> JobConfig:
         lock_stale_after_s=profile.get("lock_stale_after_s", 600.0),
         break_lock=args.break_lock,
         prediction_range=_range(profile.get("prediction_range")),
+        latest_view=profile.get("latest_view"),
         verbose=args.verbose,
     ))
 
@@ -265,7 +271,7 @@ def validate(cfg: JobConfig) -> JobConfig:
     if not isinstance(cfg.local_defaults, bool):
         raise UsageError(f"spark.local_defaults {cfg.local_defaults!r} must be true or false")
     names = {"--output-table": cfg.output_table}
-    for flag, name in (("--rejects-table", cfg.rejects), ("--runs-table", cfg.runs)):
+    for flag, name in (("--rejects-table", cfg.rejects), ("--runs-table", cfg.runs), ("latest_view", cfg.latest)):
         validate_table_name(name, flag)
         if _normalized(name) in {_normalized(cfg.input_table), *map(_normalized, names.values())}:
             raise UsageError(f"{flag} {name!r} must differ from the input, output and other tables of the run")

@@ -146,6 +146,28 @@ def update_manifest(spark: SparkSession, table_location: str, partition_columns:
     fs.replace_text(spark, path, "".join(json.dumps(e) + "\n" for _, e in sorted(entries.items())))
 
 
+def create_latest_view(spark: SparkSession, view: str, table: str, schema: T.StructType, keys: Sequence[str],
+                       partition_columns: Sequence[str]) -> None:
+    """`<output>_latest`: the newest score per key, for BI. A view is stored as SQL text, so the names go in
+    as text: table names passed the identifier check, and every name is backtick-quoted."""
+    tables.validate_names(view, table, *keys)
+    order = ", ".join([*[f"{_quote(c)} DESC" for c in partition_columns], "`scored_at` DESC"])
+    columns = ", ".join(_quote(f.name) for f in schema.fields)
+    spark.sql(
+        f"CREATE OR REPLACE VIEW {_qualified(view)} AS SELECT {columns} FROM (SELECT *, row_number() OVER "
+        f"(PARTITION BY {', '.join(_quote(k) for k in keys)} ORDER BY {order}) AS `__rank` "
+        f"FROM {_qualified(table)}) WHERE `__rank` = 1"
+    )
+
+
+def _quote(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
+def _qualified(table: str) -> str:
+    return ".".join(_quote(p) for p in table.split("."))
+
+
 def publish_copy(spark: SparkSession, name: str, staged_root: str, outcome: str, schema: T.StructType,
                  partition_columns: Sequence[str]) -> None:
     """Delta: Delta's own atomic overwrite of the run's partitions (dynamic partition overwrite)."""

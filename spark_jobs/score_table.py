@@ -125,6 +125,9 @@ def _publish_all(spark: SparkSession, cfg: JobConfig, job: Prepared, root: str,
     run_partitions = set(job.partitions)
     scored = [p for p in staged if p.outcome == "scored"]
     _publish(spark, cfg, cfg.output_table, root, job.scoring.output_schema, parts, scored, run_partitions)
+    if cfg.key_columns:
+        output.create_latest_view(spark, cfg.latest, cfg.output_table, job.scoring.output_schema,
+                                  job.keys[:len(cfg.key_columns)], parts)
     if cfg.output_format != "delta":
         folders = {p.values: p.location for p in scored}
         output.update_manifest(spark, root.rsplit(f"/{output.RUNS_DIR}/", 1)[0], parts,

@@ -45,3 +45,10 @@ def require_identifier(name: str) -> str:
     if not _IDENT.fullmatch(name):
         raise UsageError(f"column name {name!r} cannot be used in a partition spec")
     return name
+
+
+def validate_names(*names: str) -> None:
+    """Table and column names about to be written into SQL text (a view's definition): plain identifiers only."""
+    for name in names:
+        for part in name.split("."):
+            require_identifier(part)

@@ -233,3 +233,21 @@ def test_prediction_range_audit_fails_before_publishing(spark: SparkSession, sou
     assert spark.table(output).collect() == []
     (row,) = spark.table(f"{output}_runs").collect()
     assert row.status == "failed" and "prediction_range" in row.error
+
+
+def test_latest_view_gives_the_newest_score_per_key(spark: SparkSession, source: str, output: str,
+                                                    model: dict[str, str]) -> None:
+    from decimal import Decimal
+
+    from tests.support import SCHEMA, create_table
+
+    rows = [(c, 10 * d + c, Decimal(c), c, "s", day) for d, day in enumerate(DAYS) for c in (1, 2, 3)]
+    create_table(spark, "lake.repeat", rows, SCHEMA)
+    args = [*base("lake.repeat", output), "--key-columns", "customer_id"]
+    score(spark, *args)
+    newest = spark.table(output).where(F.col("ds") == DAYS[2])
+    assertDataFrameEqual(spark.table(f"{output}_latest"), newest)
+    score(spark, *args, "--partition", f"ds={DAYS[0]}")  # rescoring an older day does not make it newest
+    assertDataFrameEqual(spark.table(f"{output}_latest"), newest)
+    assert spark.sql(f"SELECT count(*) FROM {output}_latest").first()[0] == 3
+    spark.sql(f"DROP VIEW {output}_latest")
