@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import mlflow
@@ -16,7 +19,10 @@ import pandas as pd
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
+
+from spark_jobs.demo import FEATURES as DEMO_FEATURES
 
 SCHEMA = "customer_id bigint, tenure int, spend decimal(10,2), visits bigint, segment string, ds string"
 DAYS = ["2026-11-01", "2026-11-02", "2026-11-03"]
@@ -151,3 +157,29 @@ def registry(uri: str) -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def published(spark: SparkSession, home: Path, table: str) -> DataFrame:
+    """Read what the job published without the metastore (this process holds another one): the folders
+    that the table's `_published.jsonl` names, as the README tells plain Parquet readers to."""
+    folder = home / "warehouse" / "lake.db" / table
+    if not (folder / "_published.jsonl").exists():
+        return spark.read.parquet(str(folder))
+    entries = [json.loads(line) for line in (folder / "_published.jsonl").read_text().splitlines()]
+    frames = [spark.read.parquet(e["folder"]).drop("reject_reason")
+              .withColumn("ds", F.lit(e["partition"]["ds"]).cast("date"))
+              for e in entries]
+    return functools.reduce(DataFrame.unionByName, frames)
+
+
+def expected_for(spark: SparkSession, home: Path, actual: DataFrame, day: str, uri: str | None = None,
+                 model: str = "churn") -> DataFrame:
+    """What a run of the demo model over one day must have published: MLflow's own predictions."""
+    (run,) = actual.select("scored_at", "scoring_run_id").distinct().collect()
+    source = published(spark, home, "customer_features").where(F.col("ds") == day)
+    with registry(uri or f"sqlite:///{home / 'mlflow.db'}"):
+        mv = MlflowClient().get_model_version_by_alias(model, "champion")
+        lineage = SimpleNamespace(model_name=model, model_version=mv.version, model_run_id=mv.run_id,
+                                  scored_at=run.scored_at, scoring_run_id=run.scoring_run_id)
+        return expected_scored(spark, source, actual, f"models:/{model}/{mv.version}", {f: f for f in DEMO_FEATURES},
+                               lineage)

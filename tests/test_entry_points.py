@@ -3,47 +3,18 @@ against its own embedded metastore and registry, as a new user would."""
 
 from __future__ import annotations
 
-import functools
-import json
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
-from mlflow.tracking import MlflowClient
-from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
+from pyspark.sql import SparkSession
 from pyspark.testing import assertDataFrameEqual
 
-from spark_jobs.demo import FEATURES
 from tests.support import DEMO_DAYS as DAYS
-from tests.support import call, expected_scored, registry, submit_conf
+from tests.support import call, expected_for, published, submit_conf
 
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[1]
-
-
-def published(spark: SparkSession, home: Path, table: str) -> DataFrame:
-    """Read what the job published without the metastore (this process holds another one): the folders
-    that the table's `_published.jsonl` names, as the README tells plain Parquet readers to."""
-    folder = home / "warehouse" / "lake.db" / table
-    if not (folder / "_published.jsonl").exists():
-        return spark.read.parquet(str(folder))
-    entries = [json.loads(line) for line in (folder / "_published.jsonl").read_text().splitlines()]
-    frames = [spark.read.parquet(e["folder"]).drop("reject_reason")
-              .withColumn("ds", F.lit(e["partition"]["ds"]).cast("date"))
-              for e in entries]
-    return functools.reduce(DataFrame.unionByName, frames)
-
-
-def expected_for(spark: SparkSession, home: Path, actual: DataFrame, day: str) -> DataFrame:
-    (run,) = actual.select("scored_at", "scoring_run_id").distinct().collect()
-    source = published(spark, home, "customer_features").where(F.col("ds") == day)
-    with registry(f"sqlite:///{home / 'mlflow.db'}"):
-        mv = MlflowClient().get_model_version_by_alias("churn", "champion")
-        lineage = SimpleNamespace(model_name="churn", model_version=mv.version, model_run_id=mv.run_id,
-                                  scored_at=run.scored_at, scoring_run_id=run.scoring_run_id)
-        return expected_scored(spark, source, actual, f"models:/churn/{mv.version}", {f: f for f in FEATURES}, lineage)
 
 
 def test_spark_submit_with_conf_only_scores_and_rerun_is_identical(spark: SparkSession, home: Path,

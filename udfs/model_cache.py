@@ -1,9 +1,10 @@
-"""Model files travel with the job (SparkContext.addFile) and are loaded once per Python worker: executors
+"""Model files travel with the job (SparkContext.addArchive) and are loaded once per Python worker: executors
 never call the registry, and a reused worker never loads a model twice."""
 
 from __future__ import annotations
 
 import os
+import shutil
 from typing import Any
 
 from pyspark import SparkFiles
@@ -13,9 +14,12 @@ _LOADED: dict[str, Any] = {}
 
 
 def ship(spark: SparkSession, local_dir: str) -> str:
-    """Send a model directory to every executor; returns the name workers pass to `load`."""
-    spark.sparkContext.addFile(local_dir, recursive=True)
-    return os.path.basename(os.path.normpath(local_dir))
+    """Send a model directory to every executor, as one zip that Spark unpacks there (a directory itself
+    can only be added in local mode); returns the name workers pass to `load`."""
+    base = os.path.normpath(local_dir)
+    archive = shutil.make_archive(base, "zip", root_dir=base)
+    spark.sparkContext.addArchive(archive)
+    return os.path.basename(archive)
 
 
 def load(name: str) -> Any:

@@ -1,0 +1,135 @@
+"""Where users run it, against the real components on 127.0.0.1: a Spark standalone master and worker,
+and an MLflow tracking server. Each test starts what it needs and stops it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyspark
+import pytest
+from pyspark.sql import SparkSession
+from pyspark.testing import assertDataFrameEqual
+
+from spark_jobs import demo
+from tests.support import DEMO_DAYS, call, expected_for, published, registry, submit_conf
+
+BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(check: object, what: str, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():  # type: ignore[operator]
+                return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{what} did not come up in {timeout:.0f} s")
+
+
+def stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    for p in processes:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGTERM)
+    for p in processes:
+        try:
+            p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+
+
+def start(cmd: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+
+@pytest.fixture()
+def standalone(tmp_path: Path) -> Iterator[str]:
+    """A real standalone master and worker, bound to 127.0.0.1."""
+    spark_class = str(Path(pyspark.__file__).parent / "bin" / "spark-class")
+    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_LOG_DIR": str(tmp_path), "SPARK_NO_DAEMONIZE": "1"}
+    port, ui = free_port(), free_port()
+    master = start([spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port",
+                    str(port), "--webui-port", str(ui)], tmp_path / "master.log", env)
+    processes = [master]
+    try:
+        wait_for(lambda: socket.create_connection(("127.0.0.1", port), 1).close() is None, "Spark master")
+        processes.append(start([spark_class, "org.apache.spark.deploy.worker.Worker", f"spark://127.0.0.1:{port}",
+                                "--host", "127.0.0.1", "--cores", "2", "--memory", "2g", "--webui-port",
+                                str(free_port()), "--work-dir", str(tmp_path / "work")], tmp_path / "worker.log", env))
+
+        def worker_alive() -> bool:
+            with urllib.request.urlopen(f"http://127.0.0.1:{ui}/json/", timeout=2) as r:
+                return any(w["state"] == "ALIVE" for w in json.load(r)["workers"])
+
+        wait_for(worker_alive, "Spark worker")
+        yield f"spark://127.0.0.1:{port}"
+    finally:
+        stop(processes)
+
+
+def test_spark_submit_to_a_standalone_cluster(spark: SparkSession, home: Path, standalone: str,
+                                              tmp_path: Path) -> None:
+    conf = submit_conf(home)
+    conf[conf.index("--master") + 1] = standalone
+    done = call([str(BIN / "spark-submit"), *conf, "--conf", f"spark.pyspark.python={sys.executable}",
+                 "--conf", "spark.executor.memory=1g", str(REPO / "spark_jobs" / "score_table.py"),
+                 "--config", str(REPO / "conf" / "cluster.yaml"), "--model-uri", "models:/churn@champion",
+                 "--input-table", "lake.customer_features", "--output-table", "lake.scored_cluster",
+                 "--partition", f"ds={DEMO_DAYS[0]}"], home, tmp_path)
+    assert done.returncode == 0, "\n".join(line for line in done.stderr.splitlines() if " INFO " not in line)
+    actual = published(spark, home, "scored_cluster")
+    assertDataFrameEqual(actual, expected_for(spark, home, actual, DEMO_DAYS[0]))
+
+
+@pytest.fixture()
+def mlflow_server(tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    server = start([str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+                    "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+                    "--default-artifact-root", (tmp_path / "artifacts").as_uri(), "--no-serve-artifacts",
+                    "--workers", "1"], tmp_path / "mlflow.log", {**os.environ})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: urllib.request.urlopen(f"{url}/health", timeout=2).status == 200, "mlflow server")
+        yield url
+    finally:
+        stop([server])
+
+
+def test_scoring_with_a_model_from_an_mlflow_tracking_server(spark: SparkSession, home: Path, mlflow_server: str,
+                                                            tmp_path: Path) -> None:
+    import mlflow
+    from mlflow.models import infer_signature
+    from mlflow.tracking import MlflowClient
+
+    model, X = demo.train(seed=3, n=2_000)
+    with registry(mlflow_server):
+        with mlflow.start_run():
+            info = mlflow.sklearn.log_model(model, name="model", signature=infer_signature(X, model.predict(X)),
+                                            registered_model_name="churn_server", serialization_format="cloudpickle")
+        MlflowClient().set_registered_model_alias("churn_server", "champion", info.registered_model_version)
+    done = call([str(BIN / "score-table"), "--config", str(home / "profile.yaml"), "--model-uri",
+                 "models:/churn_server@champion", "--output-table", "lake.scored_server", "--partition",
+                 f"ds={DEMO_DAYS[1]}"], home, tmp_path,
+                {"MLFLOW_TRACKING_URI": mlflow_server, "MLFLOW_REGISTRY_URI": mlflow_server})
+    assert done.returncode == 0, done.stderr[-3000:]
+    actual = published(spark, home, "scored_server")
+    assertDataFrameEqual(actual, expected_for(spark, home, actual, DEMO_DAYS[1], uri=mlflow_server,
+                                              model="churn_server"))
