@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyspark
@@ -133,3 +134,48 @@ def test_scoring_with_a_model_from_an_mlflow_tracking_server(spark: SparkSession
     actual = published(spark, home, "scored_server")
     assertDataFrameEqual(actual, expected_for(spark, home, actual, DEMO_DAYS[1], uri=mlflow_server,
                                               model="churn_server"))
+
+
+@contextmanager
+def thrift(home: Path, tmp_path: Path) -> Iterator[int]:
+    """Spark's Thrift JDBC server over the test's own metastore, on 127.0.0.1."""
+    port = free_port()
+    server = start([str(BIN / "spark-submit"), "--class", "org.apache.spark.sql.hive.thriftserver.HiveThriftServer2",
+                    *submit_conf(home), "spark-internal", "--hiveconf", f"hive.server2.thrift.port={port}",
+                    "--hiveconf", "hive.server2.thrift.bind.host=127.0.0.1"], tmp_path / "thrift.log",
+                   {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"})
+    try:
+        wait_for(lambda: socket.create_connection(("127.0.0.1", port), 1).close() is None, "Thrift server", 120)
+        yield port
+    finally:
+        stop([server])
+
+
+def test_sql_over_results_with_beeline_and_duckdb(spark: SparkSession, home: Path, tmp_path: Path) -> None:
+    import duckdb
+
+    done = call([sys.executable, "-m", "spark_jobs.score_table", "--config", str(home / "profile.yaml"),
+                 "--output-table", "lake.scored_sql"], home, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    expected = published(spark, home, "scored_sql").select("customer_id", "prediction", "ds")
+
+    # (b) a plain Parquet reader: DuckDB over the folders `_published.jsonl` names, with hive partitioning
+    folder = home / "warehouse" / "lake.db" / "scored_sql"
+    globs = [json.loads(line)["folder"].removeprefix("file:") + "/*.parquet"
+             for line in (folder / "_published.jsonl").read_text().splitlines()]
+    rows = duckdb.sql(f"SELECT customer_id, prediction, ds FROM read_parquet({globs!r}, hive_partitioning = true)")
+    duck = spark.createDataFrame(rows.df()).selectExpr("customer_id", "prediction", "cast(ds as date) as ds")
+    assertDataFrameEqual(duck, expected)
+
+    # (a) the Thrift JDBC server and beeline, over the same metastore (after the job: Derby admits one process)
+    with thrift(home, tmp_path) as port:
+        query = ("SELECT ds, count(*) AS n, round(sum(prediction), 6) AS total FROM lake.scored_sql "
+                 "GROUP BY ds ORDER BY ds")
+        out = subprocess.run([str(BIN / "beeline"), "-u", f"jdbc:hive2://127.0.0.1:{port}/default", "-n", "test",
+                              "--silent=true", "--showHeader=false", "--outputformat=csv2", "-e", query],
+                             capture_output=True, text=True, timeout=120, env={**os.environ})
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = [line.split(",") for line in out.stdout.split() if line.count(",") == 2]
+    want = expected.groupBy("ds").agg({"prediction": "sum", "*": "count"}).orderBy("ds").collect()
+    assert [(d, int(n), round(float(t), 4)) for d, n, t in got] == [
+        (str(r["ds"]), r["count(1)"], round(r["sum(prediction)"], 4)) for r in want]
