@@ -13,7 +13,9 @@ from typing import Any
 
 import yaml
 
+from spark_jobs import serving
 from spark_jobs.errors import UsageError
+from spark_jobs.serving import ServeTarget
 
 OUTPUT_FORMATS = ("parquet", "delta")
 BAD_ROW_POLICIES = ("fail", "quarantine", "pass")
@@ -22,7 +24,9 @@ _TOP_KEYS = {
     "model_uri", "input_table", "output_table", "partitions", "output_format", "batch_size", "mlflow", "spark",
     "on_bad_rows", "max_bad_fraction", "rejects_table", "key_columns", "feature_columns", "result_type", "params",
     "partition_mode", "runs_table", "keep_versions", "lock_stale_after_s", "prediction_range", "latest_view",
+    "serve",
 }
+_SERVE_KEYS = {"url", "table", "key_columns", "credentials_file"}
 PARTITION_MODES = ("all", "new")
 _MLFLOW_KEYS = {"tracking_uri", "registry_uri"}
 _SPARK_KEYS = {"local_defaults", "local_home", "conf"}
@@ -58,6 +62,7 @@ class JobConfig:
     break_lock: bool = False
     prediction_range: tuple[float, float] | None = None  # audit: every scored prediction within [lo, hi]
     latest_view: str | None = None  # newest score per key_columns; default <output_table>_latest
+    serve: ServeTarget | None = None  # the serving copy in PostgreSQL (--serve-to plus the profile's serve:)
     verbose: bool = False
 
     @property
@@ -109,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-table", metavar="[CATALOG.]DB.TABLE", help="run history (default: <output-table>_runs)")
     p.add_argument("--keep-versions", type=int, metavar="N",
                    help="superseded versions kept per partition for rollback (default 1)")
+    p.add_argument("--serve-to", metavar="JDBC_URL",
+                   help="also load the scored rows into PostgreSQL (table and keys from the profile's serve:)")
     p.add_argument("--break-lock", action="store_true", help="take over the output table's lock from another run")
     p.add_argument("--verbose", action="store_true", help="print full tracebacks on failure")
     return p
@@ -158,6 +165,7 @@ def parse_args(argv: Sequence[str] | None = None) -> JobConfig:
         break_lock=args.break_lock,
         prediction_range=_range(profile.get("prediction_range")),
         latest_view=profile.get("latest_view"),
+        serve=_serve(args.serve_to, profile.get("serve")),
         verbose=args.verbose,
     ))
 
@@ -190,6 +198,8 @@ def parse_rollback_args(argv: Sequence[str]) -> RollbackConfig:
     p.add_argument("--partition", action="append", required=True, metavar="COL=VALUE")
     p.add_argument("--rejects-table", metavar="[CATALOG.]DB.TABLE")
     p.add_argument("--runs-table", metavar="[CATALOG.]DB.TABLE")
+    p.add_argument("--serve-to", metavar="JDBC_URL",
+                   help="also load the scored rows into PostgreSQL (table and keys from the profile's serve:)")
     p.add_argument("--break-lock", action="store_true")
     p.add_argument("--verbose", action="store_true")
     args = p.parse_args(argv)
@@ -313,6 +323,24 @@ def _names(value: Any, what: str) -> tuple[str, ...]:
     if not isinstance(items, list | tuple) or not all(isinstance(i, str) and _IDENT.match(i.strip()) for i in items):
         raise UsageError(f"{what} {value!r} must be a comma-separated list of column names")
     return tuple(i.strip() for i in items)
+
+
+def _serve(url: str | None, section: Any) -> ServeTarget | None:
+    section = section or {}
+    if not isinstance(section, dict):
+        raise UsageError("config 'serve' must be a mapping")
+    _reject_unknown(section, _SERVE_KEYS, "serve")
+    url = url or section.get("url")
+    if url is None:
+        return None
+    if not section.get("table"):
+        raise UsageError("--serve-to needs serve.table (and serve.key_columns) in the --config profile")
+    target = ServeTarget(url=url, table=str(section["table"]),
+                         key_columns=_names(section.get("key_columns"), "serve.key_columns"),
+                         credentials_file=section.get("credentials_file"))
+    serving.validate(target)
+    serving.credentials(target)  # present now, or exit 2 before anything is read
+    return target
 
 
 def _range(value: Any) -> tuple[float, float] | None:

@@ -168,12 +168,17 @@ def _qualified(table: str) -> str:
     return ".".join(_quote(p) for p in table.split("."))
 
 
-def publish_copy(spark: SparkSession, name: str, staged_root: str, outcome: str, schema: T.StructType,
-                 partition_columns: Sequence[str]) -> None:
+def staged_rows(spark: SparkSession, root: str, staged_schema: T.StructType, outcome: str,
+                columns: T.StructType) -> DataFrame:
+    """The run's staged rows of one outcome, in the given table's columns."""
+    rows = spark.read.schema(T.StructType([*staged_schema.fields, T.StructField(OUTCOME, T.StringType())])).option(
+        "basePath", root).parquet(root).where(col(OUTCOME) == outcome)
+    return rows.select(*[col(f.name) for f in columns.fields])
+
+
+def publish_copy(spark: SparkSession, name: str, rows: DataFrame) -> None:
     """Delta: Delta's own atomic overwrite of the run's partitions (dynamic partition overwrite)."""
-    rows = spark.read.schema(T.StructType([*schema.fields, T.StructField(OUTCOME, T.StringType())])).option(
-        "basePath", staged_root).parquet(staged_root).where(col(OUTCOME) == outcome)
-    rows.select(*[col(f.name) for f in schema.fields]).writeTo(name).overwritePartitions()
+    rows.writeTo(name).overwritePartitions()
 
 
 @dataclass(frozen=True)

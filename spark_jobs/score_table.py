@@ -22,7 +22,20 @@ from dataclasses import dataclass
 from pyspark.sql import SparkSession
 from pyspark.sql import types as T
 
-from spark_jobs import audit, bad_rows, faults, fs, history, lock, output, partitions, plan, tables, versions
+from spark_jobs import (
+    audit,
+    bad_rows,
+    faults,
+    fs,
+    history,
+    lock,
+    output,
+    partitions,
+    plan,
+    serving,
+    tables,
+    versions,
+)
 from spark_jobs.config import JobConfig, parse_args, parse_rollback_args
 from spark_jobs.errors import ScoringError
 from spark_jobs.lineage import RunLineage, with_lineage
@@ -75,6 +88,10 @@ def run(spark: SparkSession, cfg: JobConfig) -> RunResult:
         root = f"{location.rstrip('/')}/{output.RUNS_DIR}/{lineage.scoring_run_id}"
         staged, counts = _score_and_stage(spark, cfg, job, lineage, root)
         published = _publish_all(spark, cfg, job, root, staged)
+        if cfg.serve is not None:
+            rows = output.staged_rows(spark, root, _staged_schema(job.scoring), "scored", job.scoring.output_schema)
+            served = serving.serve(spark, rows, cfg.serve, lineage.scoring_run_id)
+            log.info("served %d rows to %s", served, cfg.serve.table)
         history.write(spark, cfg.runs, record.finished(
             "succeeded", rows_read=counts.read, rows_scored=counts.scored, rows_rejected=counts.rejected,
             published_partitions=published))
@@ -124,7 +141,9 @@ def _publish_all(spark: SparkSession, cfg: JobConfig, job: Prepared, root: str,
     parts = job.scoring.partition_columns
     run_partitions = set(job.partitions)
     scored = [p for p in staged if p.outcome == "scored"]
-    _publish(spark, cfg, cfg.output_table, root, job.scoring.output_schema, parts, scored, run_partitions)
+    staged_schema = _staged_schema(job.scoring)
+    _publish(spark, cfg, cfg.output_table, root, staged_schema, job.scoring.output_schema, parts, scored,
+             run_partitions)
     if cfg.key_columns:
         output.create_latest_view(spark, cfg.latest, cfg.output_table, job.scoring.output_schema,
                                   job.keys[:len(cfg.key_columns)], parts)
@@ -135,17 +154,18 @@ def _publish_all(spark: SparkSession, cfg: JobConfig, job: Prepared, root: str,
     if cfg.on_bad_rows == "quarantine":
         rejects_schema = plan.rejects_schema(job.source)
         output.ensure_table(spark, cfg.rejects, rejects_schema, parts, cfg.output_format)
-        _publish(spark, cfg, cfg.rejects, root, rejects_schema, parts,
+        _publish(spark, cfg, cfg.rejects, root, staged_schema, rejects_schema, parts,
                  [p for p in staged if p.outcome == "rejected"], run_partitions)
     return [partitions.describe(parts, v) for v in sorted(run_partitions, key=lambda v: [str(x) for x in v])]
 
 
-def _publish(spark: SparkSession, cfg: JobConfig, table: str, root: str, schema: T.StructType,
+def _publish(spark: SparkSession, cfg: JobConfig, table: str, root: str, staged_schema: T.StructType,
+             schema: T.StructType,
              partition_columns: tuple[str, ...], staged: list[output.StagedPartition],
              run_partitions: set[tuple[object, ...]]) -> None:
     if cfg.output_format == "delta":
         outcome = "scored" if table == cfg.output_table else "rejected"
-        output.publish_copy(spark, table, root, outcome, schema, partition_columns)
+        output.publish_copy(spark, table, output.staged_rows(spark, root, staged_schema, outcome, schema))
     else:
         output.publish(spark, table, partition_columns, staged, run_partitions,
                        between=lambda: faults.point("mid_publish"))

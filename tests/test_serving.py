@@ -1,0 +1,98 @@
+"""The serving copy in a real PostgreSQL (Debian's server, started here on 127.0.0.1 and stopped after)."""
+
+from __future__ import annotations
+
+import glob
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pyspark.sql import SparkSession
+
+from spark_jobs.score_table import main
+from tests.support import DEMO_DAYS, call, published, submit_conf
+from tests.test_platforms import free_port
+
+PG_BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+JDBC_JAR = "/usr/share/java/postgresql.jar"
+PASSWORD = "serve-test-password"
+REPO = Path(__file__).resolve().parents[1]
+
+needs_postgres = pytest.mark.skipif(
+    not (PG_BIN and Path(JDBC_JAR).exists()) and not os.environ.get("CI"),
+    reason="PostgreSQL server or JDBC driver not installed (.ci/run installs them)",
+)
+
+
+def as_postgres(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
+    """initdb refuses to run as root: run the server's tools as the postgres user then."""
+    prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    return subprocess.run([*prefix, *cmd], capture_output=True, text=True, timeout=120, check=True, **kw)  # type: ignore[call-overload, no-any-return]
+
+
+@pytest.fixture()
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
+    data = Path(subprocess.run(["mktemp", "-d", "/tmp/pg-XXXXXX"], capture_output=True, text=True).stdout.strip())
+    pwfile = data / "pw"
+    pwfile.write_text(PASSWORD)
+    if os.geteuid() == 0:
+        subprocess.run(["chown", "-R", "postgres", str(data)], check=True)
+    port = free_port()
+    bin_dir = PG_BIN[-1]
+    as_postgres([f"{bin_dir}/initdb", "-D", str(data / "db"), "-U", "postgres", "-A", "scram-sha-256",
+                 f"--pwfile={pwfile}"])
+    as_postgres([f"{bin_dir}/pg_ctl", "-D", str(data / "db"), "-l", str(data / "log"), "-w", "-o",
+                 f"-h 127.0.0.1 -p {port} -k {data}", "start"])
+    try:
+        yield port, data
+    finally:
+        as_postgres([f"{bin_dir}/pg_ctl", "-D", str(data / "db"), "-m", "fast", "-w", "stop"])
+        subprocess.run(["rm", "-rf", str(data)], check=False)
+
+
+def psql(port: int, sql: str) -> list[str]:
+    out = subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-d", "postgres", "-At",
+                          "-c", sql], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PGPASSWORD": PASSWORD}, check=True)
+    return out.stdout.split()
+
+
+@needs_postgres
+def test_serving_copy_is_idempotent_and_matches_the_published_rows(spark: SparkSession, home: Path,
+                                                                   postgres: tuple[int, Path], tmp_path: Path) -> None:
+    port, _ = postgres
+    profile = tmp_path / "serve.yaml"
+    profile.write_text((home / "profile.yaml").read_text()
+                       + "serve:\n  table: public.churn_scores\n  key_columns: [customer_id]\n")
+    cmd = [str(Path(sys.executable).parent / "spark-submit"), *submit_conf(home), "--jars", JDBC_JAR,
+           str(REPO / "spark_jobs" / "score_table.py"), "--config", str(profile), "--output-table",
+           "lake.scored_served", "--partition", f"ds={DEMO_DAYS[0]}",
+           "--serve-to", f"jdbc:postgresql://127.0.0.1:{port}/postgres"]
+    creds = {"SCORE_TABLE_JDBC_USER": "postgres", "SCORE_TABLE_JDBC_PASSWORD": PASSWORD}
+    for attempt in range(2):  # the rerun replaces the keys' rows: no duplicates
+        done = call(cmd, home, tmp_path, creds)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert PASSWORD not in done.stdout + done.stderr
+        rows = psql(port, "SELECT customer_id || ':' || round(prediction::numeric, 9) FROM churn_scores "
+                          "ORDER BY customer_id")
+        expected = published(spark, home, "scored_served").orderBy("customer_id").collect()
+        assert rows == [f"{r.customer_id}:{round(r.prediction, 9):.9f}" for r in expected], attempt
+    assert psql(port, "SELECT count(DISTINCT scoring_run_id) FROM churn_scores") == ["1"]
+    assert psql(port, "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'churn_scores_staging%'") == ["0"]
+
+    bad = call(cmd, home, tmp_path, {**creds, "SCORE_TABLE_JDBC_PASSWORD": "wrong"})
+    assert bad.returncode == 1
+    assert len(psql(port, "SELECT customer_id FROM churn_scores")) == len(rows)  # unchanged
+
+
+def test_serve_to_without_credentials_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SCORE_TABLE_JDBC_USER", raising=False)
+    profile = tmp_path / "p.yaml"
+    profile.write_text("serve:\n  table: churn_scores\n  key_columns: [customer_id]\n")
+    assert main(["--config", str(profile), "--model-uri", "models:/m/1", "--input-table", "lake.a",
+                 "--output-table", "lake.b", "--serve-to", "jdbc:postgresql://127.0.0.1:5432/x"]) == 2
+    assert "SCORE_TABLE_JDBC_USER" in capsys.readouterr().err
