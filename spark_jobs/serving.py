@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,6 +85,3 @@ def _q(name: str) -> str:
     """Quote a validated [schema.]name for PostgreSQL."""
     return ".".join(f'"{part}"' for part in name.split("."))
 
-
-def columns_for(schema_names: Sequence[str]) -> list[str]:
-    return [c for c in schema_names if c != "reject_reason"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
@@ -183,3 +184,9 @@ def expected_for(spark: SparkSession, home: Path, actual: DataFrame, day: str, u
                                   scored_at=run.scored_at, scoring_run_id=run.scoring_run_id)
         return expected_scored(spark, source, actual, f"models:/{model}/{mv.version}", {f: f for f in DEMO_FEATURES},
                                lineage)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

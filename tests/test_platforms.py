@@ -21,16 +21,10 @@ from pyspark.sql import SparkSession
 from pyspark.testing import assertDataFrameEqual
 
 from spark_jobs import demo
-from tests.support import DEMO_DAYS, call, expected_for, published, registry, submit_conf
+from tests.support import DEMO_DAYS, call, expected_for, free_port, published, registry, submit_conf
 
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for(check: object, what: str, timeout: float = 90) -> None:

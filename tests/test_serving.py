@@ -13,8 +13,7 @@ import pytest
 from pyspark.sql import SparkSession
 
 from spark_jobs.score_table import main
-from tests.support import DEMO_DAYS, call, published, submit_conf
-from tests.test_platforms import free_port
+from tests.support import DEMO_DAYS, call, free_port, published, submit_conf
 
 PG_BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
 JDBC_JAR = "/usr/share/java/postgresql.jar"
