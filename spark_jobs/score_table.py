@@ -85,7 +85,9 @@ def run(spark: SparkSession, cfg: JobConfig) -> RunResult:
         history.write(spark, cfg.runs, record)
         location = output.ensure_table(spark, cfg.output_table, job.scoring.output_schema,
                                        job.scoring.partition_columns, cfg.output_format)
-        root = f"{location.rstrip('/')}/{output.RUNS_DIR}/{lineage.scoring_run_id}"
+        published_in = versions.split_location(location)  # an unpartitioned table points into _runs/ itself
+        base = published_in[0] if published_in is not None else location.rstrip("/")
+        root = f"{base}/{output.RUNS_DIR}/{lineage.scoring_run_id}"
         staged, counts = _score_and_stage(spark, cfg, job, lineage, root)
         published = _publish_all(spark, cfg, job, root, staged)
         if cfg.serve is not None:

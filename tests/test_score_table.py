@@ -161,3 +161,16 @@ def test_case_sensitive_session_does_not_match_other_case(spark: SparkSession, s
     assert not spark.catalog.tableExists(output)
 
 
+
+
+def test_unpartitioned_table_is_replaced_whole_on_each_run(spark: SparkSession, source: str, output: str,
+                                                           model: dict[str, str]) -> None:
+    spark.table(source).drop("ds").write.mode("overwrite").saveAsTable("lake.flat")
+    args = ("--model-uri", "models:/churn_lr@champion", "--input-table", "lake.flat", "--output-table", output)
+    for _ in range(2):  # the third run prunes the first run's folder: the published one must survive
+        score(spark, *args)
+    third = score(spark, *args)
+    actual = spark.table(output)
+    expected = expected_scored(spark, spark.table("lake.flat"), actual, f"models:/churn_lr/{model['v1']}",
+                               FEATURES, third.lineage)
+    assertDataFrameEqual(actual, expected)
