@@ -80,7 +80,7 @@ def run(spark: SparkSession, cfg: JobConfig) -> RunResult:
                                 lock.holder(lineage.scoring_run_id, lineage.scored_at.isoformat()),
                                 cfg.lock_stale_after_s)
     _abandon(spark, cfg.runs, table_lock.acquire(cfg.break_lock))
-    root = None
+    root, publishing = None, False
     try:
         history.write(spark, cfg.runs, record)
         location = output.ensure_table(spark, cfg.output_table, job.scoring.output_schema,
@@ -89,6 +89,7 @@ def run(spark: SparkSession, cfg: JobConfig) -> RunResult:
         base = published_in[0] if published_in is not None else location.rstrip("/")
         root = f"{base}/{output.RUNS_DIR}/{lineage.scoring_run_id}"
         staged, counts = _score_and_stage(spark, cfg, job, lineage, root)
+        publishing = True  # from here on partitions may point at the run's folder: it must stay
         published = _publish_all(spark, cfg, job, root, staged)
         if cfg.serve is not None:
             rows = output.staged_rows(spark, root, _staged_schema(job.scoring), "scored", job.scoring.output_schema)
@@ -97,12 +98,16 @@ def run(spark: SparkSession, cfg: JobConfig) -> RunResult:
         history.write(spark, cfg.runs, record.finished(
             "succeeded", rows_read=counts.read, rows_scored=counts.scored, rows_rejected=counts.rejected,
             published_partitions=published))
-        _retain(spark, cfg, job, root, staged, lineage.scoring_run_id)
     except BaseException as e:
         history.write(spark, cfg.runs, record.finished("failed", error=one_line(e)))
-        if root is not None and fs.exists(spark, root):
-            fs.delete(spark, root)  # staged rows of a failed run are never published
+        if root is not None and not publishing and fs.exists(spark, root):
+            fs.delete(spark, root)  # staged rows of a run that failed before publishing are never read
         raise
+    else:
+        try:
+            _retain(spark, cfg, job, root, staged, lineage.scoring_run_id)
+        except Exception:
+            log.warning("retention failed; superseded versions are kept until the next run", exc_info=True)
     finally:
         table_lock.release()
     return RunResult(lineage, job.scoring.selection.text, job.source.partition_columns, staged, counts,

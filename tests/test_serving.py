@@ -85,6 +85,9 @@ def test_serving_copy_is_idempotent_and_matches_the_published_rows(spark: SparkS
     bad = call(cmd, home, tmp_path, {**creds, "SCORE_TABLE_JDBC_PASSWORD": "wrong"})
     assert bad.returncode == 1
     assert len(psql(port, "SELECT customer_id FROM churn_scores")) == len(rows)  # unchanged
+    # the warehouse partition the failed run had already published stays readable and whole
+    republished = published(spark, home, "scored_served").orderBy("customer_id").collect()
+    assert [(r.customer_id, r.prediction) for r in republished] == [(r.customer_id, r.prediction) for r in expected]
 
 
 def test_serve_to_without_credentials_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str],
