@@ -50,21 +50,25 @@ def spark(workdir: Path) -> Iterator[SparkSession]:
 
 @pytest.fixture(scope="session")
 def tracking_uri(workdir: Path) -> Iterator[str]:
-    """A throwaway registry; the job finds it the standard way, through MLFLOW_TRACKING_URI."""
+    """A throwaway registry; the job finds it the standard way, through MLFLOW_TRACKING_URI. Tracking and
+    registry are both pinned, whatever another test pointed this process's MLflow at before."""
     import mlflow
 
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
-    old = os.environ.get("MLFLOW_TRACKING_URI")
-    os.environ["MLFLOW_TRACKING_URI"] = uri
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    old = {k: os.environ.get(k) for k in names}
+    os.environ.update(dict.fromkeys(names, uri))
     mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
     mlflow.set_experiment(
         experiment_id=mlflow.create_experiment("tests", artifact_location=(workdir / "artifacts").as_uri())
     )
     yield uri
-    if old is None:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
-    else:
-        os.environ["MLFLOW_TRACKING_URI"] = old
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 @pytest.fixture(scope="session")
