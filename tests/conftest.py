@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
+import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -16,6 +19,12 @@ from tests.support import DAYS, SCHEMA, create_table, fit, prepare_home, registe
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+# One throwaway MLflow store for the whole session, set before any test runs: whatever reads MLflow's
+# defaults (the environment) finds it, never a store in the working directory.
+REGISTRY_DIR = Path(tempfile.mkdtemp(prefix="scoring-tests-mlflow-"))
+REGISTRY_URI = f"sqlite:///{REGISTRY_DIR / 'mlflow.db'}"
+os.environ["MLFLOW_TRACKING_URI"] = os.environ["MLFLOW_REGISTRY_URI"] = REGISTRY_URI
+atexit.register(shutil.rmtree, REGISTRY_DIR, True)
 
 
 @pytest.fixture(scope="session")
@@ -49,26 +58,18 @@ def spark(workdir: Path) -> Iterator[SparkSession]:
 
 
 @pytest.fixture(scope="session")
-def tracking_uri(workdir: Path) -> Iterator[str]:
-    """A throwaway registry; the job finds it the standard way, through MLFLOW_TRACKING_URI. Tracking and
-    registry are both pinned, whatever another test pointed this process's MLflow at before."""
+def tracking_uri(workdir: Path) -> str:
+    """The session's throwaway registry (see REGISTRY_URI); the job finds it the standard way, through
+    MLFLOW_TRACKING_URI. Tracking and registry are pinned again, whatever a test pointed MLflow at before."""
     import mlflow
 
-    uri = f"sqlite:///{workdir / 'mlflow.db'}"
-    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
-    old = {k: os.environ.get(k) for k in names}
-    os.environ.update(dict.fromkeys(names, uri))
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
+    os.environ["MLFLOW_TRACKING_URI"] = os.environ["MLFLOW_REGISTRY_URI"] = REGISTRY_URI
+    mlflow.set_tracking_uri(REGISTRY_URI)
+    mlflow.set_registry_uri(REGISTRY_URI)
     mlflow.set_experiment(
         experiment_id=mlflow.create_experiment("tests", artifact_location=(workdir / "artifacts").as_uri())
     )
-    yield uri
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    return REGISTRY_URI
 
 
 @pytest.fixture(scope="session")
