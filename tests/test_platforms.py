@@ -116,7 +116,9 @@ def test_scoring_with_a_model_from_an_mlflow_tracking_server(spark: SparkSession
 
     model, X = demo.train(seed=3, n=2_000)
     with registry(mlflow_server):
-        with mlflow.start_run():
+        # the session's active experiment lives in the session's own store, not on this server
+        experiment = MlflowClient().create_experiment("server-test", artifact_location=(tmp_path / "art").as_uri())
+        with mlflow.start_run(experiment_id=experiment):
             info = mlflow.sklearn.log_model(model, name="model", signature=infer_signature(X, model.predict(X)),
                                             registered_model_name="churn_server", serialization_format="cloudpickle")
         MlflowClient().set_registered_model_alias("churn_server", "champion", info.registered_model_version)
