@@ -34,8 +34,13 @@ test: check-java venv
 	$(PY) -m pytest -q tests
 
 lint: venv
-	$(VENV)/bin/ruff check spark_jobs udfs tests setup.py
-	$(VENV)/bin/mypy spark_jobs udfs
+	$(VENV)/bin/ruff check spark_jobs udfs tests benchmarks setup.py
+	$(VENV)/bin/mypy spark_jobs udfs benchmarks
+
+# Whole spark-submits of this job vs mlflow.pyfunc.spark_udf, the no-model floor and raw predict (about
+# 25 minutes on 2 cores); BENCH_ARGS="--rows 1000000 --repeats 1 --scaling ''" for a quick look.
+bench: check-java venv
+	$(PY) -m benchmarks.bench $(BENCH_ARGS)
 
 dist: venv
 	$(PY) -m pip wheel -q --no-deps -w dist .

@@ -31,7 +31,8 @@ def reasons(plan: ScoringPlan) -> Column | None:
 
 def with_outcome(df: DataFrame, reason: Column | None) -> DataFrame:
     """Name each row's outcome: rejected (its feature problem or the model's error) or scored."""
-    why = F.coalesce(reason, col(MODEL_ERROR)) if reason is not None else col(MODEL_ERROR)
+    causes = [c for c in (reason, col(MODEL_ERROR) if MODEL_ERROR in df.columns else None) if c is not None]
+    why = F.coalesce(*causes) if len(causes) > 1 else causes[0] if causes else F.lit(None).cast("string")
     return (df.withColumn(REJECT_REASON, why)
             .withColumn(OUTCOME, F.when(why.isNull(), F.lit("scored")).otherwise(F.lit("rejected")))
             .drop(MODEL_ERROR))

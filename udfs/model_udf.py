@@ -1,9 +1,9 @@
 """The model as a vectorized UDF: an iterator over Arrow batches, as pandas, through the pyfunc model.
 
 Only the feature columns cross into Python (cast in the JVM beforehand); every other column stays in the
-JVM, so passthrough keys cost nothing. The UDF returns a struct of the model's outputs and `__model_error`:
-with `isolate_errors`, a batch the model raises on is bisected down to the rows that raise, those rows get
-the model's message and no prediction, and the rest of the batch is scored."""
+JVM, so passthrough keys cost nothing. The UDF returns the model's output (a struct for several outputs);
+with `isolate_errors` it adds `__model_error`: a batch the model raises on is bisected down to the rows
+that raise, those rows get the model's message and no prediction, and the rest of the batch is scored."""
 
 from __future__ import annotations
 
@@ -64,33 +64,48 @@ def col(name: str) -> Column:
 
 
 def score(df: DataFrame, spec: ModelSpec, skip: Column | None = None) -> DataFrame:
-    """Append the model's output columns and `__model_error`; rows where `skip` is true are not sent to the
-    model and get nulls. Every input column passes through."""
-    result_type = T.StructType([*spec.outputs.fields, T.StructField(MODEL_ERROR, T.StringType())])
-    udf = F.pandas_udf(_predict_batches(spec), result_type)  # type: ignore[attr-defined]
+    """Append the model's output columns (and `__model_error` when isolating errors); rows where `skip` is
+    true are not sent to the model and get nulls. Every input column passes through."""
+    fields = result_fields(spec)
+    single = len(fields) == 1  # a plain column crosses Arrow faster than a struct of one
+    udf = F.pandas_udf(  # type: ignore[attr-defined]
+        _predict_batches(spec, single), fields[0].dataType if single else T.StructType(fields)
+    )
     inputs = [col(f.column).try_cast(f.spark_type).alias(f.name) for f in spec.features]
     if skip is not None:
         inputs.append(F.coalesce(skip, F.lit(False)).alias(_SKIP))
-    return df.withColumn(_RESULT, udf(F.struct(*inputs))).select(
-        "*", *[F.col(_RESULT)[f.name].alias(f.name) for f in result_type.fields]
+    result = udf(F.struct(*inputs))
+    if single:
+        return df.withColumn(fields[0].name, result)
+    return df.withColumn(_RESULT, result).select(
+        "*", *[F.col(_RESULT)[f.name].alias(f.name) for f in fields]
     ).drop(_RESULT)
 
 
-def _predict_batches(spec: ModelSpec) -> Any:
-    def predict(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+def result_fields(spec: ModelSpec) -> list[T.StructField]:
+    error = [T.StructField(MODEL_ERROR, T.StringType())] if spec.isolate_errors else []
+    return [*spec.outputs.fields, *error]
+
+
+def _predict_batches(spec: ModelSpec, single: bool) -> Any:
+    def frames(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         model = model_cache.load(spec.model_file)
         for batch in batches:
             yield predict_batch(model, batch, spec)
 
-    return predict
+    def column(batches: Iterator[pd.DataFrame]) -> Iterator[pd.Series]:
+        for out in frames(batches):
+            yield out.iloc[:, 0]
+
+    return column if single else frames
 
 
 def predict_batch(model: Any, batch: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
-    names = [f.name for f in spec.outputs.fields]
+    """The batch's outputs, one column per result field, in order."""
     if _SKIP not in batch.columns or not batch[_SKIP].any():
         return _predict(model, batch.drop(columns=[_SKIP], errors="ignore"), spec)
     keep = ~batch[_SKIP].to_numpy(dtype=bool)
-    out = pd.DataFrame({n: pd.Series([None] * len(batch), dtype=object) for n in [*names, MODEL_ERROR]})
+    out = pd.DataFrame({f.name: pd.Series([None] * len(batch), dtype=object) for f in result_fields(spec)})
     if keep.any():
         scored = _predict(model, batch.loc[keep].drop(columns=[_SKIP]), spec)
         for n in scored.columns:
@@ -107,9 +122,7 @@ def _predict(model: Any, batch: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
         return to_output(raw, spec.outputs, len(frame))
 
     if not spec.isolate_errors:
-        out = run(batch)
-        out[MODEL_ERROR] = None
-        return out
+        return run(batch)
     return _bisect(run, batch.reset_index(drop=True), spec.outputs)
 
 
