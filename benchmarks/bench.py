@@ -175,7 +175,7 @@ def main() -> None:
     p.add_argument("--partitions", type=int, default=4)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--scaling", default="1000000,8000000", help="row counts for the scaling runs ('' for none)")
-    p.add_argument("--scaling-repeats", type=int, default=2)
+    p.add_argument("--scaling-repeats", type=int, default=1)
     p.add_argument("--models", default="lr,hgb")
     p.add_argument("--batch-size", type=int, default=None, help="the job's --batch-size (default: its own)")
     p.add_argument("--home", default=".local/bench")

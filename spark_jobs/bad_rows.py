@@ -29,10 +29,15 @@ def reasons(plan: ScoringPlan) -> Column | None:
     return F.coalesce(*checks) if checks else None
 
 
-def with_outcome(df: DataFrame, reason: Column | None) -> DataFrame:
+def with_reason(df: DataFrame, reason: Column | None) -> DataFrame:
+    """Evaluate the checks once per row, into `reject_reason`: the UDF skips those rows, and the outcome
+    reads it back."""
+    return df.withColumn(REJECT_REASON, reason if reason is not None else F.lit(None).cast("string"))
+
+
+def with_outcome(df: DataFrame) -> DataFrame:
     """Name each row's outcome: rejected (its feature problem or the model's error) or scored."""
-    causes = [c for c in (reason, col(MODEL_ERROR) if MODEL_ERROR in df.columns else None) if c is not None]
-    why = F.coalesce(*causes) if len(causes) > 1 else causes[0] if causes else F.lit(None).cast("string")
+    why = F.coalesce(col(REJECT_REASON), col(MODEL_ERROR)) if MODEL_ERROR in df.columns else col(REJECT_REASON)
     return (df.withColumn(REJECT_REASON, why)
             .withColumn(OUTCOME, F.when(why.isNull(), F.lit("scored")).otherwise(F.lit("rejected")))
             .drop(MODEL_ERROR))

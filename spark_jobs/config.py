@@ -40,7 +40,7 @@ class JobConfig:
     # column -> accepted values; several values of one column are OR-ed, several columns AND-ed
     partitions: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     output_format: str = "parquet"
-    batch_size: int = 10_000
+    batch_size: int = 50_000
     tracking_uri: str | None = None
     registry_uri: str | None = None
     # Embedded-default settings (local master, Derby metastore, warehouse under local_home) are applied
@@ -145,7 +145,7 @@ def parse_args(argv: Sequence[str] | None = None) -> JobConfig:
         output_table=_require(pick(args.output_table, "output_table"), "--output-table"),
         partitions=partitions,
         output_format=pick(args.output_format, "output_format", "parquet"),
-        batch_size=pick(args.batch_size, "batch_size", 10_000),
+        batch_size=pick(args.batch_size, "batch_size", 50_000),
         tracking_uri=tracking_uri,
         registry_uri=args.registry_uri or os.environ.get("MLFLOW_REGISTRY_URI") or mlflow_section.get("registry_uri"),
         local_defaults=local_defaults,

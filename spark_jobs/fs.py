@@ -108,3 +108,28 @@ def replace_text(spark: SparkSession, path: str, text: str) -> None:
         stream.close()
     fs.delete(p, False)
     fs.rename(tmp, p)
+
+
+def parquet_row_counts(spark: SparkSession, root: str) -> list[tuple[str, int]]:
+    """(path, rows) of every Parquet file under `root`, from the footers alone: no row is read. Hidden and
+    underscore entries (`_SUCCESS`, `_temporary`) are skipped, as Spark's readers skip them."""
+    fs, p = _fs(spark, root)
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
+    base = str(fs.makeQualified(p).toString()).rstrip("/")
+    found = []
+    files = fs.listFiles(p, True)
+    while files.hasNext():
+        status = files.next()
+        path = str(status.getPath().toString())
+        relative = path[len(base):].strip("/").split("/")
+        if any(part.startswith(("_", ".")) and "=" not in part for part in relative):
+            continue
+        reader = jvm.org.apache.parquet.hadoop.ParquetFileReader.open(
+            jvm.org.apache.parquet.hadoop.util.HadoopInputFile.fromStatus(status, conf))
+        try:
+            found.append((path, int(reader.getRecordCount())))
+        finally:
+            reader.close()
+    return found

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from spark_jobs import fs, tables
 from spark_jobs.bad_rows import OUTCOME
 from spark_jobs.errors import UsageError
+from spark_jobs.partitions import from_path
 from udfs.model_udf import col
 
 RUNS_DIR = "_runs"  # underscore: Spark, Hive and Parquet tools skip it when they list a table's folder
@@ -83,15 +83,17 @@ def stage(df: DataFrame, root: str, partition_columns: Sequence[str]) -> None:
 
 def staged_partitions(spark: SparkSession, root: str, schema: T.StructType,
                       partition_columns: Sequence[str]) -> list[StagedPartition]:
-    """Rows and folder of every staged partition: one small job over file metadata."""
-    read_schema = T.StructType([*schema.fields, T.StructField(OUTCOME, T.StringType())])
-    staged = spark.read.schema(read_schema).option("basePath", root).parquet(root)
-    folder = F.regexp_extract(F.col("_metadata.file_path"), r"^(.*)/[^/]*$", 1)
-    keys = [col(OUTCOME), *[col(c) for c in partition_columns]]
-    rows = staged.groupBy(*keys).agg(F.count(F.lit(1)).alias("rows"), F.min(folder).alias("location")).collect()
+    """Rows and folder of every staged partition, counted from the Parquet footers of the files written
+    (independent of the job that wrote them, and no row is read again)."""
+    fields = [next(f for f in schema.fields if f.name == c) for c in partition_columns]
+    found: dict[tuple[str, str], list[Any]] = {}
+    for path, rows in fs.parquet_row_counts(spark, root):
+        folder = path.rsplit("/", 1)[0]
+        outcome = folder.split(f"/{OUTCOME}=", 1)[1].split("/", 1)[0]
+        entry = found.setdefault((outcome, folder), [0, from_path(fields, folder.split(f"/{OUTCOME}=", 1)[1])])
+        entry[0] += rows
     return sorted(
-        (StagedPartition(r[OUTCOME], tuple(r[c] for c in partition_columns), int(r["rows"]), r["location"])
-         for r in rows),
+        (StagedPartition(outcome, values, rows, folder) for (outcome, folder), (rows, values) in found.items()),
         key=lambda p: (p.outcome, [str(v) for v in p.values]),
     )
 

@@ -17,6 +17,7 @@ from spark_jobs.tables import TableInfo
 from udfs.model_udf import col
 
 _NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
+_CASE_LIMIT = 32  # partitions per run up to which fingerprints are a CASE rather than a join
 Values = tuple[Any, ...]
 
 
@@ -24,15 +25,15 @@ def listed(spark: SparkSession, table: TableInfo) -> list[Values]:
     """Every partition of the table, as typed values in partition-column order."""
     if not table.partition_columns:
         return [()]
-    fields = [find_column(table.schema, c, True) for c in table.partition_columns]
-    out = []
-    for p in spark.catalog.listPartitions(table.name):
-        texts = dict(part.split("=", 1) for part in p.partition.split("/"))
-        out.append(tuple(
-            None if texts[f.name] == _NULL_PARTITION else partition_literal(f, unquote(texts[f.name]))
-            for f in fields if f is not None
-        ))
-    return out
+    fields = [f for f in (find_column(table.schema, c, True) for c in table.partition_columns) if f is not None]
+    return [from_path(fields, p.partition) for p in spark.catalog.listPartitions(table.name)]
+
+
+def from_path(fields: Sequence[T.StructField], path: str) -> Values:
+    """Typed partition values from a Hive-style path (`ds=2026-11-01/country=NL`), as Spark escapes it."""
+    texts = dict(part.split("=", 1) for part in path.strip("/").split("/") if "=" in part)
+    return tuple(None if texts[f.name] == _NULL_PARTITION else partition_literal(f, unquote(texts[f.name]))
+                 for f in fields)
 
 
 def matches(partition_columns: Sequence[str], values: Values) -> Column:
@@ -62,7 +63,14 @@ def fingerprint(spark: SparkSession, table: TableInfo, values: Values) -> str:
 
 
 def with_fingerprints(df: DataFrame, table: TableInfo, fingerprints: dict[Values, str]) -> DataFrame:
-    """Attach each row's partition fingerprint (a broadcast join on a few rows)."""
+    """Attach each row's partition fingerprint: a CASE over the run's partitions when they are few (no join
+    in the scoring stage), a broadcast join when there are many."""
+    if table.partition_columns and len(fingerprints) <= _CASE_LIMIT:
+        value: Column | None = None
+        for v, fp in fingerprints.items():
+            cond = matches(table.partition_columns, v)
+            value = F.when(cond, F.lit(fp)) if value is None else value.when(cond, F.lit(fp))
+        return df.withColumn(FINGERPRINT, value if value is not None else F.lit(None).cast("string"))
     spark = df.sparkSession
     keys = [f"__fp_{c}" for c in table.partition_columns]
     schema = T.StructType([*[T.StructField(k, f.dataType) for k, f in zip(keys, _schema(table).fields,

@@ -19,7 +19,8 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from pyspark.sql import SparkSession
+from pyspark.sql import Observation, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from spark_jobs import (
@@ -126,16 +127,18 @@ def _score_and_stage(spark: SparkSession, cfg: JobConfig, job: Prepared, lineage
     log.info("scoring %s (%s) with %s = version %s", cfg.input_table, scoring.selection.text,
              cfg.model_uri, lineage.model_version)
     reasons = bad_rows.reasons(scoring) if cfg.on_bad_rows != "pass" else None
-    selected = job.selected(spark)
-    rows = (selected.transform(score, spec, reasons.isNotNull() if reasons is not None else None)
+    read = Observation("read")  # rows entering the run, counted as they are read: no second pass
+    rows = (job.selected(spark).observe(read, F.count(F.lit(1)).alias("rows"))
+            .transform(bad_rows.with_reason, reasons)
+            .transform(score, spec, col(plan.REJECT_REASON).isNotNull() if reasons is not None else None)
             .transform(with_lineage, lineage)
             .transform(partitions.with_fingerprints, job.source, job.fingerprints)
-            .transform(bad_rows.with_outcome, reasons))
+            .transform(bad_rows.with_outcome))
     faults.while_running_jobs(spark)
     output.stage(rows, root, scoring.partition_columns)
     faults.point("after_stage")
     staged = output.staged_partitions(spark, root, _staged_schema(scoring), scoring.partition_columns)
-    counts = audit.count(selected.count(), staged)  # an independent count: Parquet footers only
+    counts = audit.count(int(read.get["rows"]), staged)  # checked against the written files' footers
     example = _example(spark, root, job.keys) if counts.rejected and cfg.on_bad_rows == "fail" else None
     audit.check(counts, cfg.on_bad_rows, cfg.max_bad_fraction, example)
     if cfg.prediction_range is not None:

@@ -76,7 +76,7 @@ partitions: {ds: ["2024-01-01", "2024-01-02"], h: 7}
 
 def test_defaults_without_profile() -> None:
     cfg = parse(*FLAGS)
-    assert (cfg.batch_size, cfg.output_format) == (10_000, "parquet")
+    assert (cfg.batch_size, cfg.output_format) == (50_000, "parquet")
     assert (cfg.on_bad_rows, cfg.partition_mode) == ("fail", "all")
     assert cfg.partitions == {}
     assert (cfg.rejects, cfg.runs) == ("lake.scored_rejects", "lake.scored_runs")

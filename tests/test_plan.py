@@ -373,3 +373,18 @@ def test_build_plan(spark: SparkSession) -> None:
     assert plan.partition_columns == ("ds",)
     assert plan.selection.text == "ds=2024-01-01"
     assert (plan.tensor, plan.checked) == (None, ())
+
+
+@pytest.mark.parametrize("days", [3, 40])  # a CASE up to 32 partitions, a broadcast join beyond
+def test_each_row_gets_its_own_partitions_fingerprint(spark: SparkSession, days: int) -> None:
+    from spark_jobs import partitions
+
+    table = TableInfo("lake.t", T.StructType([T.StructField("id", T.LongType()), T.StructField("ds", T.DateType()),
+                                               T.StructField("region", T.StringType())]), ("ds", "region"))
+    start = dt.date(2026, 1, 1)
+    rows = [(i, start + dt.timedelta(days=i % days), None if i % 2 else "eu") for i in range(2 * days + 6)]
+    prints = {(start + dt.timedelta(days=d), r): f"files={d};region={r}" for d in range(days) for r in ("eu", None)}
+    df = spark.createDataFrame(rows, table.schema)
+    expected = spark.createDataFrame([(*r, prints[(r[1], r[2])]) for r in rows],
+                                     "id bigint, ds date, region string, input_fingerprint string")
+    assertDataFrameEqual(df.transform(partitions.with_fingerprints, table, prints), expected)
