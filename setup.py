@@ -16,7 +16,9 @@ setup(
     ],
     extras_require={
         "demo": ["scikit-learn>=1.4"],
-        "dev": ["scikit-learn>=1.4", "pytest>=8", "chispa>=0.10", "duckdb>=1.0", "psutil", "ruff", "mypy", "types-PyYAML"],
+        "dev": [
+            "scikit-learn>=1.4", "pytest>=8", "chispa>=0.10", "duckdb>=1.0", "psutil", "ruff", "mypy", "types-PyYAML",
+        ],
     },
     entry_points={"console_scripts": ["score-table=spark_jobs.score_table:cli"]},
 )
