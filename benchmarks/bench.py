@@ -33,8 +33,8 @@ def table_name(rows: int) -> str:
 
 
 class Bench:
-    def __init__(self, home: Path, out: Path) -> None:
-        self.home, self.out = home, out
+    def __init__(self, home: Path) -> None:
+        self.home = home
         uri = f"sqlite:///{home / 'mlflow.db'}"
         self.env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
                     "SPARK_LOCAL_IP": "127.0.0.1", "MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri}
@@ -188,7 +188,7 @@ def main() -> None:
     home.mkdir(parents=True)
     out.mkdir(parents=True, exist_ok=True)
     (home / "profile.yaml").write_text(f"spark:\n  local_home: {home}\n")
-    bench, cores = Bench(home, out), os.cpu_count() or 1
+    bench, cores = Bench(home), os.cpu_count() or 1
 
     sizes = sorted({args.rows, *scaling})
     print(f"preparing {', '.join(f'{n:,}' for n in sizes)} rows x {args.features} features, models {models}",

@@ -89,8 +89,8 @@ def staged_partitions(spark: SparkSession, root: str, schema: T.StructType,
     found: dict[tuple[str, str], list[Any]] = {}
     for path, rows in fs.parquet_row_counts(spark, root):
         folder = path.rsplit("/", 1)[0]
-        outcome = folder.split(f"/{OUTCOME}=", 1)[1].split("/", 1)[0]
-        entry = found.setdefault((outcome, folder), [0, from_path(fields, folder.split(f"/{OUTCOME}=", 1)[1])])
+        outcome, _, values = folder.split(f"/{OUTCOME}=", 1)[1].partition("/")
+        entry = found.setdefault((outcome, folder), [0, from_path(fields, values)])
         entry[0] += rows
     return sorted(
         (StagedPartition(outcome, values, rows, folder) for (outcome, folder), (rows, values) in found.items()),
