@@ -38,7 +38,7 @@ lint: venv
 	$(VENV)/bin/mypy spark_jobs udfs benchmarks
 
 # Whole spark-submits of this job vs mlflow.pyfunc.spark_udf, the no-model floor and raw predict (about
-# 25 minutes on 2 cores); BENCH_ARGS="--rows 1000000 --repeats 1 --scaling ''" for a quick look.
+# 30 minutes on 2 cores); BENCH_ARGS="--rows 1000000 --repeats 1 --scaling ''" for a quick look.
 bench: check-java venv
 	$(PY) -m benchmarks.bench $(BENCH_ARGS)
 

@@ -4,7 +4,7 @@ the driver's Python, and the Python workers (forked from pyspark.daemon)."""
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import psutil
 
@@ -15,8 +15,6 @@ class Peaks:
     driver_python_mb: float = 0.0
     worker_mb: float = 0.0  # the largest single Python worker
     workers_total_mb: float = 0.0  # all Python workers at one instant
-    samples: int = 0
-    workers_seen: set[int] = field(default_factory=set)
 
 
 class Monitor:
@@ -58,10 +56,8 @@ class Monitor:
                 if "pyspark.daemon" in parent_cmd:  # a forked worker, not the daemon itself
                     total += rss
                     biggest = max(biggest, rss)
-                    self.peaks.workers_seen.add(proc.pid)
             elif "python" in proc.name() or cmd.endswith(".py") or ".py " in cmd:
                 driver = max(driver, rss)
         p = self.peaks
         p.jvm_mb, p.driver_python_mb = max(p.jvm_mb, jvm), max(p.driver_python_mb, driver)
         p.worker_mb, p.workers_total_mb = max(p.worker_mb, biggest), max(p.workers_total_mb, total)
-        p.samples += 1

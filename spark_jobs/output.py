@@ -86,14 +86,16 @@ def staged_partitions(spark: SparkSession, root: str, schema: T.StructType,
     """Rows and folder of every staged partition, counted from the Parquet footers of the files written
     (independent of the job that wrote them, and no row is read again)."""
     fields = [next(f for f in schema.fields if f.name == c) for c in partition_columns]
-    found: dict[tuple[str, str], list[Any]] = {}
+    rows_in: dict[str, int] = {}
     for path, rows in fs.parquet_row_counts(spark, root):
         folder = path.rsplit("/", 1)[0]
+        rows_in[folder] = rows_in.get(folder, 0) + rows
+    staged = []
+    for folder, rows in rows_in.items():
         outcome, _, values = folder.split(f"/{OUTCOME}=", 1)[1].partition("/")
-        entry = found.setdefault((outcome, folder), [0, from_path(fields, values)])
-        entry[0] += rows
+        staged.append(StagedPartition(outcome, from_path(fields, values), rows, folder))
     return sorted(
-        (StagedPartition(outcome, values, rows, folder) for (outcome, folder), (rows, values) in found.items()),
+        staged,
         key=lambda p: (p.outcome, [str(v) for v in p.values]),
     )
 
