@@ -5,13 +5,13 @@ run ends."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import astuple, dataclass, field, replace
 
 from pyspark.sql import Row, SparkSession
 from pyspark.sql import types as T
 
+from spark_jobs.session import runtime_conf
 from udfs.model_udf import col
 
 SCHEMA = T.StructType([
@@ -77,7 +77,7 @@ def write(spark: SparkSession, table: str, record: RunRecord) -> None:
     row = spark.createDataFrame([astuple(record)], SCHEMA)
     if not spark.catalog.tableExists(table):
         row.limit(0).writeTo(table).using("parquet").partitionedBy(col("scoring_run_id")).create()
-    with _session_conf(spark, "spark.sql.sources.partitionOverwriteMode", "dynamic"):
+    with runtime_conf(spark, {"spark.sql.sources.partitionOverwriteMode": "dynamic"}):
         row.write.mode("overwrite").insertInto(table)
 
 
@@ -88,17 +88,3 @@ def read(spark: SparkSession, table: str, statuses: Sequence[str] = ()) -> list[
     if statuses:
         df = df.where(col("status").isin(list(statuses)))
     return df.orderBy("started_at").collect()
-
-
-@contextmanager
-def _session_conf(spark: SparkSession, key: str, value: str) -> Iterator[None]:
-    """Set a runtime SQL setting for one write, then give the caller's session back as it was."""
-    old = spark.conf.get(key, None)
-    spark.conf.set(key, value)
-    try:
-        yield
-    finally:
-        if old is None:
-            spark.conf.unset(key)
-        else:
-            spark.conf.set(key, old)

@@ -42,9 +42,9 @@ from spark_jobs.errors import ScoringError
 from spark_jobs.lineage import RunLineage, with_lineage
 from spark_jobs.prepare import Prepared, prepare
 from spark_jobs.rollback import rollback
-from spark_jobs.session import get_session, session_for
+from spark_jobs.session import get_session, runtime_conf, session_for
 from udfs import ModelSpec, model_cache, score
-from udfs.model_udf import col
+from udfs.model_udf import col, fixed_width_inputs
 
 log = logging.getLogger("score_table")
 
@@ -121,9 +121,11 @@ def _score_and_stage(spark: SparkSession, cfg: JobConfig, job: Prepared, lineage
     """The run's one pass over the data: score every selected row and write it, scored or rejected, under
     a run-specific folder; then audit what was written."""
     scoring, quarantine = job.scoring, cfg.on_bad_rows == "quarantine"
-    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.batch_size))
     spec = ModelSpec(model_cache.ship(spark, job.model.path), scoring.features, scoring.outputs,
                      tensor=scoring.tensor, params=job.params, isolate_errors=quarantine)
+    arrow = {"spark.sql.execution.arrow.maxRecordsPerBatch": str(cfg.batch_size)}
+    if fixed_width_inputs(spec):  # batches are bounded by rows; Int.MaxValue stops Spark sizing every row
+        arrow["spark.sql.execution.arrow.maxBytesPerBatch"] = str(2**31 - 1)
     log.info("scoring %s (%s) with %s = version %s", cfg.input_table, scoring.selection.text,
              cfg.model_uri, lineage.model_version)
     reasons = bad_rows.reasons(scoring) if cfg.on_bad_rows != "pass" else None
@@ -135,7 +137,8 @@ def _score_and_stage(spark: SparkSession, cfg: JobConfig, job: Prepared, lineage
             .transform(partitions.with_fingerprints, job.source, job.fingerprints)
             .transform(bad_rows.with_outcome))
     faults.while_running_jobs(spark)
-    output.stage(rows, root, scoring.partition_columns)
+    with runtime_conf(spark, arrow):
+        output.stage(rows, root, scoring.partition_columns)
     faults.point("after_stage")
     staged = output.staged_partitions(spark, root, _staged_schema(scoring), scoring.partition_columns)
     counts = audit.count(int(read.get["rows"]), staged)  # checked against the written files' footers

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 from pyspark import SparkConf, SparkContext
@@ -66,3 +67,20 @@ def _set_jvm_property(key: str, value: str) -> None:
     jvm = SparkContext._jvm
     if jvm is not None:
         jvm.java.lang.System.setProperty(key, value)
+
+
+@contextmanager
+def runtime_conf(spark: SparkSession, settings: Mapping[str, str]) -> Iterator[None]:
+    """Runtime SQL settings for one action, then the caller's session back as it was (a Databricks job's
+    session is shared with whatever else runs in it)."""
+    old = {key: spark.conf.get(key, None) for key in settings}
+    for key, value in settings.items():
+        spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        for key, before in old.items():
+            if before is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, before)

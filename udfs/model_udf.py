@@ -1,9 +1,12 @@
-"""The model as a vectorized UDF: an iterator over Arrow batches, as pandas, through the pyfunc model.
+"""The model as a vectorized UDF: an iterator over Arrow batches, handed to the pyfunc model as pandas.
 
-Only the feature columns cross into Python (cast in the JVM beforehand); every other column stays in the
-JVM, so passthrough keys cost nothing. The UDF returns the model's output (a struct for several outputs);
-with `isolate_errors` it adds `__model_error`: a batch the model raises on is bisected down to the rows
-that raise, those rows get the model's message and no prediction, and the rest of the batch is scored."""
+Only the feature columns cross into Python, each as its own top-level Arrow column (cast in the JVM
+beforehand); every other column stays in the JVM, so passthrough keys cost nothing. Fixed-width features
+(numbers, booleans) go through an Arrow UDF and become the model's DataFrame in one copy; other types go
+through a pandas UDF and pyspark's own conversions. The UDF returns the model's output (a struct for
+several outputs); with `isolate_errors` it adds `__model_error`: a batch the model raises on is bisected
+down to the rows that raise, those rows get the model's message and no prediction, and the rest of the
+batch is scored."""
 
 from __future__ import annotations
 
@@ -13,9 +16,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
+from pyspark.sql.pandas.types import to_arrow_type
 
 from udfs import model_cache
 
@@ -31,6 +36,7 @@ _NUMPY_DTYPES: dict[type[T.DataType], str] = {
     T.ByteType: "int8",
     T.BooleanType: "bool",
 }
+_FIXED_WIDTH = tuple(_NUMPY_DTYPES)
 
 
 @dataclass(frozen=True)
@@ -68,13 +74,13 @@ def score(df: DataFrame, spec: ModelSpec, skip: Column | None = None) -> DataFra
     true are not sent to the model and get nulls. Every input column passes through."""
     fields = result_fields(spec)
     single = len(fields) == 1  # a plain column crosses Arrow faster than a struct of one
-    udf = F.pandas_udf(  # type: ignore[attr-defined]
-        _predict_batches(spec, single), fields[0].dataType if single else T.StructType(fields)
-    )
+    make = F.arrow_udf if arrow_native(spec) else F.pandas_udf  # type: ignore[attr-defined]
+    udf = make(_predict_batches(spec, single, skip is not None),
+               fields[0].dataType if single else T.StructType(fields))
     inputs = [col(f.column).try_cast(f.spark_type).alias(f.name) for f in spec.features]
     if skip is not None:
         inputs.append(F.coalesce(skip, F.lit(False)).alias(_SKIP))
-    result = udf(F.struct(*inputs))
+    result = udf(*inputs)  # separate columns: no struct to build per row in the JVM
     if single:
         return df.withColumn(fields[0].name, result)
     return df.withColumn(_RESULT, result).select(
@@ -82,22 +88,77 @@ def score(df: DataFrame, spec: ModelSpec, skip: Column | None = None) -> DataFra
     ).drop(_RESULT)
 
 
+def fixed_width_inputs(spec: ModelSpec) -> bool:
+    """Every value sent to the model has a fixed width, so a batch's bytes are bounded by its row count."""
+    return all(isinstance(f.spark_type, _FIXED_WIDTH) for f in spec.features)
+
+
+def arrow_native(spec: ModelSpec) -> bool:
+    """Inputs and outputs whose pandas form pyarrow gives exactly as pyspark's pandas UDF would: numbers and
+    booleans in, numbers, booleans and strings out (no time zones, decimals or nested values to convert)."""
+    return fixed_width_inputs(spec) and all(
+        isinstance(f.dataType, (*_FIXED_WIDTH, T.StringType)) for f in result_fields(spec))
+
+
 def result_fields(spec: ModelSpec) -> list[T.StructField]:
     error = [T.StructField(MODEL_ERROR, T.StringType())] if spec.isolate_errors else []
     return [*spec.outputs.fields, *error]
 
 
-def _predict_batches(spec: ModelSpec, single: bool) -> Any:
-    def frames(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+def _predict_batches(spec: ModelSpec, single: bool, has_skip: bool) -> Any:
+    names = [f.name for f in spec.features] + ([_SKIP] if has_skip else [])
+    fields = result_fields(spec)
+
+    def outputs(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         model = model_cache.load(spec.model_file)
         for batch in batches:
             yield predict_batch(model, batch, spec)
 
-    def column(batches: Iterator[pd.DataFrame]) -> Iterator[pd.Series]:
-        for out in frames(batches):
+    def pandas_column(batches: Iterator[tuple[pd.Series, ...]]) -> Iterator[pd.Series]:
+        for out in outputs(pandas_frame(b, names) for b in batches):
             yield out.iloc[:, 0]
 
-    return column if single else frames
+    def pandas_frames(batches: Iterator[tuple[pd.Series, ...]]) -> Iterator[pd.DataFrame]:
+        return outputs(pandas_frame(b, names) for b in batches)
+
+    def arrow_column(batches: Iterator[tuple[pa.Array, ...]]) -> Iterator[pa.Array]:
+        for out in outputs(arrow_frame(b, names) for b in batches):
+            yield _to_arrow(out.iloc[:, 0], fields[0].dataType)
+
+    def arrow_struct(batches: Iterator[tuple[pa.Array, ...]]) -> Iterator[pa.Array]:
+        for out in outputs(arrow_frame(b, names) for b in batches):
+            yield pa.StructArray.from_arrays([_to_arrow(out[f.name], f.dataType) for f in fields],
+                                             fields=[pa.field(f.name, to_arrow_type(f.dataType)) for f in fields])
+
+    if arrow_native(spec):
+        return arrow_column if single else arrow_struct
+    return pandas_column if single else pandas_frames
+
+
+def pandas_frame(columns: pd.Series | tuple[pd.Series, ...], names: list[str]) -> pd.DataFrame:
+    """A pandas UDF's arguments (one Series, or a tuple of them) as one DataFrame named like the model's inputs."""
+    series = (columns,) if isinstance(columns, pd.Series) else columns
+    return pd.concat(series, axis=1, keys=names)
+
+
+def arrow_frame(columns: pa.Array | tuple[pa.Array, ...], names: list[str]) -> pd.DataFrame:
+    """An Arrow UDF's arguments as the DataFrame the model gets: features of one dtype and no nulls become one
+    (features, rows) block, as pandas holds them (one copy, no per-column consolidation)."""
+    arrays = (columns,) if isinstance(columns, pa.Array) else columns
+    features = [a for a, n in zip(arrays, names, strict=True) if n != _SKIP]
+    if len({a.type for a in features}) == 1 and not any(a.null_count for a in features) \
+            and not pa.types.is_boolean(features[0].type):
+        block = np.stack([a.to_numpy() for a in features])
+        frame = pd.DataFrame(block.T, columns=names[:len(features)], copy=False)
+        if len(arrays) > len(features):
+            frame[_SKIP] = arrays[-1].to_numpy(zero_copy_only=False)
+        return frame
+    return pd.concat([a.to_pandas() for a in arrays], axis=1, keys=names)
+
+
+def _to_arrow(values: pd.Series, spark_type: T.DataType) -> pa.Array:
+    """As pyspark converts a pandas UDF's result: NaN and None become null, and values must fit the type."""
+    return pa.Array.from_pandas(values, mask=values.isna().to_numpy(), type=to_arrow_type(spark_type), safe=True)
 
 
 def predict_batch(model: Any, batch: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
