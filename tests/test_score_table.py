@@ -136,6 +136,25 @@ def test_partition_values_or_and_columns_and(spark: SparkSession, regional: str,
     assertDataFrameEqual(actual, expected)
 
 
+def test_small_batches_score_every_row_and_leave_the_sessions_arrow_settings(spark: SparkSession, source: str,
+                                                                           output: str, model: dict[str, str]) -> None:
+    """Many Arrow batches per partition give MLflow's predictions row for row; the run's batch settings apply
+    to its own write only (a Databricks job shares its session with whatever else runs in it)."""
+    rows_key, bytes_key = "spark.sql.execution.arrow.maxRecordsPerBatch", "spark.sql.execution.arrow.maxBytesPerBatch"
+    spark.conf.set(rows_key, "777")
+    before = (spark.conf.get(rows_key), spark.conf.get(bytes_key))
+    try:
+        result = score(spark, "--model-uri", "models:/churn_lr@champion", "--input-table", source,
+                       "--output-table", output, "--batch-size", "3")
+        assert (spark.conf.get(rows_key), spark.conf.get(bytes_key)) == before
+    finally:
+        spark.conf.unset(rows_key)
+    actual = spark.table(output)
+    expected = expected_scored(spark, spark.table(source), actual, f"models:/churn_lr/{model['v1']}", FEATURES,
+                               result.lineage)
+    assertDataFrameEqual(actual, expected)
+
+
 def test_main_prints_summary_and_exits_0(spark: SparkSession, source: str, output: str, model: dict[str, str],
                                          capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["--model-uri", "models:/churn_lr@champion", "--input-table", source, "--output-table", output,
