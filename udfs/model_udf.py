@@ -95,8 +95,9 @@ def fixed_width_inputs(spec: ModelSpec) -> bool:
 
 def arrow_native(spec: ModelSpec) -> bool:
     """Inputs and outputs whose pandas form pyarrow gives exactly as pyspark's pandas UDF would: numbers and
-    booleans in, numbers, booleans and strings out (no time zones, decimals or nested values to convert)."""
-    return fixed_width_inputs(spec) and all(
+    booleans in, numbers, booleans and strings out (no time zones, decimals or nested values to convert).
+    Arrow UDFs came with Spark 4.1; on 4.0 every model goes through the pandas UDF."""
+    return hasattr(F, "arrow_udf") and fixed_width_inputs(spec) and all(
         isinstance(f.dataType, (*_FIXED_WIDTH, T.StringType)) for f in result_fields(spec))
 
 
