@@ -74,8 +74,9 @@ def score(df: DataFrame, spec: ModelSpec, skip: Column | None = None) -> DataFra
     true are not sent to the model and get nulls. Every input column passes through."""
     fields = result_fields(spec)
     single = len(fields) == 1  # a plain column crosses Arrow faster than a struct of one
-    make = F.arrow_udf if arrow_native(spec) else F.pandas_udf  # type: ignore[attr-defined]
-    udf = make(_predict_batches(spec, single, skip is not None),
+    arrow = arrow_native(spec)
+    make = F.arrow_udf if arrow else F.pandas_udf  # type: ignore[attr-defined]
+    udf = make(_predict_batches(spec, single, skip is not None, arrow),
                fields[0].dataType if single else T.StructType(fields))
     inputs = [col(f.column).try_cast(f.spark_type).alias(f.name) for f in spec.features]
     if skip is not None:
@@ -106,9 +107,10 @@ def result_fields(spec: ModelSpec) -> list[T.StructField]:
     return [*spec.outputs.fields, *error]
 
 
-def _predict_batches(spec: ModelSpec, single: bool, has_skip: bool) -> Any:
+def _predict_batches(spec: ModelSpec, single: bool, has_skip: bool, arrow: bool) -> Any:
     names = [f.name for f in spec.features] + ([_SKIP] if has_skip else [])
     fields = result_fields(spec)
+    arrow_fields = [pa.field(f.name, to_arrow_type(f.dataType)) for f in fields] if arrow else []
 
     def outputs(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         model = model_cache.load(spec.model_file)
@@ -124,14 +126,14 @@ def _predict_batches(spec: ModelSpec, single: bool, has_skip: bool) -> Any:
 
     def arrow_column(batches: Iterator[tuple[pa.Array, ...]]) -> Iterator[pa.Array]:
         for out in outputs(arrow_frame(b, names) for b in batches):
-            yield _to_arrow(out.iloc[:, 0], fields[0].dataType)
+            yield _to_arrow(out.iloc[:, 0], arrow_fields[0].type)
 
     def arrow_struct(batches: Iterator[tuple[pa.Array, ...]]) -> Iterator[pa.Array]:
         for out in outputs(arrow_frame(b, names) for b in batches):
-            yield pa.StructArray.from_arrays([_to_arrow(out[f.name], f.dataType) for f in fields],
-                                             fields=[pa.field(f.name, to_arrow_type(f.dataType)) for f in fields])
+            yield pa.StructArray.from_arrays([_to_arrow(out[f.name], f.type) for f in arrow_fields],
+                                             fields=arrow_fields)
 
-    if arrow_native(spec):
+    if arrow:
         return arrow_column if single else arrow_struct
     return pandas_column if single else pandas_frames
 
@@ -157,9 +159,9 @@ def arrow_frame(columns: pa.Array | tuple[pa.Array, ...], names: list[str]) -> p
     return pd.concat([a.to_pandas() for a in arrays], axis=1, keys=names)
 
 
-def _to_arrow(values: pd.Series, spark_type: T.DataType) -> pa.Array:
+def _to_arrow(values: pd.Series, arrow_type: pa.DataType) -> pa.Array:
     """As pyspark converts a pandas UDF's result: NaN and None become null, and values must fit the type."""
-    return pa.Array.from_pandas(values, mask=values.isna().to_numpy(), type=to_arrow_type(spark_type), safe=True)
+    return pa.Array.from_pandas(values, mask=values.isna().to_numpy(), type=arrow_type, safe=True)
 
 
 def predict_batch(model: Any, batch: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
