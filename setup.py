@@ -7,11 +7,15 @@ setup(
     python_requires=">=3.10",
     packages=["spark_jobs", "udfs"],
     install_requires=[
-        "pyspark>=4.0,<5",
+        # The platform's PySpark must satisfy this, or pip installs a second one over it: Spark 3.5 and 4.x
+        # (Databricks Runtime 14.3 LTS to 19; tests/test_deployment.py). The floors below are the versions
+        # `make test-spark35` runs with, chosen so that pip keeps the older pandas, numpy and pyarrow of a Spark
+        # 3.5 LTS runtime (Databricks 15.4 LTS); PySpark 4 enforces its own pandas floor (2.2) itself.
+        "pyspark>=3.5,<5",
         "mlflow>=3.0,<4",
-        "pandas>=2.2,<3",
-        "pyarrow>=15",
-        "numpy",
+        "pandas>=1.5.3,<3",
+        "pyarrow>=14.0.1",
+        "numpy>=1.23.5,<3",
         "PyYAML>=6",
     ],
     extras_require={

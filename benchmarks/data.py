@@ -17,6 +17,7 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from spark_jobs import compat
 from spark_jobs.config import embedded_tracking_uri
 from spark_jobs.session import session_for
 
@@ -92,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     spark = session_for(True, args.home)
     for spec in args.table:
         name, rows = spec.rsplit(":", 1)
-        spark.catalog.createDatabase(name.split(".")[0], ifNotExists=True)
+        compat.create_database(spark, name.split(".")[0])
         (features_df(spark, int(rows), args.features, args.partitions).write.mode("overwrite")
          .partitionBy("ds").format("parquet").saveAsTable(name))
         print(f"wrote {name}: {rows} rows x {args.features} features in {args.partitions} partitions")

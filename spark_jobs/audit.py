@@ -6,14 +6,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from spark_jobs.bad_rows import OUTCOME
 from spark_jobs.errors import ScoringError
-from spark_jobs.output import StagedPartition
-from udfs.model_udf import col
+from spark_jobs.staging import REJECTED, SCORED, StagedPartition
+from udfs.compat import col
 
 
 @dataclass(frozen=True)
@@ -26,8 +25,8 @@ class Counts:
 def count(read: int, staged: Sequence[StagedPartition]) -> Counts:
     return Counts(
         read=read,
-        scored=sum(p.rows for p in staged if p.outcome == "scored"),
-        rejected=sum(p.rows for p in staged if p.outcome == "rejected"),
+        scored=sum(p.rows for p in staged if p.outcome == SCORED),
+        rejected=sum(p.rows for p in staged if p.outcome == REJECTED),
     )
 
 
@@ -50,19 +49,16 @@ def check(counts: Counts, policy: str, max_bad_fraction: float | None, example: 
         )
 
 
-def check_range(spark: SparkSession, root: str, schema: T.StructType, outputs: T.StructType,
-                bounds: tuple[float, float]) -> None:
+def check_range(scored: DataFrame, outputs: T.StructType, bounds: tuple[float, float]) -> None:
     """Configured audit: every scored numeric output within [low, high]."""
     low, high = bounds
     numeric = [f.name for f in outputs.fields if isinstance(f.dataType, T.NumericType)]
     if not numeric:
         return
-    staged = spark.read.schema(T.StructType([*schema.fields, T.StructField(OUTCOME, T.StringType())])).option(
-        "basePath", root).parquet(root).where(col(OUTCOME) == "scored")
     outside = F.lit(False)
     for name in numeric:
         outside = outside | (col(name) < low) | (col(name) > high)
-    bad = staged.where(outside).count()
+    bad = scored.where(outside).count()
     if bad:
         raise ScoringError(f"audit failed: {bad} predictions outside prediction_range [{low:g}, {high:g}]; "
                            "nothing published")

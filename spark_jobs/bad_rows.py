@@ -8,7 +8,8 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from spark_jobs.plan import REJECT_REASON, ScoringPlan
-from udfs.model_udf import MODEL_ERROR, col
+from udfs.compat import col, try_cast
+from udfs.model_udf import MODEL_ERROR
 
 OUTCOME = "__outcome"  # scored | rejected: the staged rows of one run, split by one write
 
@@ -20,10 +21,10 @@ def reasons(plan: ScoringPlan) -> Column | None:
         source = col(f.column)
         checks.append(F.when(source.isNull(), F.lit(f"column '{f.column}' is null")))
         if f.column in plan.checked:
-            checks.append(F.when(source.try_cast(f.spark_type).isNull(),
+            checks.append(F.when(try_cast(f.column, f.spark_type).isNull(),
                                  F.lit(f"column '{f.column}' cannot be cast to {f.spark_type.simpleString()}")))
         if isinstance(f.spark_type, (T.DoubleType, T.FloatType)):
-            value = source.try_cast(f.spark_type)
+            value = try_cast(f.column, f.spark_type)
             checks.append(F.when(F.isnan(value), F.lit(f"column '{f.column}' is NaN")))
             checks.append(F.when(F.abs(value) == F.lit(float("inf")), F.lit(f"column '{f.column}' is infinite")))
     return F.coalesce(*checks) if checks else None

@@ -1,15 +1,22 @@
-"""Job configuration: a YAML profile from `conf/`, overridden by command-line flags, validated into one
-typed object before Spark starts, so that usage errors cost nothing and exit 2."""
+"""Job configuration: command-line flags over a YAML profile from `conf/` over built-in defaults, validated into
+one typed object before Spark starts, so that usage errors cost nothing and exit 2.
+
+Each option is declared once, as a field of the command's config class with an `Option` in its metadata: its
+flag, profile key, type check, help and conversion. The argparse parser, the profile's allowed keys and their
+type checks, and the merging of flag over environment over profile over default all come from those
+declarations; adding an option is one field."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import math
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeVar, get_args
 
 import yaml
 
@@ -17,209 +24,285 @@ from spark_jobs import serving
 from spark_jobs.errors import UsageError
 from spark_jobs.serving import ServeTarget
 
-OUTPUT_FORMATS = ("parquet", "delta")
-BAD_ROW_POLICIES = ("fail", "quarantine", "pass")
+OutputFormat = Literal["parquet", "delta"]
+BadRowPolicy = Literal["fail", "quarantine", "pass"]
+PartitionMode = Literal["all", "new"]
+OUTPUT_FORMATS: tuple[str, ...] = get_args(OutputFormat)
+BAD_ROW_POLICIES: tuple[str, ...] = get_args(BadRowPolicy)
+PARTITION_MODES: tuple[str, ...] = get_args(PartitionMode)
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-_TOP_KEYS = {
-    "model_uri", "input_table", "output_table", "partitions", "output_format", "batch_size", "mlflow", "spark",
-    "on_bad_rows", "max_bad_fraction", "rejects_table", "key_columns", "feature_columns", "result_type", "params",
-    "partition_mode", "runs_table", "keep_versions", "lock_stale_after_s", "prediction_range", "latest_view",
-    "serve",
-}
-_SERVE_KEYS = {"url", "table", "key_columns", "credentials_file"}
-PARTITION_MODES = ("all", "new")
-_MLFLOW_KEYS = {"tracking_uri", "registry_uri"}
-_SPARK_KEYS = {"local_defaults", "local_home", "conf"}
+MAX_BATCH_ROWS = 2**31 - 1  # Spark's arrow.maxRecordsPerBatch is a Java int
+TABLE = "[CATALOG.]DB.TABLE"
+
+
+def _is_str(v: Any) -> bool:
+    return isinstance(v, str)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _is_names(v: Any) -> bool:
+    return isinstance(v, str) or (isinstance(v, list) and all(isinstance(i, str) for i in v))
+
+
+def _is_scalar_map(v: Any) -> bool:
+    return isinstance(v, dict) and all(isinstance(x, str | int | float | bool) for x in v.values())
+
+
+Check = tuple[Callable[[Any], bool], str]  # (accepts the profile's value?, what it must be)
+STRING: Check = (_is_str, "a string")
+NAMES: Check = (_is_names, "a column name or a list of column names")
+MAPPING: Check = (lambda v: isinstance(v, dict), "a mapping")
 
 
 @dataclass(frozen=True)
-class JobConfig:
-    model_uri: str
-    input_table: str
-    output_table: str
-    # column -> accepted values; several values of one column are OR-ed, several columns AND-ed
-    partitions: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    output_format: str = "parquet"
-    batch_size: int = 50_000
-    tracking_uri: str | None = None
-    registry_uri: str | None = None
+class Option:
+    """One option of a command: where its value may come from and what it must be."""
+
+    flag: str | None = None  # --flag on the command line, or None (profile only)
+    profile: str | None = ""  # profile key ("" = the field's name; "spark.conf" = key conf of section spark)
+    check: Check = STRING  # type check of the profile's value
+    help: str = ""
+    metavar: str | None = None
+    choices: tuple[str, ...] | None = None
+    flag_type: Callable[[str], Any] = str
+    repeat: bool = False  # the flag may be given several times (a list)
+    switch: bool = False  # a flag without value
+    env: str | None = None  # an environment variable between the flag and the profile
+    # the raw value (flag, environment or profile) -> the field's value; `from_flag` says which it came from
+    convert: Callable[[Any, bool], Any] | None = None
+
+
+def option(default: Any = dataclasses.MISSING, **kw: Any) -> Any:
+    """A config field and its Option, declared together."""
+    meta = {"option": Option(**kw)}
+    if isinstance(default, dict | list):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# Sections of the profile that are not options themselves: each key's type check.
+SECTIONS: dict[str, dict[str, Check]] = {
+    "serve": {"url": STRING, "table": STRING, "key_columns": NAMES, "credentials_file": STRING},
+}
+
+
+def _partitions(raw: Any, from_flag: bool) -> dict[str, tuple[str, ...]]:
+    return parse_partition_flags(raw) if from_flag else _profile_partitions(raw)
+
+
+def _params(raw: Any, from_flag: bool) -> dict[str, str]:
+    return parse_params(raw) if from_flag else _str_map(raw, "params")
+
+
+PARTITION_HELP = "partition to score; repeat it: values of one column are OR-ed, columns AND-ed (default: all)"
+
+
+@dataclass(frozen=True, kw_only=True)
+class CommonConfig:
+    """Options every writing command has: the output table and its side tables, Spark, the lock."""
+
+    output_table: str = option(flag="--output-table", metavar=TABLE, help="scored table to create or update")
+    rejects_table: str | None = option(None, flag="--rejects-table", metavar=TABLE,
+                                       help="quarantined rows (default: <output-table>_rejects)")
+    runs_table: str | None = option(None, flag="--runs-table", metavar=TABLE,
+                                    help="run history (default: <output-table>_runs)")
     # Embedded-default settings (local master, Derby metastore, warehouse under local_home) are applied
     # only where Spark has no setting of its own (spark-submit --conf, spark-defaults.conf, a live session).
-    local_defaults: bool = True
-    local_home: str = ".local"
-    spark_conf: Mapping[str, str] = field(default_factory=dict)
-    on_bad_rows: str = "fail"
-    max_bad_fraction: float | None = None
-    rejects_table: str | None = None  # default: <output_table>_rejects
-    key_columns: tuple[str, ...] = ()  # name a row in messages (default: the first input column)
-    feature_columns: tuple[str, ...] = ()  # ordered columns feeding a tensor-input model
-    result_type: str | None = None  # Spark DDL type of the output when the model has no output signature
-    params: Mapping[str, str] = field(default_factory=dict)  # MLflow predict params, typed by the model
-    partition_mode: str = "all"  # new: only partitions without output for this model version, or changed
-    runs_table: str | None = None  # default: <output_table>_runs
-    keep_versions: int = 1  # superseded versions kept per partition, for rollback
-    lock_stale_after_s: float = 600.0  # a lock without heartbeat for this long belongs to a dead run
-    break_lock: bool = False
-    prediction_range: tuple[float, float] | None = None  # audit: every scored prediction within [lo, hi]
-    latest_view: str | None = None  # newest score per key_columns; default <output_table>_latest
-    serve: ServeTarget | None = None  # the serving copy in PostgreSQL (--serve-to plus the profile's serve:)
-    verbose: bool = False
+    local_defaults: bool = option(True, profile="spark.local_defaults",
+                                  check=(lambda v: isinstance(v, bool), "true or false"))
+    local_home: str = option(".local", profile="spark.local_home")
+    spark_conf: Mapping[str, str] = option({}, profile="spark.conf",
+                                           check=(_is_scalar_map, "a mapping of Spark settings to values"),
+                                           convert=lambda raw, _: _spark_conf(raw))
+    lock_stale_after_s: float = option(600.0, check=(_is_number, "a number of seconds"),
+                                       convert=lambda raw, _: check_stale_after(raw))
+    break_lock: bool = option(False, flag="--break-lock", switch=True, profile=None,
+                              help="take over the output table's lock from another run")
+    # the serving copy in PostgreSQL: --serve-to (the URL) plus the profile's serve: section
+    serve: ServeTarget | None = option(None, flag="--serve-to", profile=None, metavar="JDBC_URL",
+                                       help="also load the rows into PostgreSQL (table and keys from the "
+                                            "profile's serve:)")
 
     @property
     def rejects(self) -> str:
         return self.rejects_table or f"{self.output_table}_rejects"
 
     @property
-    def latest(self) -> str:
-        return self.latest_view or f"{self.output_table}_latest"
-
-    @property
     def runs(self) -> str:
         return self.runs_table or f"{self.output_table}_runs"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="score-table",
-        description="Score partitions of a warehouse table with an MLflow model and publish a scored table.",
-    )
+@dataclass(frozen=True, kw_only=True)
+class JobConfig(CommonConfig):
+    """`score-table`: score partitions of a table and publish them."""
+
+    model_uri: str = option(flag="--model-uri",
+                            help="MLflow model URI, e.g. models:/churn@champion or models:/churn/3")
+    input_table: str = option(flag="--input-table", metavar=TABLE, help="partitioned table to score")
+    # column -> accepted values; several values of one column are OR-ed, several columns AND-ed
+    partitions: Mapping[str, tuple[str, ...]] = option(
+        {}, flag="--partition", repeat=True, metavar="COL=VALUE", help=PARTITION_HELP,
+        check=(lambda v: isinstance(v, dict), "a mapping of a column to a value or a list of values"),
+        convert=_partitions)
+    output_format: OutputFormat = option("parquet", flag="--output-format", choices=OUTPUT_FORMATS,
+                                         help="format of a new output table")
+    batch_size: int = option(50_000, flag="--batch-size", flag_type=int, metavar="ROWS",
+                             check=(_is_int, "a whole number of rows"), help="rows per Arrow batch sent to the model")
+    tracking_uri: str | None = option(None, flag="--tracking-uri", profile="mlflow.tracking_uri",
+                                      env="MLFLOW_TRACKING_URI",
+                                      help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, then profile)")
+    registry_uri: str | None = option(None, flag="--registry-uri", profile="mlflow.registry_uri",
+                                      env="MLFLOW_REGISTRY_URI",
+                                      help="MLflow registry URI (default: MLFLOW_REGISTRY_URI, then profile)")
+    on_bad_rows: BadRowPolicy = option("fail", flag="--on-bad-rows", choices=BAD_ROW_POLICIES,
+                                       help="rows with null/NaN/infinite/uncastable features: fail the run "
+                                            "(default), quarantine them in the rejects table, or pass them to "
+                                            "the model")
+    max_bad_fraction: float | None = option(None, flag="--max-bad-fraction", flag_type=float, metavar="F",
+                                            check=(_is_number, "a number from 0 to 1"),
+                                            help="fail before publishing when rejected rows exceed this share "
+                                                 "of rows read")
+    key_columns: tuple[str, ...] = option((), flag="--key-columns", metavar="A,B", check=NAMES,
+                                          convert=lambda raw, _: _names(raw, "key columns"),
+                                          help="columns that identify a row in messages")
+    feature_columns: tuple[str, ...] = option((), flag="--feature-columns", metavar="A,B,C", check=NAMES,
+                                              convert=lambda raw, _: _names(raw, "feature columns"),
+                                              help="ordered numeric columns that feed a model with one tensor "
+                                                   "input")
+    result_type: str | None = option(None, flag="--result-type", metavar="DDL",
+                                     help="output type for a model without output signature, e.g. double or "
+                                          "'label string, score double'")
+    params: Mapping[str, str] = option({}, flag="--param", repeat=True, metavar="KEY=VALUE",
+                                       check=(_is_scalar_map, "a mapping of names to values"), convert=_params,
+                                       help="MLflow predict parameter, typed by the model's params schema "
+                                            "(repeatable)")
+    partition_mode: PartitionMode = option("all", flag="--partition-mode", choices=PARTITION_MODES,
+                                           help="all (default): every selected partition; new: only those whose "
+                                                "published output is not from this model, or whose input files "
+                                                "changed since they were scored")
+    keep_versions: int = option(1, flag="--keep-versions", flag_type=int, metavar="N",
+                                check=(_is_int, "a whole number"),
+                                help="superseded versions kept per partition for rollback (default 1)")
+    prediction_range: tuple[float, float] | None = option(
+        None, check=(lambda v: isinstance(v, list), "[low, high]"), convert=lambda raw, _: _range(raw))
+    latest_view: str | None = option(None)  # newest score per key_columns; default <output_table>_latest
+
+    @property
+    def latest(self) -> str:
+        return self.latest_view or f"{self.output_table}_latest"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RollbackConfig(CommonConfig):
+    """`score-table rollback`: republish the previous kept version of a partition."""
+
+    partitions: Mapping[str, tuple[str, ...]] = option(
+        {}, flag="--partition", repeat=True, metavar="COL=VALUE", profile=None,
+        help="the partition to roll back: one value for each partition column", convert=_partitions)
+
+
+Config = TypeVar("Config", JobConfig, RollbackConfig)
+COMMANDS: dict[str, tuple[type[Any], str]] = {
+    "score-table": (JobConfig, "Score partitions of a warehouse table with an MLflow model and publish a scored "
+                               "table. Subcommand: rollback (score-table rollback --help)."),
+    "score-table rollback": (RollbackConfig, "Republish the previous kept version of a partition of an output "
+                                             "table (and of its rejects and serving copy)."),
+}
+REQUIRED = {"output_table": "--output-table", "model_uri": "--model-uri", "input_table": "--input-table"}
+
+
+def options(cls: type[Any]) -> list[tuple[dataclasses.Field[Any], Option]]:
+    return [(f, f.metadata["option"]) for f in dataclasses.fields(cls) if "option" in f.metadata]
+
+
+def profile_checks() -> dict[str, Check]:
+    """Every profile key any command reads, with its type check."""
+    checks: dict[str, Check] = {}
+    for cls, _ in COMMANDS.values():
+        for f, o in options(cls):
+            if o.profile is not None:
+                checks[o.profile or f.name] = o.check
+    for section, keys in SECTIONS.items():
+        checks.update({f"{section}.{k}": c for k, c in keys.items()})
+    for key in list(checks):
+        if "." in key:
+            checks.setdefault(key.split(".", 1)[0], MAPPING)
+    return checks
+
+
+def build_parser(command: str = "score-table") -> argparse.ArgumentParser:
+    cls, description = COMMANDS[command]
+    p = argparse.ArgumentParser(prog=command, description=description)
     p.add_argument("--config", metavar="PATH", help="YAML profile (see conf/); flags override it")
-    p.add_argument("--model-uri", help="MLflow model URI, e.g. models:/churn@champion or models:/churn/3")
-    p.add_argument("--input-table", metavar="[CATALOG.]DB.TABLE", help="partitioned table to score")
-    p.add_argument("--output-table", metavar="[CATALOG.]DB.TABLE", help="scored table to create or update")
-    p.add_argument(
-        "--partition", action="append", metavar="COL=VALUE", default=None,
-        help="partition to score; repeat it: values of one column are OR-ed, columns AND-ed (default: all)",
-    )
-    p.add_argument("--output-format", choices=OUTPUT_FORMATS, help="format of a new output table")
-    p.add_argument("--batch-size", type=int, metavar="ROWS", help="rows per Arrow batch sent to the model")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, then profile)")
-    p.add_argument("--registry-uri", help="MLflow registry URI (default: MLFLOW_REGISTRY_URI, then profile)")
-    p.add_argument("--on-bad-rows", choices=BAD_ROW_POLICIES,
-                   help="rows with null/NaN/infinite/uncastable features: fail the run (default), quarantine "
-                        "them in the rejects table, or pass them to the model")
-    p.add_argument("--max-bad-fraction", type=float, metavar="F",
-                   help="fail before publishing when rejected rows exceed this share of rows read")
-    p.add_argument("--rejects-table", metavar="[CATALOG.]DB.TABLE", help="default: <output-table>_rejects")
-    p.add_argument("--key-columns", metavar="A,B", help="columns that identify a row in messages")
-    p.add_argument("--feature-columns", metavar="A,B,C",
-                   help="ordered numeric columns that feed a model with one tensor input")
-    p.add_argument("--result-type", metavar="DDL",
-                   help="output type for a model without output signature, e.g. double or 'label string, score double'")
-    p.add_argument("--param", action="append", metavar="KEY=VALUE", default=None,
-                   help="MLflow predict parameter, typed by the model's params schema (repeatable)")
-    p.add_argument("--partition-mode", choices=PARTITION_MODES,
-                   help="all (default): every selected partition; new: only those with no output for this "
-                        "model version, or whose input files changed since they were scored")
-    p.add_argument("--runs-table", metavar="[CATALOG.]DB.TABLE", help="run history (default: <output-table>_runs)")
-    p.add_argument("--keep-versions", type=int, metavar="N",
-                   help="superseded versions kept per partition for rollback (default 1)")
-    p.add_argument("--serve-to", metavar="JDBC_URL",
-                   help="also load the scored rows into PostgreSQL (table and keys from the profile's serve:)")
-    p.add_argument("--break-lock", action="store_true", help="take over the output table's lock from another run")
-    p.add_argument("--verbose", action="store_true", help="print full tracebacks on failure")
+    for f, o in options(cls):
+        if o.flag is None:
+            continue
+        if o.switch:
+            p.add_argument(o.flag, dest=f.name, action="store_true", default=None, help=o.help)
+        else:
+            p.add_argument(o.flag, dest=f.name, action="append" if o.repeat else "store", type=o.flag_type,
+                           metavar=o.metavar, choices=o.choices, default=None, help=o.help)
+    p.add_argument("--verbose", action="store_true", help="print the full traceback on failure")
     return p
 
 
 def parse_args(argv: Sequence[str] | None = None) -> JobConfig:
-    """Flags over the profile over built-in defaults; every problem raises UsageError."""
-    args = build_parser().parse_args(argv)
+    """`score-table`: flags over the profile over built-in defaults; every problem raises UsageError."""
+    return validate(parse_command("score-table", argv))
+
+
+def parse_rollback_args(argv: Sequence[str]) -> RollbackConfig:
+    cfg: RollbackConfig = parse_command("score-table rollback", argv)
+    several = [c for c, values in cfg.partitions.items() if len(values) > 1]
+    if not cfg.partitions:
+        raise UsageError("rollback needs --partition COL=VALUE for the partition to republish")
+    if several:
+        raise UsageError(f"rollback takes one value per partition column; {', '.join(several)} has several")
+    return validate_side_tables(cfg)
+
+
+def parse_command(command: str, argv: Sequence[str] | None) -> Any:
+    """Merge every option of `command`: flag, else its environment variable, else the profile, else the
+    default; then convert it. Cross-option rules are `validate`'s."""
+    cls, _ = COMMANDS[command]
+    args = build_parser(command).parse_args(argv)
     profile = load_profile(args.config) if args.config else {}
-    mlflow_section = profile.get("mlflow") or {}
-    spark_section = profile.get("spark") or {}
+    values: dict[str, Any] = {}
+    for f, o in options(cls):
+        raw, from_flag = getattr(args, f.name, None) if o.flag else None, True
+        if raw is None and o.env:
+            raw = os.environ.get(o.env) or None
+        if raw is None and o.profile is not None:
+            raw, from_flag = _lookup(profile, o.profile or f.name), False
+        if f.name == "serve":
+            values[f.name] = _serve(raw, profile.get("serve"))
+        elif f.name in REQUIRED:
+            values[f.name] = _require(raw, REQUIRED[f.name])
+        elif raw is not None:
+            values[f.name] = o.convert(raw, from_flag) if o.convert else raw
+    cfg = cls(**values)
+    if isinstance(cfg, JobConfig) and cfg.tracking_uri is None and cfg.local_defaults is True:
+        cfg = dataclasses.replace(cfg, tracking_uri=embedded_tracking_uri(cfg.local_home))
+    return cfg
 
-    def pick(flag: Any, key: str, default: Any = None) -> Any:
-        return flag if flag is not None else profile.get(key, default)
 
-    local_defaults = spark_section.get("local_defaults", True)
-    local_home = spark_section.get("local_home", ".local")
-    tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or mlflow_section.get("tracking_uri")
-    if tracking_uri is None and local_defaults is True:
-        tracking_uri = embedded_tracking_uri(local_home)
-    partitions = (
-        parse_partition_flags(args.partition) if args.partition else _profile_partitions(profile.get("partitions"))
-    )
-    return validate(JobConfig(
-        model_uri=_require(pick(args.model_uri, "model_uri"), "--model-uri"),
-        input_table=_require(pick(args.input_table, "input_table"), "--input-table"),
-        output_table=_require(pick(args.output_table, "output_table"), "--output-table"),
-        partitions=partitions,
-        output_format=pick(args.output_format, "output_format", "parquet"),
-        batch_size=pick(args.batch_size, "batch_size", 50_000),
-        tracking_uri=tracking_uri,
-        registry_uri=args.registry_uri or os.environ.get("MLFLOW_REGISTRY_URI") or mlflow_section.get("registry_uri"),
-        local_defaults=local_defaults,
-        local_home=local_home,
-        spark_conf={str(k): str(v) for k, v in (spark_section.get("conf") or {}).items()},
-        on_bad_rows=pick(args.on_bad_rows, "on_bad_rows", "fail"),
-        max_bad_fraction=pick(args.max_bad_fraction, "max_bad_fraction"),
-        rejects_table=pick(args.rejects_table, "rejects_table"),
-        key_columns=_names(pick(args.key_columns, "key_columns"), "key columns"),
-        feature_columns=_names(pick(args.feature_columns, "feature_columns"), "feature columns"),
-        result_type=pick(args.result_type, "result_type"),
-        params=parse_params(args.param) if args.param else _str_map(profile.get("params"), "params"),
-        partition_mode=pick(args.partition_mode, "partition_mode", "all"),
-        runs_table=pick(args.runs_table, "runs_table"),
-        keep_versions=pick(args.keep_versions, "keep_versions", 1),
-        lock_stale_after_s=profile.get("lock_stale_after_s", 600.0),
-        break_lock=args.break_lock,
-        prediction_range=_range(profile.get("prediction_range")),
-        latest_view=profile.get("latest_view"),
-        serve=_serve(args.serve_to, profile.get("serve")),
-        verbose=args.verbose,
-    ))
+def _lookup(profile: Mapping[str, Any], key: str) -> Any:
+    section, _, name = key.partition(".")
+    if not name:
+        return profile.get(key)
+    return (profile.get(section) or {}).get(name)
 
 
 def embedded_tracking_uri(local_home: str) -> str:
     """The embedded default registry: a SQLite file beside the local metastore."""
     return f"sqlite:///{(Path(local_home) / 'mlflow.db').resolve()}"
-
-
-@dataclass(frozen=True)
-class RollbackConfig:
-    output_table: str
-    partitions: Mapping[str, tuple[str, ...]]
-    rejects: str
-    runs: str
-    local_defaults: bool = True
-    local_home: str = ".local"
-    spark_conf: Mapping[str, str] = field(default_factory=dict)
-    lock_stale_after_s: float = 600.0
-    break_lock: bool = False
-    verbose: bool = False
-
-
-def parse_rollback_args(argv: Sequence[str]) -> RollbackConfig:
-    """`score-table rollback`: republish the previous version of partitions of an output table."""
-    p = argparse.ArgumentParser(prog="score-table rollback",
-                                description="Republish the previous kept version of output partitions.")
-    p.add_argument("--config", metavar="PATH")
-    p.add_argument("--output-table", required=True, metavar="[CATALOG.]DB.TABLE")
-    p.add_argument("--partition", action="append", required=True, metavar="COL=VALUE")
-    p.add_argument("--rejects-table", metavar="[CATALOG.]DB.TABLE")
-    p.add_argument("--runs-table", metavar="[CATALOG.]DB.TABLE")
-    p.add_argument("--serve-to", metavar="JDBC_URL",
-                   help="also load the scored rows into PostgreSQL (table and keys from the profile's serve:)")
-    p.add_argument("--break-lock", action="store_true")
-    p.add_argument("--verbose", action="store_true")
-    args = p.parse_args(argv)
-    profile = load_profile(args.config) if args.config else {}
-    spark_section = profile.get("spark") or {}
-    output = validate_table_name(args.output_table, "--output-table")
-    rejects = validate_table_name(args.rejects_table or profile.get("rejects_table") or f"{output}_rejects",
-                                  "--rejects-table")
-    runs = validate_table_name(args.runs_table or profile.get("runs_table") or f"{output}_runs", "--runs-table")
-    partitions = parse_partition_flags(args.partition)
-    several = [c for c, values in partitions.items() if len(values) > 1]
-    if several:
-        raise UsageError(f"rollback takes one value per partition column; {', '.join(several)} has several")
-    return RollbackConfig(
-        output_table=output, partitions=partitions, rejects=rejects, runs=runs,
-        local_defaults=spark_section.get("local_defaults", True), local_home=spark_section.get("local_home", ".local"),
-        spark_conf={str(k): str(v) for k, v in (spark_section.get("conf") or {}).items()},
-        lock_stale_after_s=profile.get("lock_stale_after_s", 600.0), break_lock=args.break_lock,
-        verbose=args.verbose,
-    )
 
 
 def load_profile(path: str) -> dict[str, Any]:
@@ -232,12 +315,18 @@ def load_profile(path: str) -> dict[str, Any]:
     data = data or {}
     if not isinstance(data, dict):
         raise UsageError(f"config {path} must be a mapping of keys to values")
-    _reject_unknown(data, _TOP_KEYS, path)
-    for section, allowed in (("mlflow", _MLFLOW_KEYS), ("spark", _SPARK_KEYS)):
+    checks = profile_checks()
+    _reject_unknown(data, {k for k in checks if "." not in k}, path)
+    for section in {k.split(".", 1)[0] for k in checks if "." in k}:
         value = data.get(section) or {}
         if not isinstance(value, dict):
             raise UsageError(f"config {path}: '{section}' must be a mapping")
-        _reject_unknown(value, allowed, f"{path}: {section}")
+        _reject_unknown(value, {k.split(".", 1)[1] for k in checks if k.startswith(f"{section}.")},
+                        f"{path}: {section}")
+    for key, (check, expected) in checks.items():
+        value = _lookup(data, key)
+        if value is not None and not check(value):
+            raise UsageError(f"config {path}: '{key}' must be {expected}, got {value!r}")
     return data
 
 
@@ -270,40 +359,52 @@ def validate_table_name(name: str, what: str) -> str:
 
 
 def validate(cfg: JobConfig) -> JobConfig:
+    """Rules between options, and ranges the type checks cannot express."""
     validate_table_name(cfg.input_table, "--input-table")
-    validate_table_name(cfg.output_table, "--output-table")
     if _normalized(cfg.input_table) == _normalized(cfg.output_table):
         raise UsageError(f"--output-table {cfg.output_table!r} is the input table: scores must go to another table")
     if cfg.output_format not in OUTPUT_FORMATS:
         raise UsageError(f"output_format {cfg.output_format!r} is not one of {', '.join(OUTPUT_FORMATS)}")
-    if isinstance(cfg.batch_size, bool) or not isinstance(cfg.batch_size, int) or cfg.batch_size < 1:
-        raise UsageError(f"batch size {cfg.batch_size!r} must be a positive whole number of rows")
-    if not isinstance(cfg.local_defaults, bool):
-        raise UsageError(f"spark.local_defaults {cfg.local_defaults!r} must be true or false")
-    names = {"--output-table": cfg.output_table}
-    for flag, name in (("--rejects-table", cfg.rejects), ("--runs-table", cfg.runs), ("latest_view", cfg.latest)):
-        validate_table_name(name, flag)
-        if _normalized(name) in {_normalized(cfg.input_table), *map(_normalized, names.values())}:
-            raise UsageError(f"{flag} {name!r} must differ from the input, output and other tables of the run")
-        names[flag] = name
+    if not _is_int(cfg.batch_size) or not 1 <= cfg.batch_size <= MAX_BATCH_ROWS:
+        raise UsageError(f"batch size {cfg.batch_size!r} must be a whole number of rows from 1 to {MAX_BATCH_ROWS}")
+    validate_side_tables(cfg, ("latest_view", cfg.latest))
     if cfg.partition_mode not in PARTITION_MODES:
         raise UsageError(f"partition_mode {cfg.partition_mode!r} is not one of {', '.join(PARTITION_MODES)}")
-    if isinstance(cfg.keep_versions, bool) or not isinstance(cfg.keep_versions, int) or cfg.keep_versions < 0:
+    if not _is_int(cfg.keep_versions) or cfg.keep_versions < 0:
         raise UsageError(f"keep_versions {cfg.keep_versions!r} must be a whole number >= 0")
-    if isinstance(cfg.lock_stale_after_s, bool) or not isinstance(cfg.lock_stale_after_s, int | float) \
-            or cfg.lock_stale_after_s <= 0:
-        raise UsageError(f"lock_stale_after_s {cfg.lock_stale_after_s!r} must be a positive number of seconds")
     if cfg.on_bad_rows not in BAD_ROW_POLICIES:
         raise UsageError(f"on_bad_rows {cfg.on_bad_rows!r} is not one of {', '.join(BAD_ROW_POLICIES)}")
     fraction = cfg.max_bad_fraction
-    if fraction is not None and (isinstance(fraction, bool) or not isinstance(fraction, (int, float))
-                                 or not 0 <= fraction <= 1):
+    if fraction is not None and (not _is_number(fraction) or not 0 <= fraction <= 1):
         raise UsageError(f"--max-bad-fraction {fraction!r} must be a number from 0 to 1")
     if fraction is not None and cfg.on_bad_rows == "pass":
         raise UsageError("--max-bad-fraction needs --on-bad-rows quarantine or fail: with pass nothing is rejected")
     if not cfg.model_uri.strip():
         raise UsageError("--model-uri is empty")
     return cfg
+
+
+def validate_side_tables(cfg: Config, *more: tuple[str, str]) -> Config:
+    """The output table and the tables beside it: valid names, each different from the others (and from the
+    input table, for a scoring run)."""
+    validate_table_name(cfg.output_table, "--output-table")
+    taken = {_normalized(cfg.output_table)}
+    if isinstance(cfg, JobConfig):
+        taken.add(_normalized(cfg.input_table))
+    for flag, name in (("--rejects-table", cfg.rejects), ("--runs-table", cfg.runs), *more):
+        validate_table_name(name, flag)
+        if _normalized(name) in taken:
+            raise UsageError(f"{flag} {name!r} must differ from the input, output and other tables of the run")
+        taken.add(_normalized(name))
+    return cfg
+
+
+def check_stale_after(seconds: Any) -> float:
+    """A lock goes stale after this long without a heartbeat: NaN, infinity or <= 0 would make every lock
+    stale (or none), so only a finite positive number is accepted."""
+    if not _is_number(seconds) or not math.isfinite(seconds) or seconds <= 0:
+        raise UsageError(f"lock_stale_after_s {seconds!r} must be a finite positive number of seconds")
+    return float(seconds)
 
 
 def parse_params(flags: Sequence[str]) -> dict[str, str]:
@@ -329,7 +430,7 @@ def _serve(url: str | None, section: Any) -> ServeTarget | None:
     section = section or {}
     if not isinstance(section, dict):
         raise UsageError("config 'serve' must be a mapping")
-    _reject_unknown(section, _SERVE_KEYS, "serve")
+    _reject_unknown(section, set(SECTIONS["serve"]), "serve")
     url = url or section.get("url")
     if url is None:
         return None
@@ -346,10 +447,15 @@ def _serve(url: str | None, section: Any) -> ServeTarget | None:
 def _range(value: Any) -> tuple[float, float] | None:
     if value is None:
         return None
-    if (not isinstance(value, list) or len(value) != 2 or not all(isinstance(v, int | float) for v in value)
+    if (not isinstance(value, list) or len(value) != 2 or not all(_is_number(v) and math.isfinite(v) for v in value)
             or value[0] > value[1]):
-        raise UsageError(f"config 'prediction_range' {value!r} must be [low, high]")
+        raise UsageError(f"config 'prediction_range' {value!r} must be [low, high] of finite numbers, low <= high")
     return float(value[0]), float(value[1])
+
+
+def _spark_conf(section: Mapping[str, Any] | None) -> dict[str, str]:
+    """Spark reads settings as text; YAML's true/false must reach it as Spark spells them."""
+    return {str(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in (section or {}).items()}
 
 
 def _str_map(value: Any, what: str) -> dict[str, str]:

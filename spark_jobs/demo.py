@@ -20,6 +20,7 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from spark_jobs import compat
 from spark_jobs.config import embedded_tracking_uri
 from spark_jobs.session import session_for
 
@@ -107,7 +108,7 @@ def prepare(args: argparse.Namespace) -> None:
     tracking_uri = embedded_tracking_uri(args.home)
     version = register(args.home, tracking_uri)
     spark = session_for(True, args.home)
-    spark.catalog.createDatabase("lake", ifNotExists=True)
+    compat.create_database(spark, "lake")
     start = dt.date.fromisoformat(args.start)
     (features_df(spark, args.rows, args.days, start).write.mode("overwrite")
      .partitionBy("ds").format("parquet").saveAsTable(INPUT_TABLE))

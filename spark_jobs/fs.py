@@ -7,13 +7,16 @@ import os
 from typing import Any
 from urllib.parse import urlparse
 
+from py4j.protocol import Py4JJavaError
 from pyspark.sql import SparkSession
 
 
-def _fs(spark: SparkSession, path: str) -> tuple[Any, Any]:
+def _fs(spark: SparkSession, path: str, uri: bool = False) -> tuple[Any, Any]:
+    """Hadoop's file system and path for `path`: a plain path (as Hadoop prints one), or with `uri`, a URI
+    string as `DataFrame.inputFiles()` and the catalog give them (percent-encoded, so not a path as is)."""
     jvm = spark.sparkContext._jvm
     assert jvm is not None
-    hpath = jvm.org.apache.hadoop.fs.Path(path)
+    hpath = jvm.org.apache.hadoop.fs.Path(jvm.java.net.URI(path) if uri else path)
     return hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), hpath
 
 
@@ -71,8 +74,10 @@ def create_exclusive(spark: SparkSession, path: str, text: str) -> bool:
     fs, p = _fs(spark, path)
     try:
         stream = fs.create(p, False)
-    except Exception:
-        return False
+    except Py4JJavaError as e:  # only "it exists" means locked; a permission or network error is an error
+        if "FileAlreadyExistsException" in e.java_exception.getClass().getName():
+            return False
+        raise
     try:
         stream.write(bytearray(text.encode()))
     finally:
@@ -80,15 +85,23 @@ def create_exclusive(spark: SparkSession, path: str, text: str) -> bool:
     return True
 
 
-def status(spark: SparkSession, path: str) -> tuple[int, float]:
+def path_of(spark: SparkSession, uri: str) -> str:
+    """A URI string (percent-encoded, as the catalog describes a location) as the path Hadoop prints."""
+    return str(_fs(spark, uri, uri=True)[1].toString())
+
+
+def status(spark: SparkSession, path: str, uri: bool = False) -> tuple[int, float]:
     """Size in bytes and modification time in seconds."""
-    fs, p = _fs(spark, path)
+    fs, p = _fs(spark, path, uri)
     s = fs.getFileStatus(p)
     return int(s.getLen()), float(s.getModificationTime()) / 1000.0
 
 
 def replace_text(spark: SparkSession, path: str, text: str) -> None:
-    """Write `text` to `path` so readers see the old or the new content, never a partial one."""
+    """Write `text` to `path` so readers see the old or the new content, never a partial one. Local disks:
+    an atomic rename over the old file. HDFS and object stores have no rename-over: the old file is deleted
+    and the new one renamed in, so a reader in that moment finds no file (and should retry); S3-like stores
+    copy on rename, so a reader may also see the new file appear some milliseconds late."""
     parsed = urlparse(path)
     if parsed.scheme in ("", "file"):
         local = parsed.path if parsed.scheme else path

@@ -5,15 +5,18 @@ run ends."""
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Sequence
 from dataclasses import astuple, dataclass, field, replace
 
 from pyspark.sql import Row, SparkSession
 from pyspark.sql import types as T
 
+from spark_jobs.errors import one_line
 from spark_jobs.session import runtime_conf
-from udfs.model_udf import col
+from udfs.compat import col
 
+log = logging.getLogger("score_table.history")
 SCHEMA = T.StructType([
     T.StructField("kind", T.StringType()),  # score | rollback
     T.StructField("status", T.StringType()),  # running | succeeded | failed
@@ -79,6 +82,14 @@ def write(spark: SparkSession, table: str, record: RunRecord) -> None:
         row.limit(0).writeTo(table).using("parquet").partitionedBy(col("scoring_run_id")).create()
     with runtime_conf(spark, {"spark.sql.sources.partitionOverwriteMode": "dynamic"}):
         row.write.mode("overwrite").insertInto(table)
+
+
+def write_failure(spark: SparkSession, table: str, record: RunRecord, error: BaseException) -> None:
+    """Record a run's failure; if recording fails too, log that and let the run's own error reach the user."""
+    try:
+        write(spark, table, record.finished("failed", error=one_line(error)))
+    except Exception:
+        log.error("could not record the failure of run %s in %s", record.scoring_run_id, table, exc_info=True)
 
 
 def read(spark: SparkSession, table: str, statuses: Sequence[str] = ()) -> list[Row]:

@@ -34,7 +34,7 @@ class LockedError(ScoringError):
 def lock_path(spark: SparkSession, output_table: str) -> str:
     parts = output_table.split(".")
     database = parts[-2] if len(parts) > 1 else spark.catalog.currentDatabase()
-    location = spark.catalog.getDatabase(database).locationUri.rstrip("/")
+    location = fs.path_of(spark, spark.catalog.getDatabase(database).locationUri).rstrip("/")  # a URI: decode
     return f"{location}/_scoring_locks/{parts[-1].lower()}.lock"
 
 
@@ -71,16 +71,19 @@ class TableLock:
         self._stop.set()
         if self._beat is not None:
             self._beat.join(timeout=5)
-        try:
-            if self._current().scoring_run_id == self.holder.scoring_run_id:
-                fs.delete(self.spark, self.path)
-        except Exception:
-            pass
+        if not fs.exists(self.spark, self.path):
+            log.warning("the lock %s was gone at release: another run broke it", self.path)
+        elif self._current().scoring_run_id == self.holder.scoring_run_id:
+            fs.delete(self.spark, self.path)
 
     def _current(self) -> Holder:
+        """Who holds the lock, as its file says; a file this job did not write reads as an unknown holder
+        (and can still go stale). A file that cannot be read at all is an error, not a stale lock."""
+        text = fs.read_text(self.spark, self.path)
         try:
-            return Holder(**json.loads(fs.read_text(self.spark, self.path)))
-        except Exception:
+            return Holder(**json.loads(text))
+        except (ValueError, TypeError):
+            log.warning("lock file %s does not name a run: %r", self.path, text[:200])
             return Holder("unknown", "unknown", "unknown", -1)
 
     def _heartbeat(self) -> None:

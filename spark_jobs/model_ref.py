@@ -3,20 +3,25 @@ run is scored by the same model and executors never call the registry."""
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model, ModelSignature
 from mlflow.tracking import MlflowClient
 
-from spark_jobs.errors import ScoringError, UsageError
+from spark_jobs.errors import ScoringError, UsageError, one_line
 
 _ALIAS = re.compile(r"models:/(?P<name>[^/@]+)@(?P<alias>[^/@]+)/?\Z")
 _NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
 _VERSION = re.compile(r"models:/(?P<name>[^/@]+)/(?P<version>[0-9]+)/?\Z")
+_LATEST = re.compile(r"models:/(?P<name>[^/@]+)/(?P<stage>[^/@0-9][^/@]*)/?\Z")  # latest, or a (legacy) stage
+DIGEST_PREFIX = "sha256:"
 
 
 @dataclass(frozen=True)
@@ -25,7 +30,9 @@ class ModelVersionRef:
 
     requested_uri: str
     uri: str  # concrete: models:/NAME/VERSION for registry models
-    name: str
+    name: str  # the registered name; for a model outside the registry, its URI
+    # The registry version; for a model outside the registry, `sha256:` and a digest of its files (set by
+    # download()), so that two different unregistered models never pass for the same one.
     version: str | None
     run_id: str | None
 
@@ -48,19 +55,22 @@ def connect(tracking_uri: str | None, registry_uri: str | None) -> None:
 
 
 def resolve(model_uri: str) -> ModelVersionRef:
+    """The concrete model behind a URI: an alias, `latest` or a stage resolves to one registry version."""
     client = MlflowClient()
-    alias, version = _ALIAS.match(model_uri), _VERSION.match(model_uri)
+    alias, version, latest = _ALIAS.match(model_uri), _VERSION.match(model_uri), _LATEST.match(model_uri)
     try:
         if alias:
             mv = client.get_model_version_by_alias(alias["name"], alias["alias"])
         elif version:
             mv = client.get_model_version(version["name"], version["version"])
+        elif latest:
+            mv = _latest(client, latest["name"], latest["stage"])
         else:
             return ModelVersionRef(model_uri, model_uri, model_uri, None, None)
     except MlflowException as e:
         if e.error_code in _NOT_FOUND:
-            raise UsageError(f"model {model_uri}: {_missing(client, alias or version)}") from None  # type: ignore[arg-type]
-        raise ScoringError(f"model {model_uri}: registry lookup failed: {_first_line(e)}") from e
+            raise UsageError(f"model {model_uri}: {_missing(client, alias or version or latest)}") from None  # type: ignore[arg-type]
+        raise ScoringError(f"model {model_uri}: registry lookup failed: {one_line(e)}") from e
     return ModelVersionRef(
         requested_uri=model_uri,
         uri=f"models:/{mv.name}/{mv.version}",
@@ -68,6 +78,16 @@ def resolve(model_uri: str) -> ModelVersionRef:
         version=str(mv.version),
         run_id=mv.run_id or None,
     )
+
+
+def _latest(client: MlflowClient, name: str, stage: str) -> Any:
+    """`models:/NAME/latest` (or a legacy stage): the newest version, as MLflow itself resolves it."""
+    stages = None if stage.lower() == "latest" else [stage]
+    found = client.get_latest_versions(name, stages)
+    if not found:
+        raise UsageError(f"model models:/{name}/{stage}: registered model '{name}' has no version"
+                         + ("" if stages is None else f" in stage '{stage}'"))
+    return max(found, key=lambda mv: int(mv.version))
 
 
 def _missing(client: MlflowClient, match: re.Match[str]) -> str:
@@ -79,6 +99,8 @@ def _missing(client: MlflowClient, match: re.Match[str]) -> str:
         return f"registered model '{name}' not found"
     if "alias" in match.groupdict():
         return f"alias '{match['alias']}' of registered model '{name}' not found"
+    if "stage" in match.groupdict():
+        return f"registered model '{name}' has no version in stage '{match['stage']}'"
     return f"version {match['version']} of registered model '{name}' not found"
 
 
@@ -90,12 +112,12 @@ def download(ref: ModelVersionRef) -> LocalModel:
         model = Model.load(path)
     except MlflowException as e:
         if e.error_code == "RESOURCE_DOES_NOT_EXIST":
-            raise UsageError(f"model {ref.requested_uri} not found: {_first_line(e)}") from None
-        raise ScoringError(f"model {ref.requested_uri}: download failed: {_first_line(e)}") from e
+            raise UsageError(f"model {ref.requested_uri} not found: {one_line(e)}") from None
+        raise ScoringError(f"model {ref.requested_uri}: download failed: {one_line(e)}") from e
     except OSError as e:
         raise UsageError(f"model {ref.requested_uri} cannot be read: {e}") from None
-    if ref.version is None and model.run_id:
-        ref = ModelVersionRef(ref.requested_uri, ref.uri, ref.name, None, model.run_id)
+    if ref.version is None:  # outside the registry: its identity is its files (and the run that logged it)
+        ref = replace(ref, version=digest(path), run_id=model.run_id or None)
     return LocalModel(ref=ref, path=path, signature=model.signature, output_names=_proba_names(model, path))
 
 
@@ -111,5 +133,16 @@ def _proba_names(model: Model, path: str) -> tuple[str, ...] | None:
     return tuple("proba_" + re.sub(r"\W", "_", str(c)) for c in classes)
 
 
-def _first_line(e: Exception) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+def digest(folder: str) -> str:
+    """`sha256:` and 16 hex digits over every file's relative path and bytes: the same files, the same digest."""
+    h = hashlib.sha256()
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        for name in sorted(files):
+            path = os.path.join(root, name)
+            h.update(os.path.relpath(path, folder).encode() + b"\0")
+            with open(path, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+            h.update(b"\0")
+    return DIGEST_PREFIX + h.hexdigest()[:16]

@@ -1,9 +1,7 @@
-"""Output tables: checked before any data is read; written by write-audit-publish.
-
-A run writes all its rows once, under a run-specific folder inside the output table's location
-(`_runs/<scoring_run_id>/__outcome=scored|rejected/<partition>/`); the caller audits the staged counts;
-publishing then points each metastore partition at its new folder, a metadata operation per partition,
-so readers see a partition's old rows or its new rows, never a mix and never a half-written folder."""
+"""Output tables in the catalog: checked before any data is read, created empty, and switched partition by
+partition to a run's staged folders (see `staging`), a metadata operation per partition, so readers see a
+partition's old rows or its new rows, never a mix and never a half-written folder. Also the table's
+`_published.jsonl` manifest for readers without the metastore, and the `_latest` view."""
 
 from __future__ import annotations
 
@@ -16,22 +14,13 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
-from spark_jobs import fs, tables
-from spark_jobs.bad_rows import OUTCOME
+from spark_jobs import compat, fs, tables
 from spark_jobs.errors import UsageError
-from spark_jobs.partitions import from_path
-from udfs.model_udf import col
+from spark_jobs.partitions import listed
+from spark_jobs.staging import RUNS_DIR, StagedPartition, table_location_of
+from udfs.compat import col
 
-RUNS_DIR = "_runs"  # underscore: Spark, Hive and Parquet tools skip it when they list a table's folder
 MANIFEST = "_published.jsonl"  # for readers without the metastore: one line per published partition
-
-
-@dataclass(frozen=True)
-class StagedPartition:
-    outcome: str  # scored | rejected
-    values: tuple[Any, ...]  # partition values, in partition-column order
-    rows: int
-    location: str
 
 
 def check_compatible(spark: SparkSession, name: str, schema: T.StructType, partition_columns: Sequence[str],
@@ -71,46 +60,44 @@ def ensure_table(spark: SparkSession, name: str, schema: T.StructType, partition
 
 def location(spark: SparkSession, name: str, partition: dict[str, Any] | None = None) -> str:
     spec = partition_spec(partition or {})
-    rows = spark.sql(f"DESCRIBE TABLE EXTENDED IDENTIFIER(:table){spec.sql}",
-                     args={"table": name, **spec.args}).collect()
+    rows = compat.sql(spark, f"DESCRIBE TABLE EXTENDED IDENTIFIER(:table){spec.sql}",
+                      {"table": name, **spec.args}).collect()
     return next(str(r.data_type) for r in rows if r.col_name == "Location")
 
 
-def stage(df: DataFrame, root: str, partition_columns: Sequence[str]) -> None:
-    """The run's one write: every row read, split by outcome and partition."""
-    df.write.mode("errorifexists").partitionBy(OUTCOME, *partition_columns).parquet(root)
-
-
-def staged_partitions(spark: SparkSession, root: str, schema: T.StructType,
-                      partition_columns: Sequence[str]) -> list[StagedPartition]:
-    """Rows and folder of every staged partition, counted from the Parquet footers of the files written
-    (independent of the job that wrote them, and no row is read again)."""
-    fields = [next(f for f in schema.fields if f.name == c) for c in partition_columns]
-    rows_in: dict[str, int] = {}
-    for path, rows in fs.parquet_row_counts(spark, root):
-        folder = path.rsplit("/", 1)[0]
-        rows_in[folder] = rows_in.get(folder, 0) + rows
-    staged = []
-    for folder, rows in rows_in.items():
-        outcome, _, values = folder.split(f"/{OUTCOME}=", 1)[1].partition("/")
-        staged.append(StagedPartition(outcome, from_path(fields, values), rows, folder))
-    return sorted(
-        staged,
-        key=lambda p: (p.outcome, [str(v) for v in p.values]),
-    )
-
-
 def publish(spark: SparkSession, name: str, partition_columns: Sequence[str], staged: Iterable[StagedPartition],
-            run_partitions: Iterable[tuple[Any, ...]], between: Callable[[], None] = lambda: None) -> None:
-    """Point each partition the run scored at its staged folder; a partition left with no rows is dropped."""
+            run_partitions: Iterable[tuple[Any, ...]], between: Callable[[], None] = lambda: None,
+            manifest_in: str | None = None) -> None:
+    """Point each partition the run scored at its staged folder; a partition left with no rows is dropped.
+    With `manifest_in` (the table's location), `_published.jsonl` follows each switch as it happens, so a
+    crash between two partitions leaves the manifest and the metastore agreeing."""
     by_values = {p.values: p for p in staged}
     for i, values in enumerate(sorted(set(run_partitions), key=lambda v: [str(x) for x in v])):
         if i:
             between()
         target = by_values.get(values)
-        point_at(spark, name, dict(zip(partition_columns, values, strict=True)),
-                 target.location if target is not None else None)
+        folder = target.location if target is not None else None
+        point_at(spark, name, dict(zip(partition_columns, values, strict=True)), folder)
+        if manifest_in is not None:
+            update_manifest(spark, manifest_in, partition_columns, {values: folder})
     spark.catalog.refreshTable(name)
+
+
+def reconcile_manifest(spark: SparkSession, name: str) -> None:
+    """Rewrite `_published.jsonl` from the metastore (one call per partition): after a run crashed between
+    switching a partition and recording it, the next holder of the lock puts the two back in step."""
+    info = tables.describe(spark, name)
+    if info is None:
+        return
+    table_location = table_location_of(location(spark, name))  # unpartitioned: it points into _runs/ itself
+    if not fs.exists(spark, f"{table_location}/{RUNS_DIR}"):
+        return  # not published by write-audit-publish (Delta keeps its own log)
+    folders: dict[tuple[Any, ...], str | None] = {}
+    for values in listed(spark, info):
+        spec = dict(zip(info.partition_columns, values, strict=True))
+        folder = location(spark, name, spec) if spec else location(spark, name)
+        folders[values] = folder if f"/{RUNS_DIR}/" in folder else None
+    write_manifest(spark, table_location, info.partition_columns, folders)
 
 
 def point_at(spark: SparkSession, name: str, partition: dict[str, Any], folder: str | None) -> None:
@@ -119,20 +106,20 @@ def point_at(spark: SparkSession, name: str, partition: dict[str, Any], folder: 
     args = {"table": name, **spec.args}
     if not partition:
         if folder is not None:
-            spark.sql("ALTER TABLE IDENTIFIER(:table) SET LOCATION :location", args={**args, "location": folder})
+            compat.sql(spark, "ALTER TABLE IDENTIFIER(:table) SET LOCATION :location", {**args, "location": folder})
     elif folder is None:
-        spark.sql(f"ALTER TABLE IDENTIFIER(:table) DROP IF EXISTS{spec.sql}", args=args)
+        compat.sql(spark, f"ALTER TABLE IDENTIFIER(:table) DROP IF EXISTS{spec.sql}", args)
     else:
-        spark.sql(f"ALTER TABLE IDENTIFIER(:table) ADD IF NOT EXISTS{spec.sql} LOCATION :location",
-                  args={**args, "location": folder})
-        spark.sql(f"ALTER TABLE IDENTIFIER(:table){spec.sql} SET LOCATION :location",
-                  args={**args, "location": folder})
+        compat.sql(spark, f"ALTER TABLE IDENTIFIER(:table) ADD IF NOT EXISTS{spec.sql} LOCATION :location",
+                   {**args, "location": folder})
+        compat.sql(spark, f"ALTER TABLE IDENTIFIER(:table){spec.sql} SET LOCATION :location",
+                   {**args, "location": folder})
 
 
 def update_manifest(spark: SparkSession, table_location: str, partition_columns: Sequence[str],
                     folders: dict[tuple[Any, ...], str | None]) -> None:
     """Record the published folder of each partition (None: dropped) in `_published.jsonl` beside `_runs/`,
-    replaced whole, so a reader without the metastore can read exactly the published version."""
+    so a reader without the metastore can read exactly the published version."""
     path = f"{table_location.rstrip('/')}/{MANIFEST}"
     entries: dict[str, dict[str, Any]] = {}
     if fs.exists(spark, path):
@@ -140,6 +127,18 @@ def update_manifest(spark: SparkSession, table_location: str, partition_columns:
             if line.strip():
                 entry = json.loads(line)
                 entries[json.dumps(entry["partition"], sort_keys=True)] = entry
+    _write_manifest(spark, path, partition_columns, folders, entries)
+
+
+def write_manifest(spark: SparkSession, table_location: str, partition_columns: Sequence[str],
+                   folders: dict[tuple[Any, ...], str | None]) -> None:
+    """`_published.jsonl` with exactly these partitions."""
+    _write_manifest(spark, f"{table_location.rstrip('/')}/{MANIFEST}", partition_columns, folders, {})
+
+
+def _write_manifest(spark: SparkSession, path: str, partition_columns: Sequence[str],
+                    folders: dict[tuple[Any, ...], str | None], entries: dict[str, dict[str, Any]]) -> None:
+    """Replaced whole (see fs.replace_text for what a reader can see meanwhile on each kind of storage)."""
     for values, folder in folders.items():
         partition = {c: _param(v) for c, v in zip(partition_columns, values, strict=True)}
         key = json.dumps(partition, sort_keys=True)
@@ -170,14 +169,6 @@ def _quote(name: str) -> str:
 
 def _qualified(table: str) -> str:
     return ".".join(_quote(p) for p in table.split("."))
-
-
-def staged_rows(spark: SparkSession, root: str, staged_schema: T.StructType, outcome: str,
-                columns: T.StructType) -> DataFrame:
-    """The run's staged rows of one outcome, in the given table's columns."""
-    rows = spark.read.schema(T.StructType([*staged_schema.fields, T.StructField(OUTCOME, T.StringType())])).option(
-        "basePath", root).parquet(root).where(col(OUTCOME) == outcome)
-    return rows.select(*[col(f.name) for f in columns.fields])
 
 
 def publish_copy(spark: SparkSession, name: str, rows: DataFrame) -> None:

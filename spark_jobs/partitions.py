@@ -11,12 +11,11 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from spark_jobs import fs
-from spark_jobs.plan import FINGERPRINT, Selection, find_column, partition_literal
+from spark_jobs import compat, fs
+from spark_jobs.plan import FINGERPRINT, NULL_PARTITION, Selection, find_column, partition_literal
 from spark_jobs.tables import TableInfo
-from udfs.model_udf import col
+from udfs.compat import col
 
-_NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"
 _CASE_LIMIT = 32  # partitions per run up to which fingerprints are a CASE rather than a join
 Values = tuple[Any, ...]
 
@@ -26,13 +25,13 @@ def listed(spark: SparkSession, table: TableInfo) -> list[Values]:
     if not table.partition_columns:
         return [()]
     fields = [f for f in (find_column(table.schema, c, True) for c in table.partition_columns) if f is not None]
-    return [from_path(fields, p.partition) for p in spark.catalog.listPartitions(table.name)]
+    return [from_path(fields, p) for p in compat.list_partitions(spark, table.name)]
 
 
 def from_path(fields: Sequence[T.StructField], path: str) -> Values:
     """Typed partition values from a Hive-style path (`ds=2026-11-01/country=NL`), as Spark escapes it."""
     texts = dict(part.split("=", 1) for part in path.strip("/").split("/") if "=" in part)
-    return tuple(None if texts[f.name] == _NULL_PARTITION else partition_literal(f, unquote(texts[f.name]))
+    return tuple(None if texts[f.name] == NULL_PARTITION else partition_literal(f, unquote(texts[f.name]))
                  for f in fields)
 
 
@@ -55,8 +54,8 @@ def selected(spark: SparkSession, table: TableInfo, selection: Selection) -> lis
 def fingerprint(spark: SparkSession, table: TableInfo, values: Values) -> str:
     files = spark.table(table.name).where(matches(table.partition_columns, values)).inputFiles()
     sizes, newest = 0, 0.0
-    for f in files:
-        status = fs.status(spark, f)
+    for f in files:  # inputFiles() gives URIs (a Hive-escaped `%` is `%25` there): read back as URIs
+        status = fs.status(spark, f, uri=True)
         sizes += status[0]
         newest = max(newest, status[1])
     return f"files={len(files)};bytes={sizes};newest={newest:.3f}"
@@ -88,13 +87,15 @@ def with_fingerprints(df: DataFrame, table: TableInfo, fingerprints: dict[Values
 
 def published(
     spark: SparkSession, output_table: str, partition_columns: Sequence[str]
-) -> dict[Values, tuple[str, str]]:
-    """Model version and input fingerprint of each published output partition."""
+) -> dict[Values, tuple[str | None, ...]]:
+    """What each published output partition was scored from: model name, version and run id, and the input
+    fingerprint. An incremental run skips a partition only when all four are the ones it would write."""
     if not spark.catalog.tableExists(output_table):
         return {}
+    identity = ("model_name", "model_version", "model_run_id", FINGERPRINT)
     rows = (spark.table(output_table).groupBy(*[col(c) for c in partition_columns])
-            .agg(F.max("model_version").alias("v"), F.max(FINGERPRINT).alias("fp")).collect())
-    return {tuple(r[c] for c in partition_columns): (r["v"], r["fp"]) for r in rows}
+            .agg(*[F.max(col(c)).alias(c) for c in identity]).collect())
+    return {tuple(r[c] for c in partition_columns): tuple(r[c] for c in identity) for r in rows}
 
 
 def selection_of(partition_columns: Sequence[str], values: Sequence[Values], text: str) -> Selection:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,10 +22,12 @@ from pyspark.sql import types as T
 from spark_jobs.errors import UsageError
 from spark_jobs.tables import TableInfo
 from udfs import FeatureColumn
-from udfs.model_udf import TensorInput, col
+from udfs.compat import col
+from udfs.model_udf import TensorInput
 
 PREDICTION = "prediction"
 REJECT_REASON = "reject_reason"
+NULL_PARTITION = "__HIVE_DEFAULT_PARTITION__"  # Hive's folder name, and --partition value, for NULL
 FINGERPRINT = "input_fingerprint"  # of the input partition a row was scored from: incremental runs compare it
 LINEAGE = T.StructType([
     T.StructField("model_name", T.StringType()),
@@ -334,14 +337,17 @@ def select_partitions(table: TableInfo, partitions: Mapping[str, Sequence[str]],
     texts = []
     for field, values in by_field.values():
         literals = [partition_literal(field, v) for v in values]
-        term = col(field.name).isin([F.lit(v) for v in literals])
+        term = functools.reduce(Column.__or__, [col(field.name).eqNullSafe(F.lit(v)) for v in literals])
         condition = term if condition is None else condition & term
         texts.append(" or ".join(f"{field.name}={v}" for v in values))
     return Selection(condition, " and ".join(f"({t})" if " or " in t and len(texts) > 1 else t for t in texts))
 
 
 def partition_literal(field: T.StructField, value: str) -> Any:
-    """The flag's text as a value of the column's type, so it is compared as data, never parsed as SQL."""
+    """The flag's text as a value of the column's type, so it is compared as data, never parsed as SQL.
+    Hive's name for the NULL partition stands for NULL."""
+    if value == NULL_PARTITION:
+        return None
     for types, parse in _PARSERS:
         if isinstance(field.dataType, types):
             try:

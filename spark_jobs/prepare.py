@@ -12,8 +12,9 @@ from pyspark.sql import types as T
 
 from spark_jobs import model_ref, output, partitions, plan, tables
 from spark_jobs.config import JobConfig
-from spark_jobs.errors import UsageError
-from udfs.model_udf import col, to_model_input
+from spark_jobs.errors import UsageError, one_line
+from udfs.compat import try_cast, type_from_ddl
+from udfs.model_udf import to_model_input
 
 log = logging.getLogger("score_table")
 
@@ -37,10 +38,12 @@ class Prepared:
         return df if self.scoring.selection.condition is None else df.where(self.scoring.selection.condition)
 
 
-def prepare(spark: SparkSession, cfg: JobConfig) -> Prepared:
+def prepare(spark: SparkSession, cfg: JobConfig, model: model_ref.LocalModel | None = None) -> Prepared:
+    """`model`: resolved and downloaded already (the CLI does it before Spark starts), else done here."""
     source = tables.require(spark, cfg.input_table, "input table")
-    model_ref.connect(cfg.tracking_uri, cfg.registry_uri)
-    model = model_ref.download(model_ref.resolve(cfg.model_uri))
+    if model is None:
+        model_ref.connect(cfg.tracking_uri, cfg.registry_uri)
+        model = model_ref.download(model_ref.resolve(cfg.model_uri))
     scoring = plan.build(
         source, plan.ModelFacts(model.signature, model.output_names), cfg.partitions,
         case_sensitive=spark.conf.get("spark.sql.caseSensitive", "false") == "true",
@@ -56,7 +59,8 @@ def prepare(spark: SparkSession, cfg: JobConfig) -> Prepared:
     skipped = 0
     if cfg.partition_mode == "new":
         done = partitions.published(spark, cfg.output_table, source.partition_columns)
-        stale = {v: fp for v, fp in prints.items() if done.get(v) != (model.ref.version, fp)}
+        ref = model.ref
+        stale = {v: fp for v, fp in prints.items() if done.get(v) != (ref.name, ref.version, ref.run_id, fp)}
         skipped = len(prints) - len(stale)
         prints = stale
         if stale:
@@ -64,9 +68,14 @@ def prepare(spark: SparkSession, cfg: JobConfig) -> Prepared:
             scoring = replace(scoring, selection=partitions.selection_of(source.partition_columns, list(stale),
                                                                          f"new or changed: {text}"))
     job = Prepared(source, model, scoring, params, keys, prints, skipped)
+    if prints and job.selected(spark).isEmpty():  # files, but no rows in them: reads at most one row
+        raise UsageError(f"partition selection {scoring.selection.text} matches no rows in {cfg.input_table} "
+                         "(its files are empty)")
     if prints and _needs_inferred_outputs(model.signature, cfg.result_type):
         job = replace(job, scoring=_with_inferred_outputs(job.source, job.scoring, job.selected(spark), model.path,
                                                            params))
+    log.info("plan: %d partition(s) to score, %d up to date; features %s", len(prints), skipped,
+             ", ".join(f.column for f in job.scoring.features))
     output.check_compatible(spark, cfg.output_table, job.scoring.output_schema, source.partition_columns)
     if cfg.on_bad_rows == "quarantine":
         output.check_compatible(spark, cfg.rejects, plan.rejects_schema(source), source.partition_columns,
@@ -89,10 +98,9 @@ def _ddl(text: str | None) -> T.DataType | None:
     if text is None:
         return None
     try:
-        return T.DataType.fromDDL(text)
+        return type_from_ddl(text)
     except Exception as e:
-        first = (str(e).strip().splitlines() or [""])[0]
-        raise UsageError(f"--result-type {text!r} is not a Spark DDL type: {first}") from None
+        raise UsageError(f"--result-type {text!r} is not a Spark DDL type: {one_line(e)}") from None
 
 
 def _needs_inferred_outputs(signature: object, result_type: str | None) -> bool:
@@ -105,7 +113,7 @@ def _with_inferred_outputs(source: tables.TableInfo, scoring: plan.ScoringPlan, 
     types of what comes back."""
     import mlflow.pyfunc
 
-    sample = selected.select(*[col(f.column).try_cast(f.spark_type).alias(f.name) for f in scoring.features])
+    sample = selected.select(*[try_cast(f.column, f.spark_type).alias(f.name) for f in scoring.features])
     batch = sample.dropna().limit(20).toPandas()
     if len(batch) == 0:
         raise UsageError("cannot infer the model's output type: no complete rows to try; give --result-type")

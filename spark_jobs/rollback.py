@@ -4,13 +4,18 @@ table lock, recorded in the run history."""
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import uuid
 
 from pyspark.sql import SparkSession
 
-from spark_jobs import fs, history, lock, output, partitions, plan, tables, versions
+from spark_jobs import fs, history, output, partitions, plan, serving, tables, versions
 from spark_jobs.config import RollbackConfig
 from spark_jobs.errors import UsageError
+from spark_jobs.locked_run import locked_run
+from spark_jobs.staging import split_location
+
+log = logging.getLogger("score_table.rollback")
 
 
 def rollback(spark: SparkSession, cfg: RollbackConfig) -> str:
@@ -35,12 +40,9 @@ def rollback(spark: SparkSession, cfg: RollbackConfig) -> str:
     record = history.RunRecord(kind="rollback", status="running", started_at=started, ended_at=None, model_uri=None,
                                model_name=None, model_version=None, model_run_id=None, input_table=None,
                                output_table=cfg.output_table, partition_selection=described, scoring_run_id=run_id)
-    table_lock = lock.TableLock(spark, lock.lock_path(spark, cfg.output_table),
-                                lock.holder(run_id, started.isoformat()), cfg.lock_stale_after_s)
-    table_lock.acquire(cfg.break_lock)
-    try:
+    with locked_run(spark, cfg.output_table, cfg.runs, record, cfg.lock_stale_after_s, cfg.break_lock) as this:
         runs = {r.scoring_run_id: r for r in history.read(spark, cfg.runs, ["succeeded"]) if r.kind == "score"}
-        found = versions.split_location(output.location(spark, cfg.output_table, spec))
+        found = split_location(output.location(spark, cfg.output_table, spec))
         if found is None:
             raise UsageError(f"partition {described} of {cfg.output_table} was not published by this job")
         table_location, current, path = found
@@ -58,15 +60,13 @@ def rollback(spark: SparkSession, cfg: RollbackConfig) -> str:
             output.point_at(spark, cfg.rejects, spec, target.rejected if fs.exists(spark, target.rejected) else None)
             spark.catalog.refreshTable(cfg.rejects)
         source = runs[target.run_id]
-        history.write(spark, cfg.runs, history.RunRecord(**{
-            **record.__dict__, "model_uri": source.model_uri, "model_name": source.model_name,
-            "model_version": source.model_version, "model_run_id": source.model_run_id,
-            "input_table": source.input_table,
-        }).finished("succeeded", published_partitions=[described]))
-    except BaseException as e:
-        history.write(spark, cfg.runs, record.finished("failed", error=str(e).splitlines()[0] if str(e) else None))
-        raise
-    finally:
-        table_lock.release()
+        if cfg.serve is not None:  # the serving copy follows: the partition's rows as now published
+            rows = spark.table(cfg.output_table).where(partitions.matches(table.partition_columns,
+                                                                          tuple(spec.values())))
+            served = serving.serve(spark, rows, cfg.serve, run_id)
+            log.info("served %d rows of run %s to %s", served, target.run_id, cfg.serve.table)
+        this.succeeded(model_uri=source.model_uri, model_name=source.model_name, model_version=source.model_version,
+                       model_run_id=source.model_run_id, input_table=source.input_table,
+                       published_partitions=[described])
     return (f"rolled back {cfg.output_table} {described} from run {current} to run {target.run_id} "
             f"(model {source.model_name} version {source.model_version})")

@@ -3,6 +3,7 @@ session a Databricks job already has); the embedded default fills only the gaps.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Iterator, Mapping
@@ -12,7 +13,11 @@ from pathlib import Path
 from pyspark import SparkConf, SparkContext
 from pyspark.sql import SparkSession
 
+from spark_jobs import compat
 from spark_jobs.config import JobConfig
+
+log = logging.getLogger("score_table")
+LOG4J_CONF = Path(__file__).resolve().parents[1] / "conf" / "log4j2.properties"  # in a checkout, not a wheel
 
 
 def embedded_defaults(local_home: str) -> dict[str, str]:
@@ -24,15 +29,19 @@ def embedded_defaults(local_home: str) -> dict[str, str]:
         "spark.sql.catalogImplementation": "hive",
         "spark.sql.warehouse.dir": str(home / "warehouse"),
         "spark.hadoop.javax.jdo.option.ConnectionURL": f"jdbc:derby:;databaseName={home / 'metastore_db'};create=true",
-        "spark.ui.showConsoleProgress": "false",
+        "spark.ui.showConsoleProgress": str(sys.stderr.isatty()).lower(),  # the progress bar, on a terminal
     }
 
 
-def get_session(cfg: JobConfig) -> SparkSession:
-    return session_for(cfg.local_defaults, cfg.local_home, cfg.spark_conf)
+def get_session(cfg: JobConfig, verbose: bool = False) -> SparkSession:
+    """The run's session; the run's log says once what this Spark lacks (Spark 3.5 and 4.0: no Arrow UDFs)."""
+    spark = session_for(cfg.local_defaults, cfg.local_home, cfg.spark_conf, verbose)
+    compat.note_limitations(log)
+    return spark
 
 
-def session_for(local_defaults: bool, local_home: str, spark_conf: Mapping[str, str] | None = None) -> SparkSession:
+def session_for(local_defaults: bool, local_home: str, spark_conf: Mapping[str, str] | None = None,
+                verbose: bool = False) -> SparkSession:
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
@@ -42,6 +51,8 @@ def session_for(local_defaults: bool, local_home: str, spark_conf: Mapping[str, 
     if local_defaults:
         # Local workers run the driver's interpreter, which has the model's libraries.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        if not verbose:
+            _quiet_jvm_start()
     configured = _configured_keys()
     builder = SparkSession.builder
     for key, value in defaults.items():
@@ -51,9 +62,20 @@ def session_for(local_defaults: bool, local_home: str, spark_conf: Mapping[str, 
         Path(local_home).mkdir(parents=True, exist_ok=True)
         _set_jvm_property("derby.system.home", str(Path(local_home).resolve()))  # derby.log goes there
     spark = builder.getOrCreate()
-    if local_defaults and "spark.log.level" not in configured:
-        spark.sparkContext.setLogLevel("WARN")  # the job's own summary, not Spark's INFO chatter
+    if local_defaults and not verbose and "spark.log.level" not in configured:
+        spark.sparkContext.setLogLevel("WARN")  # the job's own phases and summary, not Spark's INFO chatter
     return spark
+
+
+def _quiet_jvm_start() -> None:
+    """When this process is about to start its own JVM (the console script, `python -m`), start it with
+    conf/log4j2.properties (Spark at WARN), unless the user gave a log4j configuration of their own: the
+    INFO lines of Spark's start-up come before any setLogLevel could stop them."""
+    options = os.environ.get("SPARK_SUBMIT_OPTS", "")
+    if SparkContext._gateway is not None or os.environ.get("PYSPARK_GATEWAY_PORT") or "log4j" in options:
+        return  # the JVM runs already (spark-submit started it with its own options), or the user chose
+    if LOG4J_CONF.exists():
+        os.environ["SPARK_SUBMIT_OPTS"] = f"{options} -Dlog4j2.configurationFile={LOG4J_CONF.as_uri()}".strip()
 
 
 def _configured_keys() -> set[str]:

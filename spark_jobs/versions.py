@@ -10,11 +10,9 @@ from dataclasses import dataclass
 
 from pyspark.sql import SparkSession
 
-from spark_jobs import fs
-from spark_jobs.output import RUNS_DIR
+from spark_jobs import fs, staging
 
 log = logging.getLogger("score_table.versions")
-SCORED, REJECTED = "__outcome=scored", "__outcome=rejected"
 
 
 @dataclass(frozen=True)
@@ -24,24 +22,10 @@ class Version:
     rejected: str
 
 
-def split_location(location: str) -> tuple[str, str, str] | None:
-    """A published folder -> (table location, run id, partition path); None when not written by this job."""
-    head, sep, path = location.partition(f"/{RUNS_DIR}/")
-    run_id, sep2, rest = path.partition("/")
-    if not sep or not sep2 or not rest.startswith(SCORED):
-        return None
-    return head, run_id, rest[len(SCORED):].lstrip("/")
-
-
 def kept(spark: SparkSession, table_location: str, partition_path: str,
          succeeded: Mapping[str, dt.datetime]) -> list[Version]:
     """Versions of one partition by succeeded runs, newest first."""
-    found = []
-    suffix = f"/{partition_path}" if partition_path else ""
-    for folder in fs.glob(spark, f"{table_location}/{RUNS_DIR}/*/{SCORED}{suffix}"):
-        run_id = folder.split(f"/{RUNS_DIR}/", 1)[1].split("/", 1)[0]
-        if run_id in succeeded:
-            found.append(Version(run_id, folder, folder.replace(f"/{SCORED}", f"/{REJECTED}", 1)))
+    found = [Version(*v) for v in staging.version_folders(spark, table_location, partition_path) if v[0] in succeeded]
     return sorted(found, key=lambda v: succeeded[v.run_id], reverse=True)
 
 
@@ -61,10 +45,9 @@ def prune(spark: SparkSession, table_location: str, partition_paths: Iterable[st
             fs.delete(spark, v.scored)
             if fs.exists(spark, v.rejected):
                 fs.delete(spark, v.rejected)
-    for folder in fs.glob(spark, f"{table_location}/{RUNS_DIR}/*"):
-        run_id = folder.rstrip("/").rsplit("/", 1)[1]
+    for run_id, folder in staging.run_folders(spark, table_location):
         if run_id in garbage:
             log.info("deleting the staged rows of run %s, which did not succeed", run_id)
             fs.delete(spark, folder)
-        elif run_id != current_run and run_id in succeeded and not fs.glob(spark, f"{folder}/__outcome=*/*"):
+        elif run_id != current_run and run_id in succeeded and not staging.holds_versions(spark, folder):
             fs.delete(spark, folder)  # every version it held was pruned

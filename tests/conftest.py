@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 from pyspark.sql import SparkSession
+from pyspark.sql.catalog import Catalog
 
+from spark_jobs import compat
 from tests.support import DAYS, SCHEMA, create_table, fit, prepare_home, register_sklearn
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
@@ -25,6 +27,21 @@ REGISTRY_DIR = Path(tempfile.mkdtemp(prefix="scoring-tests-mlflow-"))
 REGISTRY_URI = f"sqlite:///{REGISTRY_DIR / 'mlflow.db'}"
 os.environ["MLFLOW_TRACKING_URI"] = os.environ["MLFLOW_REGISTRY_URI"] = REGISTRY_URI
 atexit.register(shutil.rmtree, REGISTRY_DIR, True)
+
+
+def _create_database(catalog: Catalog, dbName: str, ifNotExists: bool = False) -> None:
+    compat.create_database(catalog._sparkSession, dbName)
+
+
+def _drop_table(catalog: Catalog, tableName: str, ifExists: bool = False) -> None:
+    compat.drop_table(catalog._sparkSession, tableName)
+
+
+# The tests create databases and drop tables with PySpark 4.2's Catalog calls; on an older PySpark (the Spark
+# 3.5 run of `make test`) the same statements come from spark_jobs.compat.
+if not hasattr(Catalog, "createDatabase"):
+    Catalog.createDatabase = _create_database
+    Catalog.dropTable = _drop_table
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ import sys
 
 from pyspark.sql import SparkSession
 
-from spark_jobs import output, partitions, tables, versions
+from spark_jobs import output, partitions, staging, tables
 
 spark = SparkSession.builder.getOrCreate()
 table = sys.argv[1]
@@ -18,7 +18,7 @@ state = {
     "runs": {r.scoring_run_id: {"status": r.status, "error": r.error}
              for r in spark.table(f"{table}_runs").collect()},
     "published_by": {
-        partitions.describe(info.partition_columns, v): (versions.split_location(
+        partitions.describe(info.partition_columns, v): (staging.split_location(
             output.location(spark, table, dict(zip(info.partition_columns, v, strict=True)))) or ["", "?"])[1]
         for v in partitions.listed(spark, info)
     },

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from spark_jobs.config import JobConfig, embedded_tracking_uri, parse_args, parse_partition_flags
+from spark_jobs import config
+from spark_jobs.config import JobConfig, embedded_tracking_uri, parse_args, parse_partition_flags, parse_rollback_args
 from spark_jobs.errors import UsageError
 
 MODEL = ["--model-uri", "models:/churn@champion"]
@@ -228,7 +229,7 @@ def test_profile_partitions_scalar_or_list(
 
 
 @pytest.mark.parametrize(("yaml_text", "message"), [
-    ("partitions: ds=2024-01-01", "'partitions' must map a column to a value or a list of values"),
+    ("partitions: ds=2024-01-01", "'partitions' must be a mapping of a column to a value or a list of values"),
     ("partitions: {ds: ''}", "has an empty value"),
     ("partitions: {'1ds': x}", "'1ds' is not a valid column name"),
 ])
@@ -251,7 +252,7 @@ def test_profile_partition_with_empty_list_is_rejected(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("value", ["0", "-1"])
 def test_batch_size_flag_must_be_positive(value: str) -> None:
-    with pytest.raises(UsageError, match=f"^batch size {value} must be a positive whole number"):
+    with pytest.raises(UsageError, match=f"^batch size {value} must be a whole number of rows from 1"):
         parse(*FLAGS, "--batch-size", value)
 
 
@@ -267,7 +268,8 @@ def test_batch_size_flag_must_be_an_int(capsys: pytest.CaptureFixture[str]) -> N
 ])
 def test_batch_size_in_profile_must_be_a_positive_int(tmp_path: Path, yaml_value: str, shown: str) -> None:
     profile = write_profile(tmp_path, f"batch_size: {yaml_value}\n")
-    with pytest.raises(UsageError, match=rf"^batch size {re.escape(shown)} must be a positive whole number"):
+    with pytest.raises(UsageError, match=rf"batch_size' must be a whole number of rows, got {re.escape(shown)}|"
+                                         rf"^batch size {re.escape(shown)} must be a whole number of rows from 1"):
         parse(*FLAGS, profile=profile)
 
 
@@ -322,3 +324,64 @@ def test_registry_uri_precedence(
     profile = write_profile(tmp_path, "mlflow: {registry_uri: 'http://profile-reg'}\n")
     argv = [*FLAGS, *(["--registry-uri", flag] if flag else [])]
     assert parse(*argv, profile=profile).registry_uri == expected
+
+
+# --- every profile key: type, range and finiteness (a wrong value is exit 2 naming the key) ------------------------
+
+def _nested(key: str, value: str) -> str:
+    """`spark.conf: V` as YAML: `spark:\n  conf: V`."""
+    section, _, name = key.partition(".")
+    return f"{section}:\n  {name}: {value}\n" if name else f"{key}: {value}\n"
+
+
+@pytest.mark.parametrize("key", sorted(config.profile_checks()))
+def test_every_profile_key_rejects_a_value_of_the_wrong_type(tmp_path: Path, key: str) -> None:
+    with pytest.raises(UsageError, match=re.escape(key.rsplit(".", 1)[-1])) as e:
+        parse(*FLAGS, profile=write_profile(tmp_path, _nested(key, "[[1]]")))
+    assert "\n" not in str(e.value)
+
+
+BAD_VALUES = [
+    ("lock_stale_after_s: .nan", "lock_stale_after_s"), ("lock_stale_after_s: .inf", "lock_stale_after_s"),
+    ("lock_stale_after_s: 0", "lock_stale_after_s"), ("lock_stale_after_s: -1", "lock_stale_after_s"),
+    ("lock_stale_after_s: '10'", "lock_stale_after_s"), ("lock_stale_after_s: true", "lock_stale_after_s"),
+    ("prediction_range: [.nan, 1]", "prediction_range"), ("prediction_range: [0, .inf]", "prediction_range"),
+    ("prediction_range: [2, 1]", "prediction_range"), ("prediction_range: [1]", "prediction_range"),
+    ("max_bad_fraction: .nan", "max-bad-fraction"), ("max_bad_fraction: 1.5", "max-bad-fraction"),
+    ("max_bad_fraction: '0.1'", "max_bad_fraction"), ("keep_versions: -1", "keep_versions"),
+    ("keep_versions: 1.5", "keep_versions"), ("keep_versions: true", "keep_versions"),
+    ("batch_size: 99999999999", "batch size"), ("batch_size: .inf", "batch_size"),
+    ("rejects_table: 123", "rejects_table"), ("runs_table: [a, b]", "runs_table"), ("latest_view: 5", "latest_view"),
+    ("result_type: 5", "result_type"), ("spark:\n  local_home: 5", "local_home"), ("spark:\n  conf: [a]", "conf"),
+    ("spark:\n  conf: {spark.x: [1]}", "conf"), ("spark:\n  local_defaults: 'yes'", "local_defaults"),
+    ("serve:\n  url: 5", "url"), ("params: [a]", "params"), ("output_format: 5", "output_format"),
+]
+
+
+@pytest.mark.parametrize(("text", "named"), BAD_VALUES, ids=[t for t, _ in BAD_VALUES])
+def test_bad_profile_values_are_usage_errors_naming_the_key(tmp_path: Path, text: str, named: str) -> None:
+    with pytest.raises(UsageError, match=re.escape(named)):
+        parse(*FLAGS, profile=write_profile(tmp_path, text + "\n"))
+
+
+@pytest.mark.parametrize(("flag", "value", "named"), [
+    ("--batch-size", "99999999999", "batch size"), ("--batch-size", "2147483648", "batch size"),
+    ("--max-bad-fraction", "nan", "max-bad-fraction"), ("--max-bad-fraction", "-0.1", "max-bad-fraction"),
+    ("--keep-versions", "-1", "keep_versions"),
+])
+def test_bad_numeric_flags_are_usage_errors(flag: str, value: str, named: str) -> None:
+    with pytest.raises(UsageError, match=re.escape(named)):
+        parse(*FLAGS, flag, value)
+
+
+def test_largest_batch_size_and_yaml_booleans_in_spark_conf_are_accepted(tmp_path: Path) -> None:
+    cfg = parse(*FLAGS, "--batch-size", str(2**31 - 1),
+                profile=write_profile(tmp_path, "spark:\n  conf: {spark.sql.adaptive.enabled: false}\n"))
+    assert cfg.batch_size == 2**31 - 1 and cfg.spark_conf == {"spark.sql.adaptive.enabled": "false"}
+
+
+@pytest.mark.parametrize("value", [".nan", "0", "-5", "'x'"])
+def test_rollback_rejects_a_lock_timeout_that_never_holds(tmp_path: Path, value: str) -> None:
+    profile = write_profile(tmp_path, f"lock_stale_after_s: {value}\n")
+    with pytest.raises(UsageError, match="lock_stale_after_s"):
+        parse_rollback_args(["--config", profile, "--output-table", "lake.scored", "--partition", "ds=1"])

@@ -1,17 +1,93 @@
-"""Deployment files agree with the CLI: the Databricks bundle's entry point and parameters, the cron line."""
+"""Deployment files agree with the code: the Databricks bundle's entry point, parameters, compute and runtime
+(its Spark within the range setup.py declares), the cron line."""
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
 import re
 import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 from spark_jobs.config import parse_args
+from spark_jobs.score_table import cli
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
+SETUP = CONF.parent / "setup.py"
+pytestmark = pytest.mark.spark35  # no Spark session: cheap on both lines, and setup.py is the same for both
+
+# Databricks Runtime -> the Apache Spark it ships, from Databricks' release notes ("powered by Apache Spark").
+# A major version alone stands for each of its releases.
+RUNTIME_SPARK = {
+    "13.3": "3.4.1",
+    "14.3": "3.5.0",
+    "15.4": "3.5.0",
+    "16.4": "3.5.2",
+    "17.3": "4.0.0",
+    "18": "4.1.0",
+    "19": "4.2.0",
+}
+LTS = {"13.3", "14.3", "15.4", "16.4", "17.3"}
+
+
+def runtime(spark_version: str) -> tuple[str, Version]:
+    """A cluster's `spark_version` key (16.4.x-scala2.13, 15.4.x-photon-scala2.12) as the runtime and its Spark."""
+    m = re.fullmatch(r"(\d+)\.(\d+)\.x-[\w.-]+", spark_version)
+    assert m, f"spark_version {spark_version!r} is not a Databricks runtime key such as 16.4.x-scala2.13"
+    name = f"{m[1]}.{m[2]}"
+    spark = RUNTIME_SPARK.get(name) or RUNTIME_SPARK.get(m[1])
+    assert spark, f"Databricks Runtime {name} is not in RUNTIME_SPARK: add it from Databricks' release notes"
+    return name, Version(spark)
+
+
+def install_requires() -> list[Requirement]:
+    """setup.py's install_requires, read from its source: what the wheel will declare."""
+    call = next(n for n in ast.walk(ast.parse(SETUP.read_text())) if isinstance(n, ast.Call)
+                and getattr(n.func, "id", None) == "setup")
+    value = next(k.value for k in call.keywords if k.arg == "install_requires")
+    return [Requirement(r) for r in ast.literal_eval(value)]
+
+
+def declared_pyspark() -> SpecifierSet:
+    (pyspark,) = [r for r in install_requires() if canonicalize_name(r.name) == "pyspark"]
+    return pyspark.specifier
+
+
+def pyspark_requirements() -> dict[str, SpecifierSet]:
+    """Every requirement on pyspark that installing the wheel brings, by who asks: the wheel itself and, through
+    the distributions installed here, its dependencies (extras nobody asked for left out)."""
+    found: dict[str, SpecifierSet] = {}
+    seen: set[str] = set()
+    todo = [("warehouse-scoring", r) for r in install_requires()]
+    while todo:
+        owner, req = todo.pop()
+        name = canonicalize_name(req.name)
+        if name == "pyspark":
+            found[owner] = req.specifier
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            deps = [Requirement(d) for d in importlib.metadata.requires(name) or []]
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        todo += [(name, d) for d in deps
+                 if d.marker is None or any(d.marker.evaluate({"extra": e}) for e in ("", *req.extras))]
+    return found
+
+
+def bundle_job() -> dict[str, Any]:
+    return yaml.safe_load((CONF / "databricks" / "resources" / "score_job.yml").read_text())["resources"]["jobs"][
+        "score_table"]
 
 
 def substitute(text: str, variables: dict[str, Any]) -> str:
@@ -22,9 +98,8 @@ def substitute(text: str, variables: dict[str, Any]) -> str:
 
 def test_databricks_bundle_runs_the_wheel_entry_point_with_valid_flags() -> None:
     bundle = yaml.safe_load((CONF / "databricks" / "databricks.yml").read_text())
-    job = yaml.safe_load((CONF / "databricks" / "resources" / "score_job.yml").read_text())["resources"]["jobs"][
-        "score_table"]
-    setup = (CONF.parent / "setup.py").read_text()
+    job = bundle_job()
+    setup = SETUP.read_text()
     (task,) = job["tasks"]
     wheel = task["python_wheel_task"]
     assert wheel["entry_point"] == re.search(r'"([\w-]+)=spark_jobs\.score_table:cli"', setup).group(1)
@@ -48,3 +123,60 @@ def test_cron_line_has_valid_flags() -> None:
     flags = [w.replace("$(date -d yesterday +%F)", "2026-11-23") for w in flags]
     cfg = parse_args([f.replace("conf/cluster.yaml", str(CONF / "cluster.yaml")) for f in flags])
     assert cfg.partitions == {"ds": ("2026-11-23",)} and cfg.local_defaults is False
+
+
+def test_databricks_bundle_pins_an_lts_runtime_whose_spark_the_package_supports() -> None:
+    """The runtime's PySpark must satisfy the wheel's requirement, or pip installs a second PySpark over the
+    platform's (or refuses the wheel)."""
+    clusters = [c["new_cluster"] for c in bundle_job()["job_clusters"]]
+    assert clusters
+    for cluster in clusters:
+        name, spark = runtime(cluster["spark_version"])
+        assert name in LTS, f"the bundle pins Databricks Runtime {name}, not an LTS release"
+        assert spark in declared_pyspark(), (
+            f"Databricks Runtime {name} ships Spark {spark}, outside setup.py's pyspark{declared_pyspark()}")
+
+
+@pytest.mark.parametrize(("spark_version", "supported"), [
+    ("13.3.x-scala2.12", False), ("14.3.x-scala2.12", True), ("15.4.x-scala2.12", True),
+    ("16.4.x-scala2.13", True), ("17.3.x-scala2.13", True), ("18.0.x-scala2.13", True), ("19.0.x-scala2.13", True),
+])
+def test_supported_runtimes_are_those_whose_spark_setup_py_admits(spark_version: str, supported: bool) -> None:
+    """The runtimes the README lists as supported (pinning 16.4 against pyspark>=4.0 would have failed here)."""
+    assert (runtime(spark_version)[1] in declared_pyspark()) is supported
+
+
+def test_installing_the_wheel_never_replaces_the_runtimes_pyspark() -> None:
+    """Whatever in the wheel's dependency closure asks for pyspark admits the pinned runtime's Spark, so pip
+    keeps the PySpark the platform installed."""
+    requirements = pyspark_requirements()
+    assert "warehouse-scoring" in requirements
+    for cluster in (c["new_cluster"] for c in bundle_job()["job_clusters"]):
+        name, spark = runtime(cluster["spark_version"])
+        wrong = {owner: str(spec) for owner, spec in requirements.items() if spark not in spec}
+        assert not wrong, f"on Databricks Runtime {name} (Spark {spark}) pip would replace PySpark for {wrong}"
+
+
+def test_databricks_job_compute_registry_and_output_are_what_the_job_needs() -> None:
+    """Dedicated (single user) classic compute: the job ships the model with SparkContext.addArchive, which
+    standard (shared) access mode and serverless (Spark Connect) do not offer; the Unity Catalog registry;
+    Delta output (checked with the flags above)."""
+    job = bundle_job()
+    (task,) = job["tasks"]
+    assert "environment_key" not in task and task["job_cluster_key"]  # job cluster, not serverless
+    (cluster,) = [c["new_cluster"] for c in job["job_clusters"] if c["job_cluster_key"] == task["job_cluster_key"]]
+    assert cluster["data_security_mode"] in {"SINGLE_USER", "DATA_SECURITY_MODE_DEDICATED"}
+    assert cluster["spark_env_vars"]["MLFLOW_REGISTRY_URI"] == "databricks-uc"
+
+
+def test_entry_point_exits_with_the_jobs_code_and_one_error_line(monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """What the wheel task runs: a failure fails the task with the exit code, and the run's output shows one
+    `score-table: error:` line (a usage error here, found before any Spark starts)."""
+    monkeypatch.setattr(sys, "argv", ["score-table", "--model-uri", "models:/churn@champion",
+                                      "--input-table", "main.lake.t", "--output-table", "main.lake.t"])
+    with pytest.raises(SystemExit) as exited:
+        cli()
+    assert exited.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("score-table: error: ")

@@ -16,7 +16,7 @@ import pytest
 from mlflow.models import infer_signature
 from pyspark.sql import SparkSession
 
-from spark_jobs.score_table import main
+from spark_jobs.cli import main
 from tests.support import DAYS, SCHEMA, create_table
 
 
@@ -33,7 +33,7 @@ def assert_one_line_error(err: str, *fragments: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def odd_tables(spark: SparkSession, source: str) -> dict[str, str]:
+def odd_tables(spark: SparkSession, source: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Inputs and existing outputs that conflict with the model or with the run."""
     create_table(spark, "lake.no_visits", [(1, 2, Decimal(3), "s", DAYS[0])],
                  "customer_id bigint, tenure int, spend decimal(10,2), segment string, ds string")
@@ -42,6 +42,11 @@ def odd_tables(spark: SparkSession, source: str) -> dict[str, str]:
     create_table(spark, "lake.out_by_segment", [(1, "s", DAYS[0])], "customer_id bigint, ds string, segment string",
                  partition_by=("segment",))
     create_table(spark, "lake.out_other_schema", [(1, 0.5, DAYS[0])], "customer_id bigint, score double, ds string")
+    empty = create_table(spark, "lake.empty_file", [], SCHEMA)  # one partition, whose only file has 0 rows
+    folder = tmp_path_factory.mktemp("empty_file") / "ds=2026-12-01"
+    empty.drop("ds").coalesce(1).write.parquet(str(folder))
+    spark.sql("ALTER TABLE lake.empty_file ADD PARTITION (ds = :day) LOCATION :folder",
+              args={"day": "2026-12-01", "folder": str(folder)})
     return {"source": source}
 
 
@@ -62,6 +67,9 @@ USAGE_ERRORS: list[tuple[str, list[str], list[str]]] = [
      ["not a valid table name"]),
     ("input is output", ["--output-table", "LAKE.Features"], ["is the input table"]),
     ("bad partition flag", ["--partition", "ds"], ["must look like COLUMN=VALUE"]),
+    ("batch size over Spark's limit", ["--batch-size", "99999999999"], ["batch size 99999999999", "2147483647"]),
+    ("selected partition whose file holds no rows", ["--input-table", "lake.empty_file"],
+     ["matches no rows", "lake.empty_file", "its files are empty"]),
 ]
 
 
@@ -80,7 +88,7 @@ def test_usage_errors_exit_2_and_write_nothing(spark: SparkSession, model: dict[
     code, err = run_main(capsys, *[x for kv in args.items() for x in kv], *extra)
     assert code == 2, err
     assert_one_line_error(err, *fragments)
-    assert not spark.catalog.tableExists(output)
+    assert not spark.catalog.tableExists(output) and not spark.catalog.tableExists(f"{output}_runs")
     assert spark.catalog.tableExists("lake.features")
 
 
@@ -124,3 +132,23 @@ def test_model_failure_while_scoring_exits_1_with_the_models_message(
     assert_one_line_error(err, "ValueError: feature drift detector tripped")
     assert "Traceback" not in err
     assert spark.table(output).collect() == []  # created empty before staging; nothing published
+
+
+def test_a_java_failure_is_reported_by_its_cause_without_secrets(spark: SparkSession) -> None:
+    """py4j says 'An error occurred while calling o493.jdbc.'; the user must read the Java cause instead."""
+    from py4j.protocol import Py4JJavaError
+
+    from spark_jobs import fs
+    from spark_jobs.errors import one_line
+
+    with pytest.raises(Py4JJavaError) as missing:
+        fs.status(spark, "/no/such/file.parquet")
+    assert one_line(missing.value).startswith("java.io.FileNotFoundException: ")
+    assert "/no/such/file.parquet" in one_line(missing.value)
+
+    url = "jdbc:postgresql://scorer:hunter2@127.0.0.1:1/x?user=scorer&password=hunter2"
+    with pytest.raises(Py4JJavaError) as jdbc:
+        spark.sparkContext._jvm.java.sql.DriverManager.getConnection(url)  # type: ignore[union-attr]
+    line = one_line(jdbc.value)
+    assert line.startswith("java.sql.SQLException: No suitable driver") and "hunter2" not in line
+    assert "password=***" in line and "An error occurred" not in line

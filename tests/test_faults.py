@@ -43,6 +43,14 @@ def without_run_columns(rows: list[str]) -> list[str]:
     return sorted(out)
 
 
+def manifest_runs(home: Path) -> dict[str, str]:
+    """Which run's folder `_published.jsonl` names for each partition (what readers without the metastore
+    see): it must agree with the metastore after every crash."""
+    manifest = home / "warehouse" / "lake.db" / OUT.split(".")[1] / "_published.jsonl"
+    entries = [json.loads(line) for line in manifest.read_text().splitlines()]
+    return {f"ds={e['partition']['ds']}": e["folder"].split("/_runs/", 1)[1].split("/", 1)[0] for e in entries}
+
+
 def test_crashes_never_change_what_readers_see(home: Path, tmp_path: Path) -> None:
     (home / "faults.yaml").write_text(
         "model_uri: models:/churn@champion\ninput_table: lake.customer_features\nlock_stale_after_s: 2\n"
@@ -62,6 +70,7 @@ def test_crashes_never_change_what_readers_see(home: Path, tmp_path: Path) -> No
         (new_run,) = set(runs) - set(baseline["runs"]) - set(crashed)  # type: ignore[arg-type]
         crashed.append(new_run)
         assert runs[new_run]["status"] == "running"  # detectably stale: its lock has no heartbeat any more
+        assert manifest_runs(home) == state["published_by"], point
         for earlier in crashed[:-1]:  # the next run took over the stale lock and marked it failed
             assert runs[earlier]["status"] == "failed" and "abandoned" in runs[earlier]["error"]
         if point != "mid_publish":
@@ -79,7 +88,7 @@ def test_crashes_never_change_what_readers_see(home: Path, tmp_path: Path) -> No
     runs = final["runs"]  # type: ignore[assignment]
     assert all(runs[r]["status"] == "failed" for r in crashed)
     (last,) = {r for r, v in runs.items() if v["status"] == "succeeded"} - {first_run}
-    assert final["published_by"] == {f"ds={d}": last for d in DEMO_DAYS}
+    assert final["published_by"] == {f"ds={d}": last for d in DEMO_DAYS} == manifest_runs(home)
     assert without_run_columns(final["rows"]) == without_run_columns(baseline["rows"])  # same rows again
     table_dir = home / "warehouse" / "lake.db" / OUT.split(".")[1]
     assert {p.name for p in (table_dir / "_runs").iterdir()} == {first_run, last}  # crashed runs cleaned up

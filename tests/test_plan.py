@@ -297,6 +297,7 @@ ROWS = [
     ({"DS": ["c"]}, [4]),  # the column matched as Spark matches names
     ({"ds": ["z"]}, []),
 ])
+@pytest.mark.spark35
 def test_selection_filters_rows(spark: SparkSession, partitions: dict[str, list[str]], expected_ids: list[int]) -> None:
     assert_selects(spark, PARTITIONED, ROWS, partitions, [r for r in ROWS if r[0] in expected_ids])
 

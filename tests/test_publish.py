@@ -14,8 +14,9 @@ from pyspark.testing import assertDataFrameEqual
 
 from spark_jobs import fs, lock
 from spark_jobs import output as output_tables
+from spark_jobs.cli import main
 from spark_jobs.config import parse_args
-from spark_jobs.score_table import RunResult, main, run
+from spark_jobs.job import RunResult, run
 from tests.support import DAYS, fit, register_sklearn
 
 RUN_COLUMNS = ["scored_at", "scoring_run_id"]
@@ -42,6 +43,7 @@ def run_folders(spark: SparkSession, table: str) -> set[str]:
     return {p.name for p in runs.iterdir()} if runs.exists() else set()
 
 
+@pytest.mark.spark35
 def test_history_records_succeeded_and_failed_runs(spark: SparkSession, source: str, output: str,
                                                    model: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
     ok = score(spark, *base(source, output), "--partition", f"ds={DAYS[0]}")
@@ -60,6 +62,7 @@ def test_history_records_succeeded_and_failed_runs(spark: SparkSession, source: 
         4 / row.duration_s)
 
 
+@pytest.mark.spark35
 def test_failed_task_leaves_published_partitions_and_lock_and_staging_clean(
         spark: SparkSession, source: str, output: str, tracking_uri: str,
         capsys: pytest.CaptureFixture[str]) -> None:
@@ -189,6 +192,7 @@ def test_incremental_scores_only_missing_changed_or_other_version_partitions(
     assert {r.input_fingerprint for r in spark.table(output).where(F.col("ds") == DAYS[1]).collect()} == {expected}
 
 
+@pytest.mark.spark35
 def test_rollback_republishes_the_previous_version(spark: SparkSession, source: str, output: str,
                                                    tracking_uri: str, capsys: pytest.CaptureFixture[str]) -> None:
     v1 = register_sklearn(*fit((1.0, 2.0, 3.0), seed=21), "churn_rb", alias="champion")

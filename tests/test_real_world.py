@@ -17,8 +17,9 @@ from pyspark.sql import Row, SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
+from spark_jobs.cli import main
 from spark_jobs.config import parse_args
-from spark_jobs.score_table import RunResult, main, run
+from spark_jobs.job import RunResult, run
 from tests import models
 from tests.support import DAYS, FEATURES, create_table, expected_table, fit
 
@@ -162,6 +163,7 @@ def typed(spark: SparkSession) -> str:
     return "lake.typed"
 
 
+@pytest.mark.spark35
 def test_every_input_type_arrives_as_the_signature_declares(spark: SparkSession, typed: str, output: str,
                                                             tracking_uri: str) -> None:
     example = pd.DataFrame({
@@ -237,6 +239,7 @@ def messy(spark: SparkSession, tracking_uri: str) -> tuple[str, str]:
     return "lake.messy", register(models.RaisesOnNegative(), infer_signature(X, pd.Series([1.0])), "raises")
 
 
+@pytest.mark.spark35
 def test_quarantine_isolates_bad_rows_and_the_rows_the_model_raises_on(
         spark: SparkSession, messy: tuple[str, str], output: str, capsys: pytest.CaptureFixture[str]) -> None:
     table, uri = messy

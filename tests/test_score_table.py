@@ -10,8 +10,9 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
+from spark_jobs.cli import main
 from spark_jobs.config import parse_args
-from spark_jobs.score_table import RunResult, main, run
+from spark_jobs.job import RunResult, run
 from tests.support import DAYS, FEATURES, SCHEMA, create_table, expected_scored, fit, register_sklearn
 
 
@@ -27,6 +28,7 @@ def run_id(model_name: str, version: str) -> str:
     return str(MlflowClient().get_model_version(model_name, version).run_id)
 
 
+@pytest.mark.spark35
 def test_alias_scores_selected_partition_with_mlflow_predictions(spark: SparkSession, source: str, output: str,
                                                                   model: dict[str, str]) -> None:
     result = score(spark, "--model-uri", "models:/churn_lr@champion", "--input-table", source,
@@ -124,6 +126,7 @@ def regional(spark: SparkSession) -> str:
     return "lake.regional"
 
 
+@pytest.mark.spark35
 def test_partition_values_or_and_columns_and(spark: SparkSession, regional: str, output: str,
                                              model: dict[str, str]) -> None:
     result = score(spark, "--model-uri", "models:/churn_lr@champion", "--input-table", regional,
@@ -182,6 +185,7 @@ def test_case_sensitive_session_does_not_match_other_case(spark: SparkSession, s
 
 
 
+@pytest.mark.spark35
 def test_unpartitioned_table_is_replaced_whole_on_each_run(spark: SparkSession, source: str, output: str,
                                                            model: dict[str, str]) -> None:
     spark.table(source).drop("ds").write.mode("overwrite").saveAsTable("lake.flat")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from pyspark.sql import SparkSession
 
-from spark_jobs.score_table import main
+from spark_jobs.cli import main
 from tests.support import DEMO_DAYS, call, free_port, published, submit_conf
 
 PG_BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
@@ -84,10 +84,25 @@ def test_serving_copy_is_idempotent_and_matches_the_published_rows(spark: SparkS
 
     bad = call(cmd, home, tmp_path, {**creds, "SCORE_TABLE_JDBC_PASSWORD": "wrong"})
     assert bad.returncode == 1
+    (error,) = [line for line in (bad.stdout + bad.stderr).splitlines() if line.startswith("score-table: error:")]
+    assert "PSQLException" in error and "password authentication failed" in error, error  # the Java cause
     assert len(psql(port, "SELECT customer_id FROM churn_scores")) == len(rows)  # unchanged
     # the warehouse partition the failed run had already published stays readable and whole
     republished = published(spark, home, "scored_served").orderBy("customer_id").collect()
     assert [(r.customer_id, r.prediction) for r in republished] == [(r.customer_id, r.prediction) for r in expected]
+
+    # rollback takes the serving copy back with the warehouse: the earlier run's rows, by key, in one transaction
+    psql(port, "UPDATE churn_scores SET scoring_run_id = 'not the republished run'")
+    rollback = [str(Path(sys.executable).parent / "spark-submit"), *submit_conf(home), "--jars", JDBC_JAR,
+                str(REPO / "spark_jobs" / "score_table.py"), "rollback", "--config", str(profile), "--output-table",
+                "lake.scored_served", "--partition", f"ds={DEMO_DAYS[0]}",
+                "--serve-to", f"jdbc:postgresql://127.0.0.1:{port}/postgres"]
+    done = call(rollback, home, tmp_path, creds)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    back = published(spark, home, "scored_served").orderBy("customer_id").collect()
+    assert {r.scoring_run_id for r in back} != {r.scoring_run_id for r in republished}
+    rows = psql(port, "SELECT customer_id || ':' || scoring_run_id FROM churn_scores ORDER BY customer_id")
+    assert rows == [f"{r.customer_id}:{r.scoring_run_id}" for r in back]
 
 
 def test_serve_to_without_credentials_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str],

@@ -23,6 +23,7 @@ from pyspark.sql import types as T
 from pyspark.sql.pandas.types import to_arrow_type
 
 from udfs import model_cache
+from udfs.compat import ARROW_UDF, try_cast
 
 MODEL_ERROR = "__model_error"
 _SKIP = "__skip"
@@ -65,10 +66,6 @@ class ModelSpec:
     isolate_errors: bool = False
 
 
-def col(name: str) -> Column:
-    return F.col("`" + name.replace("`", "``") + "`")
-
-
 def score(df: DataFrame, spec: ModelSpec, skip: Column | None = None) -> DataFrame:
     """Append the model's output columns (and `__model_error` when isolating errors); rows where `skip` is
     true are not sent to the model and get nulls. Every input column passes through."""
@@ -78,7 +75,7 @@ def score(df: DataFrame, spec: ModelSpec, skip: Column | None = None) -> DataFra
     make = F.arrow_udf if arrow else F.pandas_udf  # type: ignore[attr-defined]
     udf = make(_predict_batches(spec, single, skip is not None, arrow),
                fields[0].dataType if single else T.StructType(fields))
-    inputs = [col(f.column).try_cast(f.spark_type).alias(f.name) for f in spec.features]
+    inputs = [try_cast(f.column, f.spark_type).alias(f.name) for f in spec.features]
     if skip is not None:
         inputs.append(F.coalesce(skip, F.lit(False)).alias(_SKIP))
     result = udf(*inputs)  # separate columns: no struct to build per row in the JVM
@@ -97,8 +94,8 @@ def fixed_width_inputs(spec: ModelSpec) -> bool:
 def arrow_native(spec: ModelSpec) -> bool:
     """Inputs and outputs whose pandas form pyarrow gives exactly as pyspark's pandas UDF would: numbers and
     booleans in, numbers, booleans and strings out (no time zones, decimals or nested values to convert).
-    Arrow UDFs came with Spark 4.1; on 4.0 every model goes through the pandas UDF."""
-    return hasattr(F, "arrow_udf") and fixed_width_inputs(spec) and all(
+    Arrow UDFs came with Spark 4.1; on 3.5 and 4.0 every model goes through the pandas UDF."""
+    return ARROW_UDF and fixed_width_inputs(spec) and all(
         isinstance(f.dataType, (*_FIXED_WIDTH, T.StringType)) for f in result_fields(spec))
 
 

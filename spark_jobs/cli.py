@@ -1,0 +1,93 @@
+"""The command line: argv -> config -> (model, before Spark starts) -> run -> summary on stdout and exit code 0,
+or one line on stderr and the error's exit code (2: bad input, found before any data is read; 1: a failure
+while running). Subcommands: `score-table [score flags]` and `score-table rollback ...`."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+
+from spark_jobs import model_ref
+from spark_jobs.config import JobConfig, parse_args, parse_rollback_args
+from spark_jobs.errors import ScoringError, one_line
+from spark_jobs.job import RunResult, run
+from spark_jobs.rollback import rollback
+from spark_jobs.session import get_session, session_for
+
+log = logging.getLogger("score_table")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+    args = list(argv if argv is not None else sys.argv[1:])
+    if args[:1] == ["rollback"]:
+        return _guarded(lambda: _rollback(args[1:]), "--verbose" in args)
+    return _guarded(lambda: _score(args), "--verbose" in args)
+
+
+def _score(args: list[str]) -> str:
+    cfg, verbose = parse_args(args), "--verbose" in args
+    model_ref.connect(cfg.tracking_uri, cfg.registry_uri)
+    model = model_ref.download(model_ref.resolve(cfg.model_uri))  # a wrong model fails in seconds, not after Spark
+    log.info("model %s resolved to %s version %s", cfg.model_uri, model.ref.name, model.ref.version)
+    return summary(cfg, run(get_session(cfg, verbose), cfg, model))
+
+
+def _rollback(args: list[str]) -> str:
+    cfg = parse_rollback_args(args)
+    return rollback(session_for(cfg.local_defaults, cfg.local_home, cfg.spark_conf, "--verbose" in args), cfg)
+
+
+def summary(cfg: JobConfig, result: RunResult) -> str:
+    lin, counts = result.lineage, result.counts
+    version = f"version {lin.model_version}" if lin.model_version else "no registry version"
+    lines = [
+        f"scored {cfg.input_table} ({result.selection}) -> {cfg.output_table}",
+        f"model: {cfg.model_uri} = {lin.model_name} {version} (run {lin.model_run_id or '-'})",
+        f"scoring_run_id: {lin.scoring_run_id}",
+    ]
+    per_partition: dict[tuple[object, ...], dict[str, int]] = {}
+    for p in result.staged:
+        per_partition.setdefault(p.values, {"scored": 0, "rejected": 0})[p.outcome] = p.rows
+    for values, n in sorted(per_partition.items(), key=lambda kv: [str(v) for v in kv[0]]):
+        name = ", ".join(f"{c}={v}" for c, v in zip(result.partition_columns, values, strict=True)) or "table"
+        lines.append(f"  {name}: {n['scored']} scored, {n['rejected']} rejected")
+    if result.skipped:
+        lines.append(f"up to date (skipped): {result.skipped} partition(s) already scored by this model version "
+                     "from unchanged input")
+    rate = counts.read / result.seconds if result.seconds > 0 else 0.0
+    lines.append(f"rows read: {counts.read}, scored: {counts.scored}, rejected: {counts.rejected} "
+                 f"in {result.seconds:.1f} s ({rate:,.0f} rows/s)")
+    if counts.rejected and result.rejects_table:
+        lines.append(f"quarantined {counts.rejected} rows in {result.rejects_table} "
+                     f"(SELECT * FROM {result.rejects_table} WHERE scoring_run_id = '{lin.scoring_run_id}')")
+    return "\n".join(lines)
+
+
+def _guarded(command: Callable[[], str], verbose: bool) -> int:
+    """Run a command: its report on stdout and exit 0, or one line on stderr and the error's exit code."""
+    try:
+        report = command()
+    except SystemExit as e:  # argparse has printed its usage line
+        return int(e.code or 0) and 2
+    except ScoringError as e:
+        _fail(e, verbose)
+        return e.exit_code
+    except Exception as e:
+        _fail(e, verbose)
+        return 1
+    print(report)
+    return 0
+
+
+def _fail(e: BaseException, verbose: bool) -> None:
+    if verbose:
+        traceback.print_exception(e)
+    print(f"score-table: error: {one_line(e)}", file=sys.stderr)
+
+
+def cli() -> None:
+    sys.exit(main())

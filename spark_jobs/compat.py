@@ -1,0 +1,112 @@
+"""Spark 3.5 and 4.x for the job's catalog calls, its own SQL statements and its log; column-level differences
+live in `udfs.compat`. Every capability is detected once, at import.
+
+Spark 4.1+ binds a named parameter (`:location`) wherever a literal may stand. Spark 3.5 and 4.0 bind one only
+inside an expression: `IDENTIFIER(:table)` works, a PARTITION spec or a LOCATION does not ("Only literals are
+allowed in the partition spec"). `sql` takes the statement as Spark 4.1 runs it and, on older Spark only,
+writes those values as literals: from typed Python values, strings escaped so that nothing in them can end the
+literal. Names stay parameters (`IDENTIFIER(:table)`) on every line."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import logging
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.catalog import Catalog
+
+from udfs.compat import SPARK_VERSION, limitations
+
+PARAMETERS_EVERYWHERE = SPARK_VERSION >= (4, 1)
+CATALOG_PARTITIONS = hasattr(Catalog, "listPartitions")  # Spark 4.2+, with createDatabase and dropTable
+
+# A quoted name or a string literal (skipped whole), or a named parameter marker (not `::`, a cast).
+_TOKEN = re.compile(r"`(?:[^`]|``)*`|'(?:[^'\\]|\\.)*'|(?<![\w:]):([A-Za-z_]\w*)")
+_IN_IDENTIFIER = re.compile(r"IDENTIFIER\s*\(\s*$", re.IGNORECASE)
+_noted = False
+
+
+def sql(spark: SparkSession, text: str, args: Mapping[str, Any] | None = None) -> DataFrame:
+    """`spark.sql(text, args=args)` on any Spark line (see the module docstring)."""
+    if PARAMETERS_EVERYWHERE or not args:
+        return spark.sql(text, args=dict(args) if args else None)
+    escaped = spark.conf.get("spark.sql.parser.escapedStringLiterals", "false") == "true"
+    statement, bound = bind(text, args, escaped)
+    return spark.sql(statement, args=bound or None)
+
+
+def bind(text: str, args: Mapping[str, Any], escaped_string_literals: bool = False) -> tuple[str, dict[str, Any]]:
+    """For Spark before 4.1: the statement with each value parameter written as a literal, and the parameters
+    left to bind (those inside IDENTIFIER(...), which every line binds)."""
+    bound: dict[str, Any] = {}
+
+    def rewrite(m: re.Match[str]) -> str:
+        name = m.group(1)
+        if name is None:  # a quoted name or a string literal of the statement itself
+            return m.group(0)
+        if _IN_IDENTIFIER.search(text, 0, m.start()):
+            bound[name] = args[name]
+            return m.group(0)
+        return literal(args[name], escaped_string_literals)
+
+    return _TOKEN.sub(rewrite, text), bound
+
+
+def list_partitions(spark: SparkSession, table: str) -> list[str]:
+    """A partitioned table's partitions as Hive names them (`ds=2026-11-23/region=eu`, values path-escaped):
+    the catalog's own call where Spark has it, else SHOW PARTITIONS, which gives the same text."""
+    if CATALOG_PARTITIONS:
+        return [p.partition for p in spark.catalog.listPartitions(table)]  # type: ignore[attr-defined]
+    return [r.partition for r in sql(spark, "SHOW PARTITIONS IDENTIFIER(:table)", {"table": table}).collect()]
+
+
+def create_database(spark: SparkSession, name: str) -> None:
+    """CREATE DATABASE IF NOT EXISTS, the name a parameter (Spark 4.2's Catalog.createDatabase, on any line)."""
+    sql(spark, "CREATE DATABASE IF NOT EXISTS IDENTIFIER(:name)", {"name": name})
+
+
+def drop_table(spark: SparkSession, name: str) -> None:
+    """DROP TABLE IF EXISTS, the name a parameter (Spark 4.2's Catalog.dropTable, on any line)."""
+    sql(spark, "DROP TABLE IF EXISTS IDENTIFIER(:name)", {"name": name})
+
+
+def literal(value: Any, escaped_string_literals: bool = False) -> str:
+    """A Python value as a Spark SQL literal. A string is quoted with every backslash and quote escaped, so
+    it cannot end the literal; under `spark.sql.parser.escapedStringLiterals` Spark would keep those escapes
+    in the value, so a string holding either character is refused there rather than changed."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{value!r} has no SQL literal")
+        return f"{value!r}D"
+    if isinstance(value, decimal.Decimal):
+        return f"{value:f}BD"
+    if isinstance(value, dt.datetime):
+        return f"TIMESTAMP'{value.isoformat(sep=' ')}'"
+    if isinstance(value, dt.date):
+        return f"DATE'{value.isoformat()}'"
+    if isinstance(value, str):
+        if escaped_string_literals and ("\\" in value or "'" in value):
+            raise ValueError(f"{value!r} cannot be written as a SQL literal while "
+                             "spark.sql.parser.escapedStringLiterals is true")
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    raise TypeError(f"no SQL literal for a {type(value).__name__}")
+
+
+def note_limitations(log: logging.Logger) -> None:
+    """Say once per process, in the run's log, what this Spark lacks that the job would use."""
+    global _noted
+    if not _noted:
+        _noted = True
+        for line in limitations():
+            log.info("%s", line)

@@ -1,0 +1,133 @@
+"""One scoring run, in order: plan and validate (metadata only) -> lock -> score and stage -> audit -> publish
+-> serving copy -> retention, with a run-history row. The SparkSession and the validated config come in; a
+RunResult goes out (the CLI turns it into the summary and the exit code)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from pyspark.sql import Observation, SparkSession
+from pyspark.sql import functions as F
+
+from spark_jobs import audit, bad_rows, faults, history, model_ref, output, partitions, plan, serving
+from spark_jobs.config import JobConfig
+from spark_jobs.lineage import RunLineage, with_lineage
+from spark_jobs.locked_run import locked_run
+from spark_jobs.prepare import Prepared, prepare
+from spark_jobs.publish import Publisher, publisher_for
+from spark_jobs.session import runtime_conf
+from spark_jobs.staging import REJECTED, SCORED, StagedPartition, StagingArea
+from udfs import ModelSpec, model_cache, score
+from udfs.compat import col
+from udfs.model_udf import fixed_width_inputs
+
+log = logging.getLogger("score_table")
+
+
+@dataclass(frozen=True)
+class RunResult:
+    lineage: RunLineage
+    selection: str
+    partition_columns: tuple[str, ...]
+    staged: list[StagedPartition]
+    counts: audit.Counts
+    rejects_table: str | None
+    seconds: float
+    skipped: int = 0  # partitions an incremental run found up to date
+
+
+def run(spark: SparkSession, cfg: JobConfig, model: model_ref.LocalModel | None = None) -> RunResult:
+    """Score and publish; `model` when the caller resolved it already (the CLI does, before Spark starts)."""
+    started = time.monotonic()
+    job = prepare(spark, cfg, model)
+    lineage = RunLineage.start(job.model.ref)
+    if not job.partitions:
+        log.info("every selected partition is up to date for %s version %s", job.model.ref.name,
+                 job.model.ref.version)
+        return RunResult(lineage, job.scoring.selection.text, job.source.partition_columns, [],
+                         audit.Counts(0, 0, 0), None, time.monotonic() - started, job.skipped)
+    record = history.RunRecord(
+        kind="score", status="running", started_at=lineage.scored_at, ended_at=None, model_uri=cfg.model_uri,
+        model_name=lineage.model_name, model_version=lineage.model_version, model_run_id=lineage.model_run_id,
+        input_table=cfg.input_table, output_table=cfg.output_table, partition_selection=job.scoring.selection.text,
+        scoring_run_id=lineage.scoring_run_id,
+    )
+    publisher = publisher_for(cfg.output_format)
+    with locked_run(spark, cfg.output_table, cfg.runs, record, cfg.lock_stale_after_s, cfg.break_lock) as this:
+        location = output.ensure_table(spark, cfg.output_table, job.scoring.output_schema,
+                                       job.scoring.partition_columns, cfg.output_format)
+        staging = StagingArea.for_run(location, lineage.scoring_run_id, job.scoring)
+        try:
+            staged, counts = _score_and_stage(spark, cfg, job, lineage, staging)
+        except BaseException:
+            if staging.exists(spark):
+                staging.delete(spark)  # staged rows of a run that failed before publishing are never read
+            raise
+        # from here on partitions may point at the run's folder: it stays, whatever happens next
+        published = _publish_all(spark, cfg, job, publisher, staging, staged)
+        if cfg.serve is not None:
+            served = serving.serve(spark, staging.rows(spark, SCORED, job.scoring.output_schema), cfg.serve,
+                                   lineage.scoring_run_id)
+            log.info("served %d rows to %s", served, cfg.serve.table)
+        this.succeeded(rows_read=counts.read, rows_scored=counts.scored, rows_rejected=counts.rejected,
+                       published_partitions=published)
+        try:
+            publisher.retain(spark, staging, staged, cfg.runs, cfg.keep_versions, [cfg.output_table, cfg.rejects])
+        except Exception:
+            log.warning("retention failed; superseded versions are kept until the next run", exc_info=True)
+    return RunResult(lineage, job.scoring.selection.text, job.source.partition_columns, staged, counts,
+                     cfg.rejects if cfg.on_bad_rows == "quarantine" else None, time.monotonic() - started,
+                     job.skipped)
+
+
+def _score_and_stage(spark: SparkSession, cfg: JobConfig, job: Prepared, lineage: RunLineage,
+                     staging: StagingArea) -> tuple[list[StagedPartition], audit.Counts]:
+    """The run's one pass over the data: score every selected row and write it, scored or rejected, under
+    a run-specific folder; then audit what was written."""
+    scoring, quarantine = job.scoring, cfg.on_bad_rows == "quarantine"
+    spec = ModelSpec(model_cache.ship(spark, job.model.path), scoring.features, scoring.outputs,
+                     tensor=scoring.tensor, params=job.params, isolate_errors=quarantine)
+    arrow = {"spark.sql.execution.arrow.maxRecordsPerBatch": str(cfg.batch_size)}
+    if fixed_width_inputs(spec):  # batches are bounded by rows; Int.MaxValue stops Spark sizing every row
+        arrow["spark.sql.execution.arrow.maxBytesPerBatch"] = str(2**31 - 1)
+    log.info("scoring %d partition(s) of %s (%s) with %s version %s", len(job.partitions), cfg.input_table,
+             scoring.selection.text, lineage.model_name, lineage.model_version)
+    reasons = bad_rows.reasons(scoring) if cfg.on_bad_rows != "pass" else None
+    read = Observation("read")  # rows entering the run, counted as they are read: no second pass
+    rows = (job.selected(spark).observe(read, F.count(F.lit(1)).alias("rows"))
+            .transform(bad_rows.with_reason, reasons)
+            .transform(score, spec, col(plan.REJECT_REASON).isNotNull() if reasons is not None else None)
+            .transform(with_lineage, lineage)
+            .transform(partitions.with_fingerprints, job.source, job.fingerprints)
+            .transform(bad_rows.with_outcome))
+    faults.while_running_jobs(spark)
+    with runtime_conf(spark, arrow):
+        staging.write(rows)
+    faults.point("after_stage")
+    staged = staging.partitions(spark)
+    counts = audit.count(int(read.get["rows"]), staged)  # checked against the written files' footers
+    log.info("audit: %d rows read, %d scored, %d rejected", counts.read, counts.scored, counts.rejected)
+    example = staging.example_reject(spark, job.keys) if counts.rejected and cfg.on_bad_rows == "fail" else None
+    audit.check(counts, cfg.on_bad_rows, cfg.max_bad_fraction, example)
+    if cfg.prediction_range is not None:
+        audit.check_range(staging.rows(spark, SCORED), scoring.outputs, cfg.prediction_range)
+    return staged, counts
+
+
+def _publish_all(spark: SparkSession, cfg: JobConfig, job: Prepared, publisher: Publisher, staging: StagingArea,
+                 staged: list[StagedPartition]) -> list[str]:
+    parts = job.scoring.partition_columns
+    run_partitions = set(job.partitions)
+    log.info("publishing %d partition(s) of %s", len(run_partitions), cfg.output_table)
+    publisher.publish(spark, cfg.output_table, job.scoring.output_schema, staging, SCORED, staged, run_partitions,
+                      manifest=True, between=lambda: faults.point("mid_publish"))
+    if cfg.key_columns:
+        output.create_latest_view(spark, cfg.latest, cfg.output_table, job.scoring.output_schema,
+                                  job.keys[:len(cfg.key_columns)], parts)
+    if cfg.on_bad_rows == "quarantine":
+        rejects_schema = plan.rejects_schema(job.source)
+        output.ensure_table(spark, cfg.rejects, rejects_schema, parts, cfg.output_format)
+        publisher.publish(spark, cfg.rejects, rejects_schema, staging, REJECTED, staged, run_partitions)
+    return [partitions.describe(parts, v) for v in sorted(run_partitions, key=lambda v: [str(x) for x in v])]

@@ -1,0 +1,132 @@
+"""A run's staging area: the one owner of where a run's rows wait before publishing, and of how they are laid
+out there:
+
+    <table location>/_runs/<scoring_run_id>/__outcome=scored|rejected/<partition path>/part-*.parquet
+
+The run writes every row once, split by outcome and partition; the audit counts them from the Parquet
+footers; publishing points partitions at these folders (they are the published versions afterwards), and
+retention and rollback find older versions by the same layout."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import types as T
+
+from spark_jobs import fs
+from spark_jobs.bad_rows import OUTCOME
+from spark_jobs.partitions import from_path
+from spark_jobs.plan import REJECT_REASON, ScoringPlan
+from udfs.compat import col
+
+RUNS_DIR = "_runs"  # underscore: Spark, Hive and Parquet tools skip it when they list a table's folder
+SCORED, REJECTED = "scored", "rejected"
+
+
+@dataclass(frozen=True)
+class StagedPartition:
+    outcome: str  # scored | rejected
+    values: tuple[Any, ...]  # partition values, in partition-column order
+    rows: int
+    location: str
+
+
+@dataclass(frozen=True)
+class StagingArea:
+    table_location: str  # the output table's folder (the parent of _runs/)
+    run_id: str
+    schema: T.StructType  # what is staged: the output's data columns, reject_reason, the partition columns
+    partition_columns: tuple[str, ...]
+
+    @classmethod
+    def for_run(cls, table_location: str, run_id: str, scoring: ScoringPlan) -> StagingArea:
+        """`table_location` as the catalog gives it: an unpartitioned table points into `_runs/` itself."""
+        found = split_location(table_location)
+        base = found[0] if found is not None else table_location.rstrip("/")
+        return cls(base, run_id, staged_schema(scoring), scoring.partition_columns)
+
+    @property
+    def root(self) -> str:
+        return f"{self.table_location}/{RUNS_DIR}/{self.run_id}"
+
+    def write(self, rows: DataFrame) -> None:
+        """The run's one write: every row read, split by outcome and partition."""
+        rows.write.mode("errorifexists").partitionBy(OUTCOME, *self.partition_columns).parquet(self.root)
+
+    def partitions(self, spark: SparkSession) -> list[StagedPartition]:
+        """Rows and folder of every staged partition, counted from the Parquet footers of the files written
+        (independent of the job that wrote them, and no row is read again)."""
+        fields = [next(f for f in self.schema.fields if f.name == c) for c in self.partition_columns]
+        rows_in: dict[str, int] = {}
+        for path, rows in fs.parquet_row_counts(spark, self.root):
+            folder = path.rsplit("/", 1)[0]
+            rows_in[folder] = rows_in.get(folder, 0) + rows
+        staged = []
+        for folder, rows in rows_in.items():
+            outcome, _, values = folder.split(f"/{OUTCOME}=", 1)[1].partition("/")
+            staged.append(StagedPartition(outcome, from_path(fields, values), rows, folder))
+        return sorted(staged, key=lambda p: (p.outcome, [str(v) for v in p.values]))
+
+    def rows(self, spark: SparkSession, outcome: str, columns: T.StructType | None = None) -> DataFrame:
+        """The staged rows of one outcome, in the given table's columns (default: as staged)."""
+        rows = (spark.read.schema(T.StructType([*self.schema.fields, T.StructField(OUTCOME, T.StringType())]))
+                .option("basePath", self.root).parquet(self.root).where(col(OUTCOME) == outcome))
+        return rows.select(*[col(f.name) for f in (columns or self.schema).fields])
+
+    def example_reject(self, spark: SparkSession, keys: Sequence[str]) -> str:
+        """One rejected row, by its key, for a failure message."""
+        row = self.rows(spark, REJECTED).select(*[col(k) for k in keys], col(REJECT_REASON)).first()
+        if row is None:
+            return "-"
+        return ", ".join(f"{k}={row[k]}" for k in keys) + f": {row[REJECT_REASON]}"
+
+    def exists(self, spark: SparkSession) -> bool:
+        return fs.exists(spark, self.root)
+
+    def delete(self, spark: SparkSession) -> None:
+        fs.delete(spark, self.root)
+
+
+def staged_schema(scoring: ScoringPlan) -> T.StructType:
+    """The staged files hold the scored table's columns plus reject_reason (partition columns last)."""
+    data = [f for f in scoring.output_schema.fields if f.name not in scoring.partition_columns]
+    parts = [f for f in scoring.output_schema.fields if f.name in scoring.partition_columns]
+    return T.StructType([*data, T.StructField(REJECT_REASON, T.StringType()), *parts])
+
+
+def split_location(location: str) -> tuple[str, str, str] | None:
+    """A published folder -> (table location, run id, partition path); None when not written by this job."""
+    head, sep, path = location.partition(f"/{RUNS_DIR}/")
+    run_id, sep2, rest = path.partition("/")
+    prefix = f"{OUTCOME}={SCORED}"
+    if not sep or not sep2 or not rest.startswith(prefix):
+        return None
+    return head, run_id, rest[len(prefix):].lstrip("/")
+
+
+def table_location_of(location: str) -> str:
+    """The table's own folder, from its catalog location or any folder under its `_runs/`."""
+    return location.split(f"/{RUNS_DIR}/", 1)[0].rstrip("/")
+
+
+def version_folders(spark: SparkSession, table_location: str, partition_path: str) -> list[tuple[str, str, str]]:
+    """Every run's (run id, scored folder, rejected folder) of one partition."""
+    suffix = f"/{partition_path}" if partition_path else ""
+    found = []
+    for folder in fs.glob(spark, f"{table_location}/{RUNS_DIR}/*/{OUTCOME}={SCORED}{suffix}"):
+        run_id = folder.split(f"/{RUNS_DIR}/", 1)[1].split("/", 1)[0]
+        found.append((run_id, folder, folder.replace(f"/{OUTCOME}={SCORED}", f"/{OUTCOME}={REJECTED}", 1)))
+    return found
+
+
+def run_folders(spark: SparkSession, table_location: str) -> list[tuple[str, str]]:
+    """(run id, folder) of every run that staged rows in this table."""
+    return [(folder.rstrip("/").rsplit("/", 1)[1], folder)
+            for folder in fs.glob(spark, f"{table_location}/{RUNS_DIR}/*")]
+
+
+def holds_versions(spark: SparkSession, run_folder: str) -> bool:
+    return bool(fs.glob(spark, f"{run_folder}/{OUTCOME}=*/*"))

@@ -1,0 +1,92 @@
+"""The Spark 3.5 / 4.x seams (udfs.compat, spark_jobs.compat) give the same results on both lines: `make test`
+runs these on PySpark 4 and on PySpark 3.5, where the fallbacks are the code that runs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import pytest
+from pyspark.sql import SparkSession
+from pyspark.sql import types as T
+
+from spark_jobs import compat
+from udfs.compat import ARROW_UDF, limitations, sql_type, try_cast, type_from_ddl
+
+pytestmark = pytest.mark.spark35
+
+# Values that would end or bend a SQL string literal if written into one carelessly.
+HOSTILE = ["it's", "back\\slash", "ends with \\", "\\'); DROP TABLE lake.features; --", "uni \\u0041 code", "50%_"]
+
+
+def test_bind_writes_values_as_literals_and_keeps_names_as_parameters() -> None:
+    text, bound = compat.bind("ALTER TABLE IDENTIFIER(:table) PARTITION (`ds` = :p0) SET LOCATION :location",
+                              {"table": "lake.t", "p0": "2026-11-23", "location": "file:/w/it's"})
+    assert text == "ALTER TABLE IDENTIFIER(:table) PARTITION (`ds` = '2026-11-23') SET LOCATION 'file:/w/it\\'s'"
+    assert bound == {"table": "lake.t"}
+
+
+def test_bind_leaves_quoted_text_and_casts_alone() -> None:
+    assert compat.bind("SELECT ':x', `a:b`, c::int, :x", {"x": 1}) == ("SELECT ':x', `a:b`, c::int, 1", {})
+
+
+def test_literals_read_back_as_the_values(spark: SparkSession) -> None:
+    values: list[Any] = [*HOSTILE, 7, -(2**40), 1.5, Decimal("-12.340"), True, None, dt.date(2026, 11, 23)]
+    row = spark.sql("SELECT " + ", ".join(f"{compat.literal(v)} AS c{i}" for i, v in enumerate(values))).first()
+    assert row is not None and list(row) == values
+
+
+def test_partition_statements_keep_a_hostile_value_whole(spark: SparkSession, source: str, tmp_path: Path) -> None:
+    """The statements write-audit-publish runs, with values bound (Spark 4.1+) or written as literals (3.5)."""
+    table = "lake.compat_partitions"
+    compat.create_database(spark, "lake")
+    compat.drop_table(spark, table)
+    spark.createDataFrame([(1, "a")], "id int, s string").write.partitionBy("s").format("parquet").saveAsTable(table)
+    try:
+        for i, value in enumerate(HOSTILE):
+            folder = (tmp_path / f"p{i}").as_uri()
+            compat.sql(spark, "ALTER TABLE IDENTIFIER(:table) ADD IF NOT EXISTS PARTITION (`s` = :p0) LOCATION :loc",
+                       {"table": table, "p0": value, "loc": folder})
+            rows = compat.sql(spark, "DESCRIBE TABLE EXTENDED IDENTIFIER(:table) PARTITION (`s` = :p0)",
+                              {"table": table, "p0": value}).collect()
+            assert next(r.data_type for r in rows if r.col_name == "Location").rstrip("/").endswith(f"/p{i}")
+        listed = {unquote(p.split("=", 1)[1]) for p in compat.list_partitions(spark, table)}
+        assert listed == {"a", *HOSTILE}
+        compat.sql(spark, "ALTER TABLE IDENTIFIER(:table) DROP IF EXISTS PARTITION (`s` = :p0)",
+                   {"table": table, "p0": HOSTILE[3]})
+        assert spark.table(source).count() == 12  # the value dropped one partition, nothing else
+        assert {unquote(p.split("=", 1)[1]) for p in compat.list_partitions(spark, table)} == listed - {HOSTILE[3]}
+    finally:
+        compat.drop_table(spark, table)
+
+
+def test_try_cast_gives_null_where_a_value_does_not_convert(spark: SparkSession) -> None:
+    name = "odd `name"
+    df = spark.createDataFrame([("7",), ("1.5",), ("x",), (None,)], T.StructType([T.StructField(name, T.StringType())]))
+    rows = df.select(try_cast(name, T.IntegerType()).alias("i"), try_cast(name, T.DoubleType()).alias("d"),
+                     try_cast(name, T.BooleanType()).alias("b")).collect()
+    assert [tuple(r) for r in rows] == [(7, 7.0, None), (None, 1.5, None), (None, None, None), (None, None, None)]
+
+
+def test_types_from_ddl_and_back(spark: SparkSession) -> None:
+    assert type_from_ddl("double") == T.DoubleType()
+    assert type_from_ddl("label string, score double") == T.StructType(
+        [T.StructField("label", T.StringType()), T.StructField("score", T.DoubleType())])
+    nested = T.StructType([T.StructField("a`b c", T.ArrayType(T.DecimalType(10, 2))),
+                           T.StructField("m", T.MapType(T.StringType(), T.LongType()))])
+    assert type_from_ddl(sql_type(nested)) == nested
+
+
+def test_what_this_spark_lacks_is_said_once(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Spark 3.5 and 4.0 have no Arrow UDFs: the run's log says so, once per process; 4.1+ says nothing."""
+    lines = limitations()
+    assert ["Arrow UDFs need Spark 4.1" in line for line in lines] == ([] if ARROW_UDF else [True])
+    monkeypatch.setattr(compat, "_noted", False)
+    with caplog.at_level(logging.INFO, logger="score_table"):
+        for _ in range(2):
+            compat.note_limitations(logging.getLogger("score_table"))
+    assert [r.getMessage() for r in caplog.records if r.name == "score_table"] == lines
