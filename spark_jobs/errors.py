@@ -20,8 +20,9 @@ class UsageError(ScoringError):
 
 _PY_ERROR = re.compile(r"(?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception): .+")
 _JAVA_CAUSE = re.compile(r"(?:Caused by: |: )?((?:[a-z_]\w*\.)+[A-Z]\w*(?:Exception|Error)(?:: .*)?)\Z")
-_SECRET = re.compile(r"(?i)\b(password|passwd|pwd|secret|token)=[^&;\s]*")
-_URL_PASSWORD = re.compile(r"(//[^/:@\s]+:)[^@/\s]+@")
+# key=value, key: value and "key": "value", the value quoted or up to a separator
+_SECRET = re.compile(r"""(?i)(["']?\b(?:password|passwd|pwd|secret|token)["']?\s*[=:]\s*)("[^"]*"|'[^']*'|[^&;,\s]*)""")
+_URL_PASSWORD = re.compile(r"(//[^/:@\s]+:)[^/\s]*@")  # up to the last @ of the authority
 
 
 def one_line(e: BaseException) -> str:
@@ -44,4 +45,4 @@ def one_line(e: BaseException) -> str:
 
 def mask(line: str) -> str:
     """Passwords and tokens in URLs or key=value text never reach a log or a terminal."""
-    return _URL_PASSWORD.sub(r"\1***@", _SECRET.sub(lambda m: f"{m.group(1)}=***", line))
+    return _URL_PASSWORD.sub(r"\1***@", _SECRET.sub(lambda m: f"{m.group(1)}***", line))

@@ -120,7 +120,8 @@ def replace_text(spark: SparkSession, path: str, text: str) -> None:
     finally:
         stream.close()
     fs.delete(p, False)
-    fs.rename(tmp, p)
+    if not fs.rename(tmp, p):
+        raise OSError(f"could not rename {tmp} to {path}")
 
 
 def parquet_row_counts(spark: SparkSession, root: str) -> list[tuple[str, int]]:

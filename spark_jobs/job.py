@@ -55,17 +55,17 @@ def run(spark: SparkSession, cfg: JobConfig, model: model_ref.LocalModel | None 
         scoring_run_id=lineage.scoring_run_id,
     )
     publisher = publisher_for(cfg.output_format)
-    with locked_run(spark, cfg.output_table, cfg.runs, record, cfg.lock_stale_after_s, cfg.break_lock) as this:
+    with locked_run(spark, cfg.output_table, cfg.runs, record, cfg.lock_stale_after_s, cfg.break_lock,
+                    manifest=cfg.output_format != "delta") as this:
         location = output.ensure_table(spark, cfg.output_table, job.scoring.output_schema,
                                        job.scoring.partition_columns, cfg.output_format)
         staging = StagingArea.for_run(location, lineage.scoring_run_id, job.scoring)
         try:
             staged, counts = _score_and_stage(spark, cfg, job, lineage, staging)
         except BaseException:
-            if staging.exists(spark):
-                staging.delete(spark)  # staged rows of a run that failed before publishing are never read
+            _discard(spark, staging)
             raise
-        # from here on partitions may point at the run's folder: it stays, whatever happens next
+        this.publishing = True  # from here on partitions may point at the run's folder: it stays
         published = _publish_all(spark, cfg, job, publisher, staging, staged)
         if cfg.serve is not None:
             served = serving.serve(spark, staging.rows(spark, SCORED, job.scoring.output_schema), cfg.serve,
@@ -80,6 +80,16 @@ def run(spark: SparkSession, cfg: JobConfig, model: model_ref.LocalModel | None 
     return RunResult(lineage, job.scoring.selection.text, job.source.partition_columns, staged, counts,
                      cfg.rejects if cfg.on_bad_rows == "quarantine" else None, time.monotonic() - started,
                      job.skipped)
+
+
+def _discard(spark: SparkSession, staging: StagingArea) -> None:
+    """Staged rows of a run that failed before publishing are never read; failing to delete them must not
+    hide the run's own error (the next successful run deletes the folder of a failed run)."""
+    try:
+        if staging.exists(spark):
+            staging.delete(spark)
+    except Exception:
+        log.warning("could not delete the staged rows of the failed run in %s", staging.root, exc_info=True)
 
 
 def _score_and_stage(spark: SparkSession, cfg: JobConfig, job: Prepared, lineage: RunLineage,
@@ -119,7 +129,12 @@ def _score_and_stage(spark: SparkSession, cfg: JobConfig, job: Prepared, lineage
 def _publish_all(spark: SparkSession, cfg: JobConfig, job: Prepared, publisher: Publisher, staging: StagingArea,
                  staged: list[StagedPartition]) -> list[str]:
     parts = job.scoring.partition_columns
-    run_partitions = set(job.partitions)
+    read = {p.values for p in staged}
+    empty = [v for v in job.partitions if v not in read]
+    if empty:  # files that hold no rows: never a reason to drop what is published
+        log.warning("partition(s) %s read no rows: their published output is left as it is",
+                    "; ".join(partitions.describe(parts, v) for v in empty))
+    run_partitions = set(job.partitions) - set(empty)
     log.info("publishing %d partition(s) of %s", len(run_partitions), cfg.output_table)
     publisher.publish(spark, cfg.output_table, job.scoring.output_schema, staging, SCORED, staged, run_partitions,
                       manifest=True, between=lambda: faults.point("mid_publish"))

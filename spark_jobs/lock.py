@@ -33,7 +33,7 @@ class LockedError(ScoringError):
 
 def lock_path(spark: SparkSession, output_table: str) -> str:
     parts = output_table.split(".")
-    database = parts[-2] if len(parts) > 1 else spark.catalog.currentDatabase()
+    database = ".".join(parts[:-1]) if len(parts) > 1 else spark.catalog.currentDatabase()  # catalog.db too
     location = fs.path_of(spark, spark.catalog.getDatabase(database).locationUri).rstrip("/")  # a URI: decode
     return f"{location}/_scoring_locks/{parts[-1].lower()}.lock"
 

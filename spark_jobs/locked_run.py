@@ -3,6 +3,7 @@ a run-history row that says `running` while it works and `succeeded` or `failed`
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -12,37 +13,62 @@ from pyspark.sql import SparkSession
 
 from spark_jobs import history, lock, output
 
+log = logging.getLogger("score_table")
+
 
 @dataclass
 class LockedRun:
     spark: SparkSession
     runs_table: str
     record: history.RunRecord
+    done: bool = False
+    publishing: bool = False  # set before the first partition switch: a failure from then on reconciles
 
     def succeeded(self, **fields: Any) -> None:
-        """Record the run as succeeded, with its counts (and any lineage learnt while running)."""
+        """Record the run as succeeded, with its counts (and any lineage learnt while running); what fails
+        after this (retention) no longer makes the run failed."""
         history.write(self.spark, self.runs_table, self.record.finished("succeeded", **fields))
+        self.done = True
 
 
 @contextmanager
 def locked_run(spark: SparkSession, output_table: str, runs_table: str, record: history.RunRecord,
-               stale_after_s: float, break_lock: bool) -> Iterator[LockedRun]:
+               stale_after_s: float, break_lock: bool, manifest: bool = True) -> Iterator[LockedRun]:
     """Take the lock (a live holder: LockedError), clean up after a dead holder, record the run; on any error
-    record it as failed (the error itself still reaches the caller), and release the lock in every case."""
+    record it as failed (the error itself still reaches the caller), and release the lock in every case.
+    `manifest`: the table has a `_published.jsonl` to keep in step with the metastore (not Delta)."""
     table_lock = lock.TableLock(spark, lock.lock_path(spark, output_table),
                                 lock.holder(record.scoring_run_id, record.started_at.isoformat()), stale_after_s)
     previous = table_lock.acquire(break_lock)
+    run = LockedRun(spark, runs_table, record)
     try:
         if previous is not None:
             _abandon(spark, runs_table, previous)
-            output.reconcile_manifest(spark, output_table)  # it may have died between a switch and its line
+            if manifest:  # it may have died between a partition's switch and its manifest line
+                output.reconcile_manifest(spark, output_table)
         history.write(spark, runs_table, record)
-        yield LockedRun(spark, runs_table, record)
+        yield run
     except BaseException as e:
-        history.write_failure(spark, runs_table, record, e)
+        if not run.done:
+            history.write_failure(spark, runs_table, record, e)
+            if manifest and run.publishing:
+                _reconcile_after_failure(spark, output_table)
         raise
     finally:
-        table_lock.release()
+        try:
+            table_lock.release()
+        except Exception:  # the run's own outcome stands; the lock goes stale and is taken over
+            log.warning("could not release the lock of %s; it goes stale after %.0f s", output_table, stale_after_s,
+                        exc_info=True)
+
+
+def _reconcile_after_failure(spark: SparkSession, output_table: str) -> None:
+    """A run that failed while publishing may have switched a partition without its manifest line."""
+    try:
+        output.reconcile_manifest(spark, output_table)
+    except Exception:
+        log.error("could not rewrite the manifest of %s from the metastore; the next run that takes the lock "
+                  "does", output_table, exc_info=True)
 
 
 def _abandon(spark: SparkSession, runs_table: str, previous: lock.Holder) -> None:

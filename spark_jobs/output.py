@@ -126,7 +126,7 @@ def update_manifest(spark: SparkSession, table_location: str, partition_columns:
         for line in fs.read_text(spark, path).splitlines():
             if line.strip():
                 entry = json.loads(line)
-                entries[json.dumps(entry["partition"], sort_keys=True)] = entry
+                entries[json.dumps(entry["partition"], sort_keys=True, default=str)] = entry
     _write_manifest(spark, path, partition_columns, folders, entries)
 
 
@@ -141,12 +141,12 @@ def _write_manifest(spark: SparkSession, path: str, partition_columns: Sequence[
     """Replaced whole (see fs.replace_text for what a reader can see meanwhile on each kind of storage)."""
     for values, folder in folders.items():
         partition = {c: _param(v) for c, v in zip(partition_columns, values, strict=True)}
-        key = json.dumps(partition, sort_keys=True)
+        key = json.dumps(partition, sort_keys=True, default=str)
         if folder is None:
             entries.pop(key, None)
         else:
             entries[key] = {"partition": partition, "folder": folder}
-    fs.replace_text(spark, path, "".join(json.dumps(e) + "\n" for _, e in sorted(entries.items())))
+    fs.replace_text(spark, path, "".join(json.dumps(e, default=str) + "\n" for _, e in sorted(entries.items())))
 
 
 def create_latest_view(spark: SparkSession, view: str, table: str, schema: T.StructType, keys: Sequence[str],

@@ -98,11 +98,12 @@ def staged_schema(scoring: ScoringPlan) -> T.StructType:
 
 
 def split_location(location: str) -> tuple[str, str, str] | None:
-    """A published folder -> (table location, run id, partition path); None when not written by this job."""
+    """A published folder (of the scored table or of its rejects) -> (table location, run id, partition
+    path); None when not written by this job."""
     head, sep, path = location.partition(f"/{RUNS_DIR}/")
     run_id, sep2, rest = path.partition("/")
-    prefix = f"{OUTCOME}={SCORED}"
-    if not sep or not sep2 or not rest.startswith(prefix):
+    prefix = next((p for p in (f"{OUTCOME}={SCORED}", f"{OUTCOME}={REJECTED}") if rest.startswith(p)), None)
+    if not sep or not sep2 or prefix is None:
         return None
     return head, run_id, rest[len(prefix):].lstrip("/")
 

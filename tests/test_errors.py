@@ -152,3 +152,13 @@ def test_a_java_failure_is_reported_by_its_cause_without_secrets(spark: SparkSes
     line = one_line(jdbc.value)
     assert line.startswith("java.sql.SQLException: No suitable driver") and "hunter2" not in line
     assert "password=***" in line and "An error occurred" not in line
+
+
+@pytest.mark.parametrize(("text", "secret"), [
+    ("jdbc:postgresql://scorer:p@ss@db:5432/x", "p@ss"), ('password="two words" and more', "two words"),
+    ('{"password": "x y"}', "x y"), ("PASSWORD = hunter2 next", "hunter2"), ("token=abc;x", "abc"),
+])
+def test_secrets_are_masked_in_error_lines(text: str, secret: str) -> None:
+    from spark_jobs.errors import mask
+
+    assert secret not in mask(text) and "***" in mask(text)

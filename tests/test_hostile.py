@@ -156,9 +156,36 @@ def test_lock_sits_in_the_database_folder_even_when_its_path_needs_escaping(spar
     try:
         path = lock.lock_path(spark, "odd_location.scores")
         assert path == f"file:{folder}/_scoring_locks/scores.lock"
+        assert lock.lock_path(spark, "spark_catalog.odd_location.scores") == path  # the catalog is honoured
         held = lock.TableLock(spark, path, lock.holder("run1", "now"), 600.0)
         assert held.acquire() is None
         assert (folder / "_scoring_locks" / "scores.lock").exists()
         held.release()
     finally:
         spark.sql("DROP DATABASE IF EXISTS odd_location CASCADE")
+
+
+def test_decimal_partitions_and_a_partition_whose_file_is_emptied(spark: SparkSession, source: str, output: str,
+                                                                   model: dict[str, str], tmp_path: Path) -> None:
+    """The manifest holds decimal partition values (as text); a selected partition whose file now holds no
+    rows keeps its published output while the others are rescored."""
+    schema = SCHEMA.replace("ds string", "p decimal(4,1)")
+    rows = [(i, 10 + i, Decimal(f"{20 + i:.2f}"), i, "s", Decimal("1.5") if i % 2 else Decimal("2.5"))
+            for i in range(6)]
+    create_table(spark, "lake.dec_parts", rows, schema, partition_by=("p",))
+    first = score(spark, *base("lake.dec_parts", output, f"models:/churn_lr/{model['v1']}"))
+    before = spark.table(output).where(F.col("p") == Decimal("2.5")).collect()
+
+    empty = tmp_path / "p=2.5"
+    spark.table("lake.dec_parts").limit(0).drop("p").coalesce(1).write.parquet(str(empty))
+    spark.sql("ALTER TABLE lake.dec_parts PARTITION (p = 2.5) SET LOCATION :folder", args={"folder": str(empty)})
+    spark.catalog.refreshTable("lake.dec_parts")
+    second = score(spark, *base("lake.dec_parts", output, f"models:/churn_lr/{model['v2']}"))
+    assert [p.values for p in second.staged] == [(Decimal("1.5"),)]
+    assertDataFrameEqual(spark.table(output).where(F.col("p") == Decimal("2.5")), before)
+    assert {r.model_version for r in spark.table(output).where(F.col("p") == Decimal("1.5")).collect()} == {model["v2"]}
+
+    folder = Path(output_tables.location(spark, output).removeprefix("file:"))
+    manifest = [json.loads(line) for line in (folder / "_published.jsonl").read_text().splitlines()]
+    assert {e["partition"]["p"]: e["folder"].split("/_runs/")[1].split("/")[0] for e in manifest} == {
+        "1.5": second.lineage.scoring_run_id, "2.5": first.lineage.scoring_run_id}
