@@ -12,7 +12,7 @@ export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 export SPARK_LOCAL_IP ?= 127.0.0.1
 
-.PHONY: venv venv-spark35 check-java demo test test-spark4 test-spark35 lint dist bench clean
+.PHONY: venv venv-spark35 check-java demo test test-spark4 test-spark35 test-fast lint dist bench clean
 
 check-java:
 	@command -v java >/dev/null 2>&1 || { echo "make: Java 17 is required by Spark and 'java' is not on PATH (Debian: apt-get install openjdk-17-jre-headless)" >&2; exit 1; }
@@ -39,7 +39,7 @@ venv-spark35: $(VENV35)/.installed
 
 demo: check-java venv
 	$(PY) -m spark_jobs.demo prepare
-	$(VENV)/bin/spark-submit --driver-java-options "-Dlog4j2.configurationFile=file:$(CURDIR)/conf/log4j2.properties" \
+	$(VENV)/bin/spark-submit --driver-java-options "-XX:-DontCompileHugeMethods -Dlog4j2.configurationFile=file:$(CURDIR)/conf/log4j2.properties" \
 	    --conf spark.ui.showConsoleProgress=true spark_jobs/score_table.py \
 	    --model-uri models:/churn@champion \
 	    --input-table lake.customer_features \
@@ -47,14 +47,22 @@ demo: check-java venv
 	$(PY) -m spark_jobs.demo report
 
 # The whole suite on PySpark 4, then the platform subset (marker spark35: scoring against MLflow's predictions,
-# partition selection, write-audit-publish and rollback, rejects, run history) on PySpark 3.5.
+# partition selection, write-audit-publish and rollback, rejects, run history) on PySpark 3.5. Each run ends
+# with its 15 slowest steps. `make test-fast`: everything that starts no process of its own (marker processes:
+# spark-submit, the console script, python -m, servers), for development.
+PYTEST_ARGS ?=
+PYTEST := -m pytest -q --durations=15 $(PYTEST_ARGS)
+
 test: test-spark4 test-spark35
 
 test-spark4: check-java venv
-	$(PY) -m pytest -q tests
+	$(PY) $(PYTEST) tests
 
 test-spark35: check-java venv-spark35
-	PYSPARK_PYTHON=$(abspath $(PY35)) PYSPARK_DRIVER_PYTHON=$(abspath $(PY35)) $(PY35) -m pytest -q -m spark35 tests
+	PYSPARK_PYTHON=$(abspath $(PY35)) PYSPARK_DRIVER_PYTHON=$(abspath $(PY35)) $(PY35) $(PYTEST) -m spark35 tests
+
+test-fast: check-java venv
+	$(PY) $(PYTEST) -m "not processes" tests
 
 lint: venv
 	$(VENV)/bin/ruff check spark_jobs udfs tests benchmarks setup.py

@@ -22,7 +22,7 @@ from spark_jobs.config import embedded_tracking_uri
 from spark_jobs.session import session_for
 
 START = dt.date(2026, 11, 1)
-MODELS = {"lr": "bench_lr", "hgb": "bench_hgb"}
+MODELS = {"lr": "bench_lr", "hgb": "bench_hgb", "rf": "bench_rf"}
 
 
 def feature_names(n: int) -> list[str]:
@@ -48,30 +48,37 @@ def training_frame(features: int, n: int = 20_000, seed: int = 0) -> tuple[pd.Da
 
 
 def train(kind: str, features: int) -> tuple[Any, pd.DataFrame]:
-    """cheap: a logistic regression (class labels); medium: 100-tree gradient boosting (a score)."""
+    """lr (cheap): a logistic regression (class labels); hgb (medium): 100-tree gradient boosting (a score);
+    rf (large): a 200-tree random forest of depth 8 (a score)."""
     X, logit = training_frame(features)
     if kind == "lr":
         from sklearn.linear_model import LogisticRegression
 
         return LogisticRegression(max_iter=500).fit(X, (logit > 0).astype(int)), X
+    if kind == "rf":
+        from sklearn.ensemble import RandomForestRegressor
+
+        return RandomForestRegressor(n_estimators=200, max_depth=8, random_state=0, n_jobs=1).fit(X, logit), X
     from sklearn.ensemble import HistGradientBoostingRegressor
 
     return HistGradientBoostingRegressor(max_iter=100, early_stopping=False, random_state=0).fit(X, logit), X
 
 
-def register(home: str, features: int) -> None:
+def register(home: str, features: int, kinds: Sequence[str]) -> None:
     import mlflow
     from mlflow.models import infer_signature
     from mlflow.tracking import MlflowClient
 
     mlflow.set_tracking_uri(embedded_tracking_uri(home))
     client = MlflowClient()
-    for kind, name in MODELS.items():
+    for kind in kinds:
+        name = MODELS[kind]
         model, X = train(kind, features)
         with mlflow.start_run(run_name=f"bench-{kind}"):
             info = mlflow.sklearn.log_model(
                 model, name="model", signature=infer_signature(X.head(100), model.predict(X.head(100))),
                 registered_model_name=name, serialization_format="cloudpickle",
+                pip_requirements=mlflow.sklearn.get_default_pip_requirements(include_cloudpickle=True),
             )
         client.set_registered_model_alias(name, "champion", str(info.registered_model_version))
         print(f"registered models:/{name}@champion -> version {info.registered_model_version}")
@@ -84,10 +91,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--table", action="append", default=[], help="DB.TABLE:ROWS, repeatable")
     p.add_argument("--features", type=int, default=20)
     p.add_argument("--partitions", type=int, default=4)
-    p.add_argument("--models", action="store_true")
+    p.add_argument("--models", default="", help="models to train and register, e.g. lr,hgb,rf")
     args = p.parse_args(argv)
     if args.models:
-        register(args.home, args.features)
+        register(args.home, args.features, args.models.split(","))
     if not args.table:
         return
     spark = session_for(True, args.home)

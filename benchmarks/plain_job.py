@@ -25,10 +25,13 @@ def main() -> None:
     p.add_argument("--input", required=True)
     p.add_argument("--output", required=True)
     p.add_argument("--model-uri")
+    p.add_argument("--ds", help="only this partition (as the job's --partition ds=...)")
     args = p.parse_args()
     started = time.monotonic()
     spark = session_for(True, args.home)
     df = spark.table(args.input)
+    if args.ds:
+        df = df.where(F.col("ds") == F.lit(args.ds).cast("date"))
     features = [c for c in df.columns if c not in ("id", "ds")]
     if args.model_uri:
         import mlflow.pyfunc

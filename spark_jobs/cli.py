@@ -49,6 +49,8 @@ def summary(cfg: JobConfig, result: RunResult) -> str:
         f"model: {cfg.model_uri} = {lin.model_name} {version} (run {lin.model_run_id or '-'})",
         f"scoring_run_id: {lin.scoring_run_id}",
     ]
+    if result.engine is not None:
+        lines.append(f"engine: {result.engine.engine} ({result.engine.reason})")
     per_partition: dict[tuple[object, ...], dict[str, int]] = {}
     for p in result.staged:
         per_partition.setdefault(p.values, {"scored": 0, "rejected": 0})[p.outcome] = p.rows

@@ -27,9 +27,11 @@ from spark_jobs.serving import ServeTarget
 OutputFormat = Literal["parquet", "delta"]
 BadRowPolicy = Literal["fail", "quarantine", "pass"]
 PartitionMode = Literal["all", "new"]
+Engine = Literal["auto", "udf", "sql"]
 OUTPUT_FORMATS: tuple[str, ...] = get_args(OutputFormat)
 BAD_ROW_POLICIES: tuple[str, ...] = get_args(BadRowPolicy)
 PARTITION_MODES: tuple[str, ...] = get_args(PartitionMode)
+ENGINES: tuple[str, ...] = get_args(Engine)
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 MAX_BATCH_ROWS = 2**31 - 1  # Spark's arrow.maxRecordsPerBatch is a Java int
 TABLE = "[CATALOG.]DB.TABLE"
@@ -193,6 +195,16 @@ class JobConfig(CommonConfig):
     prediction_range: tuple[float, float] | None = option(
         None, check=(lambda v: isinstance(v, list), "[low, high]"), convert=lambda raw, _: _range(raw))
     latest_view: str | None = option(None)  # newest score per key_columns; default <output_table>_latest
+    engine: Engine = option("auto", flag="--engine", choices=ENGINES,
+                            help="sql: the model as Spark expressions, in the JVM (exit 2 if it does not translate); "
+                                 "udf: the Arrow/pandas UDF; auto (default): sql when the model translates and "
+                                 "passes verification, else udf")
+    verify_rows: int = option(10_000, flag="--verify-rows", flag_type=int, metavar="N",
+                              check=(_is_int, "a whole number of rows"),
+                              help="input rows on which the sql engine is compared with the model's own "
+                                   "predictions before anything is written (default 10000)")
+    # how far a floating output of the sql engine may be from the model's own (udfs.compiled.verify)
+    engine_tolerance: float = option(1e-9, check=(_is_number, "a number from 0 to 1"))
 
     @property
     def latest(self) -> str:
@@ -381,6 +393,13 @@ def validate(cfg: JobConfig) -> JobConfig:
         raise UsageError("--max-bad-fraction needs --on-bad-rows quarantine or fail: with pass nothing is rejected")
     if not cfg.model_uri.strip():
         raise UsageError("--model-uri is empty")
+    if cfg.engine not in ENGINES:
+        raise UsageError(f"engine {cfg.engine!r} is not one of {', '.join(ENGINES)}")
+    if not _is_int(cfg.verify_rows) or not 1 <= cfg.verify_rows <= 1_000_000:
+        raise UsageError(f"verify_rows {cfg.verify_rows!r} must be a whole number of rows from 1 to 1000000")
+    tolerance = cfg.engine_tolerance
+    if not _is_number(tolerance) or not 0 <= tolerance < 1:
+        raise UsageError(f"engine_tolerance {tolerance!r} must be a number from 0 to below 1")
     return cfg
 
 

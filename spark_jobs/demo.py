@@ -64,7 +64,11 @@ def features_df(spark: SparkSession, rows: int, days: int, start: dt.date) -> Da
     )
 
 
-def train(seed: int = 7, n: int = 50_000) -> tuple[Any, pd.DataFrame]:
+# Customers the demo model trains on: 50,000 are plenty; a smaller table (a test's) trains on as many as it has.
+TRAINING_ROWS, MIN_TRAINING_ROWS = 50_000, 1_000
+
+
+def train(seed: int = 7, n: int = TRAINING_ROWS) -> tuple[Any, pd.DataFrame]:
     from sklearn.ensemble import HistGradientBoostingRegressor
 
     rng = np.random.default_rng(seed)
@@ -82,7 +86,8 @@ def train(seed: int = 7, n: int = 50_000) -> tuple[Any, pd.DataFrame]:
     return HistGradientBoostingRegressor(max_iter=50, random_state=seed).fit(X, churned.astype(float)), X
 
 
-def register(local_home: str, tracking_uri: str) -> str:
+def register(local_home: str, tracking_uri: str, training_rows: int = TRAINING_ROWS) -> str:
+    """Train the demo model on `training_rows` generated customers and register it as churn@champion."""
     import mlflow
     from mlflow.models import infer_signature
     from mlflow.tracking import MlflowClient
@@ -93,11 +98,14 @@ def register(local_home: str, tracking_uri: str) -> str:
     exp_id = exp.experiment_id if exp else client.create_experiment(
         "churn-demo", artifact_location=(Path(local_home).resolve() / "mlartifacts").as_uri()
     )
-    model, X = train()
+    model, X = train(n=training_rows)
     with mlflow.start_run(experiment_id=exp_id, run_name="churn-demo-training"):
         info = mlflow.sklearn.log_model(
             model, name="model", signature=infer_signature(X.head(100), model.predict(X.head(100))),
             registered_model_name=MODEL_NAME, serialization_format="cloudpickle",
+            # what the model needs to load (mlflow itself is added): MLflow would otherwise infer it by loading
+            # the model in a subprocess
+            pip_requirements=mlflow.sklearn.get_default_pip_requirements(include_cloudpickle=True),
         )
     version = str(info.registered_model_version)
     client.set_registered_model_alias(MODEL_NAME, "champion", version)
@@ -106,7 +114,7 @@ def register(local_home: str, tracking_uri: str) -> str:
 
 def prepare(args: argparse.Namespace) -> None:
     tracking_uri = embedded_tracking_uri(args.home)
-    version = register(args.home, tracking_uri)
+    version = register(args.home, tracking_uri, min(TRAINING_ROWS, max(MIN_TRAINING_ROWS, args.rows)))
     spark = session_for(True, args.home)
     compat.create_database(spark, "lake")
     start = dt.date.fromisoformat(args.start)

@@ -98,25 +98,33 @@ def status(spark: SparkSession, path: str, uri: bool = False) -> tuple[int, floa
 
 
 def replace_text(spark: SparkSession, path: str, text: str) -> None:
-    """Write `text` to `path` so readers see the old or the new content, never a partial one. Local disks:
+    """`replace_bytes` of the text's UTF-8 bytes."""
+    replace_bytes(spark, path, text.encode())
+
+
+def replace_bytes(spark: SparkSession, path: str, data: bytes) -> None:
+    """Write `data` to `path` so readers see the old or the new content, never a partial one. Local disks:
     an atomic rename over the old file. HDFS and object stores have no rename-over: the old file is deleted
     and the new one renamed in, so a reader in that moment finds no file (and should retry); S3-like stores
-    copy on rename, so a reader may also see the new file appear some milliseconds late."""
+    copy on rename, so a reader may also see the new file appear some milliseconds late. The file being
+    written is named with a leading `_`, which Spark's readers skip."""
     parsed = urlparse(path)
+    folder, name = path.rsplit("/", 1)
     if parsed.scheme in ("", "file"):
         local = parsed.path if parsed.scheme else path
-        tmp = f"{local}.tmp-{os.getpid()}"
-        with open(tmp, "w") as f:
-            f.write(text)
+        os.makedirs(os.path.dirname(local), exist_ok=True)
+        tmp = os.path.join(os.path.dirname(local), f"_{name}.tmp-{os.getpid()}")
+        with open(tmp, "wb") as f:
+            f.write(data)
         os.replace(tmp, local)
         return
     fs, p = _fs(spark, path)
     jvm = spark.sparkContext._jvm
     assert jvm is not None
-    tmp = jvm.org.apache.hadoop.fs.Path(f"{path}.tmp")
+    tmp = jvm.org.apache.hadoop.fs.Path(f"{folder}/_{name}.tmp")
     stream = fs.create(tmp, True)
     try:
-        stream.write(bytearray(text.encode()))
+        stream.write(bytearray(data))
     finally:
         stream.close()
     fs.delete(p, False)

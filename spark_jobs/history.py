@@ -8,13 +8,16 @@ import datetime as dt
 import logging
 from collections.abc import Sequence
 from dataclasses import astuple, dataclass, field, replace
+from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 from pyspark.sql import Row, SparkSession
 from pyspark.sql import types as T
 
+from spark_jobs import compat, fs, output
 from spark_jobs.errors import one_line
-from spark_jobs.session import runtime_conf
-from udfs.compat import col
+from udfs.compat import col, quote
 
 log = logging.getLogger("score_table.history")
 SCHEMA = T.StructType([
@@ -36,8 +39,14 @@ SCHEMA = T.StructType([
     T.StructField("rows_per_s", T.DoubleType()),
     T.StructField("published_partitions", T.ArrayType(T.StringType())),
     T.StructField("error", T.StringType()),
+    T.StructField("engine", T.StringType()),  # sql | udf (score runs that scored)
+    T.StructField("engine_max_diff", T.DoubleType()),  # sql: largest difference from the model on verification
     T.StructField("scoring_run_id", T.StringType()),
 ])
+ADDED_LATER = ("engine", "engine_max_diff")  # added to an older table by `write`
+PARTITION = "scoring_run_id"  # each run's row is a partition of its own
+_ARROW = {"string": pa.string(), "timestamp": pa.timestamp("us", tz="UTC"), "bigint": pa.int64(),
+          "double": pa.float64(), "array<string>": pa.list_(pa.string())}  # as Spark reads Parquet back
 
 
 @dataclass(frozen=True)
@@ -60,6 +69,8 @@ class RunRecord:
     rows_per_s: float | None = None
     published_partitions: list[str] = field(default_factory=list)
     error: str | None = None
+    engine: str | None = None
+    engine_max_diff: float | None = None
     scoring_run_id: str = ""
 
     def finished(self, status: str, error: str | None = None, **counts: object) -> RunRecord:
@@ -72,16 +83,46 @@ class RunRecord:
 
 def abandoned(row: Row, reason: str) -> RunRecord:
     """A `running` row of a dead run, marked failed (its duration is unknown)."""
-    record = RunRecord(**{k: row[k] for k in SCHEMA.fieldNames()})
+    held = row.asDict()
+    values: dict[str, Any] = {k: held.get(k) for k in SCHEMA.fieldNames()}  # an older table lacks some columns
+    record = RunRecord(**values)
     return replace(record, status="failed", ended_at=dt.datetime.now(dt.timezone.utc), error=reason)
 
 
 def write(spark: SparkSession, table: str, record: RunRecord) -> None:
-    row = spark.createDataFrame([astuple(record)], SCHEMA)
+    """Write the run's row without a Spark job: one Parquet file (made on the driver) replaced in the run's
+    own partition folder, and the partition added to the catalog on the run's first write. A run's row
+    is written twice (running, then its outcome), on the critical path of every run."""
     if not spark.catalog.tableExists(table):
-        row.limit(0).writeTo(table).using("parquet").partitionedBy(col("scoring_run_id")).create()
-    with runtime_conf(spark, {"spark.sql.sources.partitionOverwriteMode": "dynamic"}):
-        row.write.mode("overwrite").insertInto(table)
+        spark.createDataFrame([], SCHEMA).writeTo(table).using("parquet").partitionedBy(col(PARTITION)).create()
+    else:
+        _add_missing_columns(spark, table)
+    folder = f"{fs.path_of(spark, output.location(spark, table))}/{PARTITION}={record.scoring_run_id}"
+    fs.replace_bytes(spark, f"{folder}/part-00000.parquet", _parquet(record))
+    spec = output.partition_spec({PARTITION: record.scoring_run_id})
+    compat.sql(spark, f"ALTER TABLE IDENTIFIER(:table) ADD IF NOT EXISTS{spec.sql} LOCATION :location",
+               {"table": table, **spec.args, "location": folder})
+
+
+def _parquet(record: RunRecord) -> bytes:
+    """The record as a one-row Parquet file of the table's data columns, typed as Spark reads them back."""
+    data = T.StructType([f for f in SCHEMA.fields if f.name != PARTITION])
+    values = dict(zip(SCHEMA.fieldNames(), astuple(record), strict=True))
+    schema = pa.schema([pa.field(f.name, _ARROW[f.dataType.simpleString()]) for f in data.fields])
+    table = pa.Table.from_pylist([{f.name: values[f.name] for f in data.fields}], schema=schema)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def _add_missing_columns(spark: SparkSession, table: str) -> None:
+    """A history table made by an older version of the job lacks the columns added since: add them (before
+    the partition column, where a Hive table puts new data columns)."""
+    have = {f.name.lower() for f in spark.table(table).schema.fields}
+    missing = [f for f in SCHEMA.fields if f.name in ADDED_LATER and f.name not in have]
+    if missing:
+        columns = ", ".join(f"{quote(f.name)} {f.dataType.simpleString().upper()}" for f in missing)
+        compat.sql(spark, f"ALTER TABLE IDENTIFIER(:table) ADD COLUMNS ({columns})", {"table": table})
 
 
 def write_failure(spark: SparkSession, table: str, record: RunRecord, error: BaseException) -> None:

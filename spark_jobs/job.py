@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pyspark.sql import Observation, SparkSession
 from pyspark.sql import functions as F
 
-from spark_jobs import audit, bad_rows, faults, history, model_ref, output, partitions, plan, serving
+from spark_jobs import audit, bad_rows, engine, faults, history, model_ref, output, partitions, plan, serving
 from spark_jobs.config import JobConfig
 from spark_jobs.lineage import RunLineage, with_lineage
 from spark_jobs.locked_run import locked_run
@@ -19,7 +19,7 @@ from spark_jobs.prepare import Prepared, prepare
 from spark_jobs.publish import Publisher, publisher_for
 from spark_jobs.session import runtime_conf
 from spark_jobs.staging import REJECTED, SCORED, StagedPartition, StagingArea
-from udfs import ModelSpec, model_cache, score
+from udfs import ModelSpec, model_cache
 from udfs.compat import col
 from udfs.model_udf import fixed_width_inputs
 
@@ -36,6 +36,7 @@ class RunResult:
     rejects_table: str | None
     seconds: float
     skipped: int = 0  # partitions an incremental run found up to date
+    engine: engine.Choice | None = None  # None when nothing was scored
 
 
 def run(spark: SparkSession, cfg: JobConfig, model: model_ref.LocalModel | None = None) -> RunResult:
@@ -61,7 +62,7 @@ def run(spark: SparkSession, cfg: JobConfig, model: model_ref.LocalModel | None 
                                        job.scoring.partition_columns, cfg.output_format)
         staging = StagingArea.for_run(location, lineage.scoring_run_id, job.scoring)
         try:
-            staged, counts = _score_and_stage(spark, cfg, job, lineage, staging)
+            staged, counts, chosen = _score_and_stage(spark, cfg, job, lineage, staging)
         except BaseException:
             _discard(spark, staging)
             raise
@@ -72,14 +73,14 @@ def run(spark: SparkSession, cfg: JobConfig, model: model_ref.LocalModel | None 
                                    lineage.scoring_run_id)
             log.info("served %d rows to %s", served, cfg.serve.table)
         this.succeeded(rows_read=counts.read, rows_scored=counts.scored, rows_rejected=counts.rejected,
-                       published_partitions=published)
+                       published_partitions=published, engine=chosen.engine, engine_max_diff=chosen.max_diff)
         try:
             publisher.retain(spark, staging, staged, cfg.runs, cfg.keep_versions, [cfg.output_table, cfg.rejects])
         except Exception:
             log.warning("retention failed; superseded versions are kept until the next run", exc_info=True)
     return RunResult(lineage, job.scoring.selection.text, job.source.partition_columns, staged, counts,
                      cfg.rejects if cfg.on_bad_rows == "quarantine" else None, time.monotonic() - started,
-                     job.skipped)
+                     job.skipped, chosen)
 
 
 def _discard(spark: SparkSession, staging: StagingArea) -> None:
@@ -93,27 +94,33 @@ def _discard(spark: SparkSession, staging: StagingArea) -> None:
 
 
 def _score_and_stage(spark: SparkSession, cfg: JobConfig, job: Prepared, lineage: RunLineage,
-                     staging: StagingArea) -> tuple[list[StagedPartition], audit.Counts]:
+                     staging: StagingArea) -> tuple[list[StagedPartition], audit.Counts, engine.Choice]:
     """The run's one pass over the data: score every selected row and write it, scored or rejected, under
     a run-specific folder; then audit what was written."""
     scoring, quarantine = job.scoring, cfg.on_bad_rows == "quarantine"
-    spec = ModelSpec(model_cache.ship(spark, job.model.path), scoring.features, scoring.outputs,
-                     tensor=scoring.tensor, params=job.params, isolate_errors=quarantine)
+    reasons = bad_rows.reasons(scoring) if cfg.on_bad_rows != "pass" else None
+    spec = ModelSpec(job.model.path, scoring.features, scoring.outputs, tensor=scoring.tensor, params=job.params,
+                     isolate_errors=quarantine)
+    chosen = engine.verify(spark, job.engine, job.selected(spark), reasons, spec, cfg.verify_rows,
+                           cfg.engine_tolerance, cfg.engine)
+    log.info("engine: %s (%s)", chosen.engine, chosen.reason)
+    if chosen.engine == "udf":  # executors load the model from the files shipped with the job
+        spec = replace(spec, model_file=model_cache.ship(spark, job.model.path))
     arrow = {"spark.sql.execution.arrow.maxRecordsPerBatch": str(cfg.batch_size)}
     if fixed_width_inputs(spec):  # batches are bounded by rows; Int.MaxValue stops Spark sizing every row
         arrow["spark.sql.execution.arrow.maxBytesPerBatch"] = str(2**31 - 1)
     log.info("scoring %d partition(s) of %s (%s) with %s version %s", len(job.partitions), cfg.input_table,
              scoring.selection.text, lineage.model_name, lineage.model_version)
-    reasons = bad_rows.reasons(scoring) if cfg.on_bad_rows != "pass" else None
     read = Observation("read")  # rows entering the run, counted as they are read: no second pass
     rows = (job.selected(spark).observe(read, F.count(F.lit(1)).alias("rows"))
             .transform(bad_rows.with_reason, reasons)
-            .transform(score, spec, col(plan.REJECT_REASON).isNotNull() if reasons is not None else None)
+            .transform(engine.to_dataframe, chosen, spec,
+                       col(plan.REJECT_REASON).isNotNull() if reasons is not None else None)
             .transform(with_lineage, lineage)
             .transform(partitions.with_fingerprints, job.source, job.fingerprints)
             .transform(bad_rows.with_outcome))
     faults.while_running_jobs(spark)
-    with runtime_conf(spark, arrow):
+    with runtime_conf(spark, {**arrow, **engine.spark_settings(chosen)}):
         staging.write(rows)
     faults.point("after_stage")
     staged = staging.partitions(spark)
@@ -123,7 +130,7 @@ def _score_and_stage(spark: SparkSession, cfg: JobConfig, job: Prepared, lineage
     audit.check(counts, cfg.on_bad_rows, cfg.max_bad_fraction, example)
     if cfg.prediction_range is not None:
         audit.check_range(staging.rows(spark, SCORED), scoring.outputs, cfg.prediction_range)
-    return staged, counts
+    return staged, counts, chosen
 
 
 def _publish_all(spark: SparkSession, cfg: JobConfig, job: Prepared, publisher: Publisher, staging: StagingArea,

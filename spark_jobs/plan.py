@@ -50,6 +50,7 @@ _ML_TO_SPARK: dict[MlType, T.DataType] = {
 _NUMPY_TO_SPARK = {
     "float64": T.DoubleType(), "float32": T.FloatType(), "int64": T.LongType(), "int32": T.IntegerType(),
     "int16": T.ShortType(), "int8": T.ByteType(), "bool": T.BooleanType(), "object": T.StringType(),
+    "str": T.StringType(),  # infer_signature on string labels: Tensor('str')
 }
 _INTEGRAL = (T.ByteType, T.ShortType, T.IntegerType, T.LongType)
 _NUMERIC = (*_INTEGRAL, T.FloatType, T.DoubleType, T.DecimalType)

@@ -10,7 +10,7 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
-from spark_jobs import model_ref, output, partitions, plan, tables
+from spark_jobs import engine, model_ref, output, partitions, plan, tables
 from spark_jobs.config import JobConfig
 from spark_jobs.errors import UsageError, one_line
 from udfs.compat import try_cast, type_from_ddl
@@ -28,6 +28,7 @@ class Prepared:
     keys: tuple[str, ...]
     fingerprints: dict[partitions.Values, str]  # of the partitions this run scores
     skipped: int  # partitions an incremental run found up to date
+    engine: engine.Choice  # translated (sql) or not (udf), before verification on the run's rows
 
     @property
     def partitions(self) -> list[partitions.Values]:
@@ -67,7 +68,7 @@ def prepare(spark: SparkSession, cfg: JobConfig, model: model_ref.LocalModel | N
             text = " or ".join(partitions.describe(source.partition_columns, v) for v in stale)
             scoring = replace(scoring, selection=partitions.selection_of(source.partition_columns, list(stale),
                                                                          f"new or changed: {text}"))
-    job = Prepared(source, model, scoring, params, keys, prints, skipped)
+    job = Prepared(source, model, scoring, params, keys, prints, skipped, engine.Choice("udf", "not planned"))
     if prints and job.selected(spark).isEmpty():  # files, but no rows in them: reads at most one row
         raise UsageError(f"partition selection {scoring.selection.text} matches no rows in {cfg.input_table} "
                          "(its files are empty)")
@@ -77,6 +78,8 @@ def prepare(spark: SparkSession, cfg: JobConfig, model: model_ref.LocalModel | N
     log.info("plan: %d partition(s) to score, %d up to date; features %s", len(prints), skipped,
              ", ".join(f.column for f in job.scoring.features))
     output.check_compatible(spark, cfg.output_table, job.scoring.output_schema, source.partition_columns)
+    if prints:
+        job = replace(job, engine=engine.plan(cfg.engine, model.path, job.scoring, params))
     if cfg.on_bad_rows == "quarantine":
         output.check_compatible(spark, cfg.rejects, plan.rejects_schema(source), source.partition_columns,
                                 "rejects table")

@@ -18,6 +18,9 @@ from spark_jobs.config import JobConfig
 
 log = logging.getLogger("score_table")
 LOG4J_CONF = Path(__file__).resolve().parents[1] / "conf" / "log4j2.properties"  # in a checkout, not a wheel
+# Let the JIT compile methods over 8,000 bytes of bytecode: whole-stage code generation of a translated model
+# (udfs.compiled) makes such methods, and HotSpot leaves them interpreted by default, several times slower.
+JIT_HUGE_METHODS = "-XX:-DontCompileHugeMethods"
 
 
 def embedded_defaults(local_home: str) -> dict[str, str]:
@@ -51,8 +54,7 @@ def session_for(local_defaults: bool, local_home: str, spark_conf: Mapping[str, 
     if local_defaults:
         # Local workers run the driver's interpreter, which has the model's libraries.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-        if not verbose:
-            _quiet_jvm_start()
+        _own_jvm_options(quiet=not verbose)
     configured = _configured_keys()
     builder = SparkSession.builder
     for key, value in defaults.items():
@@ -67,15 +69,18 @@ def session_for(local_defaults: bool, local_home: str, spark_conf: Mapping[str, 
     return spark
 
 
-def _quiet_jvm_start() -> None:
+def _own_jvm_options(quiet: bool) -> None:
     """When this process is about to start its own JVM (the console script, `python -m`), start it with
-    conf/log4j2.properties (Spark at WARN), unless the user gave a log4j configuration of their own: the
-    INFO lines of Spark's start-up come before any setLogLevel could stop them."""
+    JIT_HUGE_METHODS and, when `quiet`, conf/log4j2.properties (Spark at WARN) unless the user gave a log4j
+    configuration of their own: the INFO lines of Spark's start-up come before any setLogLevel could stop
+    them."""
     options = os.environ.get("SPARK_SUBMIT_OPTS", "")
-    if SparkContext._gateway is not None or os.environ.get("PYSPARK_GATEWAY_PORT") or "log4j" in options:
-        return  # the JVM runs already (spark-submit started it with its own options), or the user chose
-    if LOG4J_CONF.exists():
-        os.environ["SPARK_SUBMIT_OPTS"] = f"{options} -Dlog4j2.configurationFile={LOG4J_CONF.as_uri()}".strip()
+    if SparkContext._gateway is not None or os.environ.get("PYSPARK_GATEWAY_PORT"):
+        return  # the JVM runs already: spark-submit started it with its own options
+    added = [] if "DontCompileHugeMethods" in options else [JIT_HUGE_METHODS]
+    if quiet and "log4j" not in options and LOG4J_CONF.exists():
+        added.append(f"-Dlog4j2.configurationFile={LOG4J_CONF.as_uri()}")
+    os.environ["SPARK_SUBMIT_OPTS"] = " ".join([options, *added]).strip()
 
 
 def _configured_keys() -> set[str]:

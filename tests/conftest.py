@@ -17,7 +17,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql.catalog import Catalog
 
 from spark_jobs import compat
-from tests.support import DAYS, SCHEMA, create_table, fit, prepare_home, register_sklearn
+from tests.support import DAYS, SCHEMA, call, create_table, fit, prepare_home, register_sklearn
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -27,6 +27,34 @@ REGISTRY_DIR = Path(tempfile.mkdtemp(prefix="scoring-tests-mlflow-"))
 REGISTRY_URI = f"sqlite:///{REGISTRY_DIR / 'mlflow.db'}"
 os.environ["MLFLOW_TRACKING_URI"] = os.environ["MLFLOW_REGISTRY_URI"] = REGISTRY_URI
 atexit.register(shutil.rmtree, REGISTRY_DIR, True)
+
+
+# The modules whose tests start processes (marker `processes`): under pytest-xdist (`make test` runs two
+# workers) each of them goes, whole, to the worker that runs the others, since they share one prepared embedded
+# home (the `home` fixture, built once per worker), while the other worker runs the in-process tests.
+PROCESS_MODULES = {"test_entry_points.py", "test_faults.py", "test_platforms.py", "test_serving.py"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    strays = [i.nodeid for i in items if i.get_closest_marker("processes") and i.path.name not in PROCESS_MODULES]
+    assert not strays, f"tests marked `processes` outside PROCESS_MODULES (tests/conftest.py): {strays}"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """`-n N` (pytest-xdist's default `--dist load`): this scheduling instead; another --dist: xdist's own."""
+    if config.getvalue("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ProcessesInOneWorker(LoadScopeScheduling):  # type: ignore[misc]
+        """Every test a unit of its own, except the PROCESS_MODULES' tests: one unit, the largest, so first."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
+            return "processes" if module in PROCESS_MODULES else nodeid
+
+    return ProcessesInOneWorker(config, log)
 
 
 def _create_database(catalog: Catalog, dbName: str, ifNotExists: bool = False) -> None:
@@ -62,6 +90,7 @@ def spark(workdir: Path) -> Iterator[SparkSession]:
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.shuffle.partitions", "2")
+        .config("spark.sql.adaptive.enabled", "false")
         .config("spark.default.parallelism", "2")
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.task.maxFailures", "1")
@@ -94,6 +123,16 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An embedded default of its own (demo model, small two-day table) for tests that run the job in
     separate processes: Derby admits one process at a time, and this session's Spark holds another one."""
     return prepare_home(tmp_path_factory.mktemp("embedded"))
+
+
+@pytest.fixture(scope="session")
+def scored_by_module(home: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """`python -m spark_jobs.score_table` with the profile, every partition, in a process of its own: what the
+    module entry point's test checks and the SQL clients' test queries (one Spark start for both)."""
+    done = call([sys.executable, "-m", "spark_jobs.score_table", "--config", str(home / "profile.yaml"),
+                 "--output-table", "lake.scored_python_m"], home, tmp_path_factory.mktemp("python_m"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    return "scored_python_m"
 
 
 @pytest.fixture(scope="session")

@@ -5,9 +5,12 @@ from __future__ import annotations
 import functools
 import json
 import os
+import selectors
 import socket
 import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,13 +20,15 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
-from mlflow.models import infer_signature
+from mlflow.models import ModelSignature, infer_signature
 from mlflow.tracking import MlflowClient
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from spark_jobs.config import parse_args
 from spark_jobs.demo import FEATURES as DEMO_FEATURES
+from spark_jobs.job import RunResult, run
 
 SCHEMA = "customer_id bigint, tenure int, spend decimal(10,2), visits bigint, segment string, ds string"
 DAYS = ["2026-11-01", "2026-11-02", "2026-11-03"]
@@ -40,18 +45,54 @@ def fit(coefs: tuple[float, float, float], seed: int) -> tuple[Any, pd.DataFrame
     return LinearRegression().fit(X, X.to_numpy() @ np.array(coefs) + rng.normal(0, 1, 60)), X
 
 
-def register_sklearn(model: Any, X: pd.DataFrame, name: str, alias: str | None = None) -> str:
-    """Log a fitted sklearn model with a signature inferred from X; returns the registered version."""
-    signature = infer_signature(X, model.predict(X))
-    with mlflow.start_run():
-        info = mlflow.sklearn.log_model(
-            model, name="model", signature=signature, registered_model_name=name,
-            serialization_format="cloudpickle",
-        )
+def log_model(model: Any, signature: ModelSignature | None = None, name: str | None = None,
+              alias: str | None = None, experiment_id: str | None = None, **kwargs: Any) -> str:
+    """Log a model in a run of its own (in the active experiment, or `experiment_id`): a `PythonModel` as
+    pyfunc, anything else as scikit-learn (pickled with cloudpickle); `kwargs` go to the flavor's log_model.
+    Registered as `name` when given, with `alias` moved to the new version. Returns the model's URI:
+    `models:/NAME/VERSION`, or `runs:/RUN_ID/model` when not registered.
+
+    The requirements are the flavor's own (scikit-learn, cloudpickle; mlflow is added by MLflow): without them
+    MLflow infers requirements by loading the model in a subprocess, seconds per model."""
+    with mlflow.start_run(experiment_id=experiment_id) as active:
+        if isinstance(model, mlflow.pyfunc.PythonModel):
+            info = mlflow.pyfunc.log_model(name="model", python_model=model, signature=signature,
+                                           registered_model_name=name,
+                                           pip_requirements=mlflow.pyfunc.get_default_pip_requirements(), **kwargs)
+        else:
+            info = mlflow.sklearn.log_model(
+                model, name="model", signature=signature, registered_model_name=name,
+                serialization_format="cloudpickle",
+                pip_requirements=mlflow.sklearn.get_default_pip_requirements(include_cloudpickle=True), **kwargs)
+    if name is None:
+        return f"runs:/{active.info.run_id}/model"
     version = str(info.registered_model_version)
     if alias:
         MlflowClient().set_registered_model_alias(name, alias, version)
-    return version
+    return f"models:/{name}/{version}"
+
+
+def register_sklearn(model: Any, X: pd.DataFrame, name: str, alias: str | None = None) -> str:
+    """Register a fitted scikit-learn model with a signature inferred from X; returns the new version."""
+    return log_model(model, infer_signature(X, model.predict(X)), name, alias).rsplit("/", 1)[1]
+
+
+def score(spark: SparkSession, *args: str) -> RunResult:
+    """One run of the job in this process, on the suite's session, from command-line flags."""
+    return run(spark, parse_args(list(args)))
+
+
+def base(source: str, output_table: str, uri: str = "models:/churn_lr@champion") -> list[str]:
+    return ["--model-uri", uri, "--input-table", source, "--output-table", output_table]
+
+
+RUN_COLUMNS = ["scored_at", "scoring_run_id"]  # what differs between two runs that score the same rows alike
+
+
+def snapshot(df: DataFrame) -> DataFrame:
+    """The rows `df` holds now, kept in memory: what a table must still hold after something that must not
+    change it (compare with chispa's assert_df_equality, exactly)."""
+    return df.sparkSession.createDataFrame(df.collect(), df.schema)
 
 
 def create_table(spark: SparkSession, name: str, rows: Sequence[tuple[Any, ...]], schema: T.StructType | str,
@@ -104,11 +145,22 @@ def _plain(value: Any) -> Any:
 # -- separate processes on their own embedded metastore (Derby admits one process at a time) ----------------
 
 REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
 DEMO_DAYS = ["2026-11-20", "2026-11-21"]
 
 
+# The JVMs of the processes the tests start live seconds: compiled by C1 alone (no C2), each costs about a third
+# less CPU, and the suite is CPU-bound on 2 cores. The suite's own session, which lives for the whole run,
+# keeps the JVM's defaults (there C2 pays for itself).
+SHORT_LIVED_JVM = "-XX:TieredStopAtLevel=1"
+
+
 def env(home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
-    return {**os.environ, "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1",
+    """A process's environment: this interpreter for Spark's Python, loopback only, the home's registry, and
+    short-lived JVMs (spark-submit's, and a standalone master's and worker's)."""
+    jvm = {key: f"{os.environ.get(key, '')} {SHORT_LIVED_JVM}".strip()
+           for key in ("SPARK_SUBMIT_OPTS", "SPARK_DAEMON_JAVA_OPTS")}
+    return {**os.environ, **jvm, "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1",
             "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
             "MLFLOW_REGISTRY_URI": f"sqlite:///{home / 'mlflow.db'}", **(extra or {})}
 
@@ -139,6 +191,89 @@ def submit_conf(home: Path) -> list[str]:
         "--conf", f"spark.hadoop.javax.jdo.option.ConnectionURL=jdbc:derby:;databaseName={home / 'metastore_db'}",
         "--conf", "spark.ui.enabled=false",
     ]
+
+
+class Driver:
+    """A process that runs the job as often as the test asks, in one JVM (tests/driver.py): each way of running
+    costs one Spark start, however many runs a test needs. `head` is the launcher: spark-submit with its
+    options (the session it configures) or this interpreter (then `local_home` names the embedded default)."""
+
+    def __init__(self, head: list[str], home: Path, cwd: Path, extra_env: dict[str, str] | None = None,
+                 local_home: Path | None = None, timeout: float = 300) -> None:
+        fifo = Path(tempfile.mkdtemp(prefix="driver-", dir=cwd)) / "commands"
+        os.mkfifo(fifo)
+        self._commands = os.open(fifo, os.O_RDWR)  # never blocks; the driver sees the end when this closes
+        cmd = [*head, str(REPO / "tests" / "driver.py"), str(fifo),
+               *(["--local-home", str(local_home)] if local_home else [])]
+        self.timeout, self._buffer = timeout, b""
+        self.process = subprocess.Popen(cmd, cwd=cwd, env=env(home, extra_env), stdin=subprocess.DEVNULL,
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+    def run(self, *argv: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+        """One run of the job with these flags: its exit code (the signal's, negative, if it killed the process)
+        and everything the process printed meanwhile."""
+        answer, output = self._ask({"run": list(argv), "env": env or {}})
+        return (answer["code"] if answer else self._ended()), output
+
+    def inspect(self, table: str) -> dict[str, Any]:
+        """What the metastore publishes of `table`: sorted JSON rows, the run folder each partition points
+        at, and the run history (status and error by scoring_run_id)."""
+        answer, output = self._ask({"inspect": table})
+        assert answer is not None, output[-3000:]
+        return answer
+
+    def close(self) -> str:
+        """End the process (its session stops) and return what it printed after the last answer."""
+        output = self._read_all() if self.process.poll() is None else ""
+        assert self._ended() == 0, output[-3000:]
+        return output
+
+    def _ask(self, command: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
+        os.write(self._commands, (json.dumps(command) + "\n").encode())
+        lines = []
+        for line in self._lines():
+            if line.startswith("DONE "):
+                return json.loads(line.removeprefix("DONE ")), "".join(lines)
+            lines.append(line)
+        return None, "".join(lines)  # the process ended without answering
+
+    def _lines(self) -> Iterator[str]:
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + self.timeout
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.process.stdout, selectors.EVENT_READ)
+            while True:
+                while b"\n" in self._buffer:
+                    line, self._buffer = self._buffer.split(b"\n", 1)
+                    yield line.decode(errors="replace") + "\n"
+                if not selector.select(max(0.0, deadline - time.monotonic())):
+                    self.process.kill()
+                    raise TimeoutError(f"no answer from the job's process in {self.timeout:.0f} s")
+                chunk = os.read(self.process.stdout.fileno(), 65536)
+                if not chunk:
+                    if self._buffer:
+                        yield self._buffer.decode(errors="replace")
+                    self._buffer = b""
+                    return
+                self._buffer += chunk
+
+    def _read_all(self) -> str:
+        os.close(self._commands)
+        self._commands = -1
+        return "".join(self._lines())
+
+    def _ended(self) -> int:
+        return self.process.wait(timeout=self.timeout)
+
+    def __enter__(self) -> Driver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        if self._commands >= 0:
+            os.close(self._commands)
 
 
 @contextmanager

@@ -1,50 +1,53 @@
 """The three ways users run the job (spark-submit, the console script, python -m), each in its own process
-against its own embedded metastore and registry, as a new user would."""
+against its own embedded metastore and registry, as a new user would: one process per way of running. The
+console script's scoring run is test_platforms.py's, with a model from an MLflow tracking server."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
+from chispa import assert_df_equality
 from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
+from tests.support import BIN, RUN_COLUMNS, Driver, call, expected_for, published, snapshot, submit_conf
 from tests.support import DEMO_DAYS as DAYS
-from tests.support import call, expected_for, published, submit_conf
 
-BIN = Path(sys.executable).parent
-REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.processes
 
 
 def test_spark_submit_with_conf_only_scores_and_rerun_is_identical(spark: SparkSession, home: Path,
                                                                    tmp_path: Path) -> None:
-    cmd = [str(BIN / "spark-submit"), *submit_conf(home), str(REPO / "spark_jobs" / "score_table.py"),
-           "--model-uri", "models:/churn@champion", "--input-table", "lake.customer_features",
-           "--output-table", "lake.scored_submit", "--partition", f"ds={DAYS[0]}"]
-    first = call(cmd, home, tmp_path)  # cwd elsewhere: the embedded default would find no table there
-    assert first.returncode == 0, first.stderr[-3000:]
-    assert f"ds={DAYS[0]}: 2000 scored, 0 rejected" in first.stdout
-    actual = published(spark, home, "scored_submit")
-    assertDataFrameEqual(actual, expected_for(spark, home, actual, DAYS[0]))
-    before = actual.drop("scored_at", "scoring_run_id").collect()
+    """Configured by spark-submit --conf alone; the second run, in the same spark-submit process, replaces the
+    partition with the same rows."""
+    flags = ["--model-uri", "models:/churn@champion", "--input-table", "lake.customer_features",
+             "--output-table", "lake.scored_submit", "--partition", f"ds={DAYS[0]}"]
+    # cwd elsewhere: the embedded default would find no table there
+    with Driver([str(BIN / "spark-submit"), *submit_conf(home)], home, tmp_path) as submitted:
+        code, out = submitted.run(*flags)
+        assert code == 0, out[-3000:]
+        assert f"ds={DAYS[0]}: 2000 scored, 0 rejected" in out
+        actual = published(spark, home, "scored_submit")
+        assertDataFrameEqual(actual, expected_for(spark, home, actual, DAYS[0]))
+        before = snapshot(actual)
 
-    again = call(cmd, home, tmp_path)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assertDataFrameEqual(published(spark, home, "scored_submit").drop("scored_at", "scoring_run_id"), before)
+        code, out = submitted.run(*flags)
+        assert code == 0, out[-3000:]
+        submitted.close()
+    assert_df_equality(published(spark, home, "scored_submit"), before, ignore_row_order=True,
+                       ignore_columns=RUN_COLUMNS)
 
 
-@pytest.mark.parametrize("launcher", ["console-script", "python-m"])
-def test_console_script_and_module_score_with_a_profile(spark: SparkSession, home: Path, tmp_path: Path,
-                                                        launcher: str) -> None:
-    table = f"scored_{launcher.replace('-', '_')}"
-    module = [sys.executable, "-m", "spark_jobs.score_table"]
-    head = [str(BIN / "score-table")] if launcher == "console-script" else module
-    done = call([*head, "--config", str(home / "profile.yaml"), "--output-table", f"lake.{table}",
-                 "--partition", f"ds={DAYS[1]}"], home, tmp_path)
-    assert done.returncode == 0, done.stderr[-3000:]
-    actual = published(spark, home, table)
-    assertDataFrameEqual(actual, expected_for(spark, home, actual, DAYS[1]))
+def test_module_scores_every_partition_with_a_profile(spark: SparkSession, home: Path, scored_by_module: str) -> None:
+    """`python -m spark_jobs.score_table --config PROFILE` (the run is the scored_by_module fixture: the SQL
+    clients' test in test_platforms.py queries the same table)."""
+    scored = published(spark, home, scored_by_module)
+    assert sorted(str(r.ds) for r in scored.select("ds").distinct().collect()) == DAYS
+    for day in DAYS:
+        actual = scored.where(F.col("ds") == day)
+        assertDataFrameEqual(actual, expected_for(spark, home, actual, day))
 
 
 def test_console_script_usage_error_exits_2_before_spark_starts(home: Path, tmp_path: Path) -> None:

@@ -13,11 +13,12 @@ import cloudpickle
 import mlflow
 import pandas as pd
 import pytest
+from chispa import assert_df_equality
 from mlflow.models import infer_signature
 from pyspark.sql import SparkSession
 
 from spark_jobs.cli import main
-from tests.support import DAYS, SCHEMA, create_table
+from tests.support import DAYS, SCHEMA, create_table, log_model, snapshot
 
 
 def run_main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
@@ -99,11 +100,11 @@ def test_usage_errors_exit_2_and_write_nothing(spark: SparkSession, model: dict[
 def test_conflicting_output_table_is_left_alone(spark: SparkSession, model: dict[str, str], odd_tables: Any,
                                                 capsys: pytest.CaptureFixture[str], table: str,
                                                 fragments: list[str]) -> None:
-    before = spark.table(table).collect()
+    before = snapshot(spark.table(table))
     code, err = run_main(capsys, *BASE, "--output-table", table)
     assert code == 2
     assert_one_line_error(err, *fragments)
-    assert spark.table(table).collect() == before
+    assert_df_equality(spark.table(table), before, ignore_row_order=True)
 
 
 def test_unknown_config_key_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -123,11 +124,8 @@ def test_model_failure_while_scoring_exits_1_with_the_models_message(
         spark: SparkSession, source: str, output: str, tracking_uri: str, capsys: pytest.CaptureFixture[str]) -> None:
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import the tests package
     X = pd.DataFrame({"tenure": [1.0], "spend": [2.0], "visits": [3.0]})
-    with mlflow.start_run():
-        mlflow.pyfunc.log_model(name="model", python_model=Exploding(), registered_model_name="exploding",
-                                signature=infer_signature(X, pd.Series([0.0])))
-    code, err = run_main(capsys, "--model-uri", "models:/exploding/1", "--input-table", source,
-                         "--output-table", output)
+    uri = log_model(Exploding(), infer_signature(X, pd.Series([0.0])), "exploding")
+    code, err = run_main(capsys, "--model-uri", uri, "--input-table", source, "--output-table", output)
     assert code == 1
     assert_one_line_error(err, "ValueError: feature drift detector tripped")
     assert "Traceback" not in err

@@ -1,36 +1,23 @@
 """Fault injection with real Spark and a real metastore: the driver SIGKILLed while scoring, after writing
-and while publishing. Each crashed run is a separate process (spark-submit or the console script) on its
-own embedded metastore; what readers see is inspected through the metastore after each crash."""
+and while publishing. Each crash ends its own process (the job run as `python -m`, on its own embedded
+metastore); the next process first inspects, through the metastore, what readers see after the crash, and
+then runs again, taking over the dead run's lock."""
 
 from __future__ import annotations
 
 import json
 import signal
+import sys
 from pathlib import Path
 
-from tests.support import DEMO_DAYS, call, submit_conf
+import pytest
 
-BIN_JOB = ["-m", "spark_jobs.score_table"]
+from tests.support import DEMO_DAYS, Driver
+
+pytestmark = pytest.mark.processes
+
 OUT = "lake.scored_faults"
-
-
-def job(home: Path, tmp: Path, crash: str | None = None) -> tuple[int, str]:
-    import sys
-
-    cmd = [sys.executable, *BIN_JOB, "--config", str(home / "faults.yaml"), "--output-table", OUT]
-    done = call(cmd, home, tmp, {"SCORE_TABLE_CRASH_AT": crash} if crash else {})
-    return done.returncode, done.stdout + done.stderr
-
-
-def inspect(home: Path, tmp: Path) -> dict[str, object]:
-    import sys
-
-    bin_dir = Path(sys.executable).parent
-    done = call([str(bin_dir / "spark-submit"), *submit_conf(home), str(Path(__file__).with_name("inspect_output.py")),
-                 OUT], home, tmp)
-    assert done.returncode == 0, done.stderr[-3000:]
-    line = next(x for x in done.stdout.splitlines() if x.startswith("INSPECT "))
-    return json.loads(line.removeprefix("INSPECT "))  # type: ignore[no-any-return]
+CRASH_AT = "SCORE_TABLE_CRASH_AT"
 
 
 def without_run_columns(rows: list[str]) -> list[str]:
@@ -52,40 +39,53 @@ def manifest_runs(home: Path) -> dict[str, str]:
 
 
 def test_crashes_never_change_what_readers_see(home: Path, tmp_path: Path) -> None:
-    (home / "faults.yaml").write_text(
+    profile = home / "faults.yaml"
+    profile.write_text(
         "model_uri: models:/churn@champion\ninput_table: lake.customer_features\nlock_stale_after_s: 2\n"
         f"spark:\n  local_home: {home}\n")
-    code, log = job(home, tmp_path)
-    assert code == 0, log[-3000:]
-    baseline = inspect(home, tmp_path)
-    (first_run,) = baseline["runs"]  # type: ignore[misc]
-    assert baseline["published_by"] == {f"ds={d}": first_run for d in DEMO_DAYS}
+    flags = ["--config", str(profile), "--output-table", OUT]
 
-    crashed = []
-    for point in ("while_scoring", "after_stage", "mid_publish"):
-        code, log = job(home, tmp_path, crash=point)
-        assert code == -signal.SIGKILL, (point, code, log[-2000:])
-        state = inspect(home, tmp_path)
-        runs: dict[str, dict[str, str]] = state["runs"]  # type: ignore[assignment]
-        (new_run,) = set(runs) - set(baseline["runs"]) - set(crashed)  # type: ignore[arg-type]
-        crashed.append(new_run)
-        assert runs[new_run]["status"] == "running"  # detectably stale: its lock has no heartbeat any more
-        assert manifest_runs(home) == state["published_by"], point
-        for earlier in crashed[:-1]:  # the next run took over the stale lock and marked it failed
-            assert runs[earlier]["status"] == "failed" and "abandoned" in runs[earlier]["error"]
-        if point != "mid_publish":
-            assert state["rows"] == baseline["rows"] and state["published_by"] == baseline["published_by"]
-        else:  # per-partition atomicity: the first partition switched whole, the second kept its old rows
-            assert state["published_by"] == {f"ds={DEMO_DAYS[0]}": new_run, f"ds={DEMO_DAYS[1]}": first_run}
-            by_run = {json.loads(r)["scoring_run_id"] for r in state["rows"]}
-            assert by_run == {new_run, first_run}
-            assert len(state["rows"]) == len(baseline["rows"])
-            assert without_run_columns(state["rows"]) == without_run_columns(baseline["rows"])
+    def process() -> Driver:
+        return Driver([sys.executable], home, tmp_path, local_home=home)
 
-    code, log = job(home, tmp_path)
-    assert code == 0, log[-3000:]
-    final = inspect(home, tmp_path)
-    runs = final["runs"]  # type: ignore[assignment]
+    with process() as first:
+        code, log = first.run(*flags)
+        assert code == 0, log[-3000:]
+        baseline = first.inspect(OUT)
+        (first_run,) = baseline["runs"]
+        assert baseline["published_by"] == {f"ds={d}": first_run for d in DEMO_DAYS}
+        code, log = first.run(*flags, env={CRASH_AT: "while_scoring"})
+        assert code == -signal.SIGKILL, ("while_scoring", code, log[-2000:])
+
+    crashed: list[str] = []
+    for crash, point in (("while_scoring", "after_stage"), ("after_stage", "mid_publish"), ("mid_publish", None)):
+        with process() as after:
+            state = after.inspect(OUT)  # what readers see after the crash, before anyone runs again
+            runs: dict[str, dict[str, str]] = state["runs"]
+            (new_run,) = set(runs) - set(baseline["runs"]) - set(crashed)
+            crashed.append(new_run)
+            assert runs[new_run]["status"] == "running"  # detectably stale: its lock has no heartbeat any more
+            assert manifest_runs(home) == state["published_by"], crash
+            for earlier in crashed[:-1]:  # the next run took over the stale lock and marked it failed
+                assert runs[earlier]["status"] == "failed" and "abandoned" in runs[earlier]["error"]
+            if crash != "mid_publish":
+                assert state["rows"] == baseline["rows"] and state["published_by"] == baseline["published_by"]
+            else:  # per-partition atomicity: the first partition switched whole, the second kept its old rows
+                assert state["published_by"] == {f"ds={DEMO_DAYS[0]}": new_run, f"ds={DEMO_DAYS[1]}": first_run}
+                by_run = {json.loads(r)["scoring_run_id"] for r in state["rows"]}
+                assert by_run == {new_run, first_run}
+                assert len(state["rows"]) == len(baseline["rows"])
+                assert without_run_columns(state["rows"]) == without_run_columns(baseline["rows"])
+
+            code, log = after.run(*flags, env={CRASH_AT: point} if point else {})
+            if point:
+                assert code == -signal.SIGKILL, (point, code, log[-2000:])
+                continue
+            assert code == 0, log[-3000:]
+            final = after.inspect(OUT)
+            after.close()
+
+    runs = final["runs"]
     assert all(runs[r]["status"] == "failed" for r in crashed)
     (last,) = {r for r, v in runs.items() if v["status"] == "succeeded"} - {first_run}
     assert final["published_by"] == {f"ds={d}": last for d in DEMO_DAYS} == manifest_runs(home)

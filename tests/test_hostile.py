@@ -10,27 +10,29 @@ from types import SimpleNamespace
 import mlflow
 import pandas as pd
 import pytest
+from chispa import assert_df_equality
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from spark_jobs import output as output_tables
 from spark_jobs.cli import main
-from spark_jobs.config import parse_args
-from spark_jobs.job import RunResult, run
 from spark_jobs.plan import NULL_PARTITION
-from tests.support import FEATURES, SCHEMA, create_table, expected_scored, fit, register_sklearn
+from tests.support import (
+    FEATURES,
+    SCHEMA,
+    base,
+    create_table,
+    expected_scored,
+    fit,
+    log_model,
+    register_sklearn,
+    score,
+    snapshot,
+)
 
 # Values Hive escapes in folder names (quote, =, :, %, /), a space, and NULL
 ODD_DAYS = ["' OR 1=1 --", "x y/z", "p%q", "a:b", None]
-
-
-def score(spark: SparkSession, *args: str) -> RunResult:
-    return run(spark, parse_args(list(args)))
-
-
-def base(source: str, output_table: str, uri: str) -> list[str]:
-    return ["--model-uri", uri, "--input-table", source, "--output-table", output_table]
 
 
 @pytest.fixture(scope="module")
@@ -101,10 +103,7 @@ def test_incremental_run_rescores_a_partition_scored_by_another_model(
     uris = []
     for seed in (43, 44):
         model, X = fit((float(seed), 1.0, 0.0), seed=seed)
-        with mlflow.start_run() as r:
-            mlflow.sklearn.log_model(model, name="model", input_example=X.head(2), serialization_format="cloudpickle",
-                                     pip_requirements=[])
-        uris.append(f"runs:/{r.info.run_id}/model")
+        uris.append(log_model(model, input_example=X.head(2)))
     results = [score(spark, *base(source, output, uri), "--partition", day, "--partition-mode", "new")
                for uri in (*uris, uris[1])]
     assert [r.skipped for r in results] == [0, 0, 1]
@@ -174,7 +173,7 @@ def test_decimal_partitions_and_a_partition_whose_file_is_emptied(spark: SparkSe
             for i in range(6)]
     create_table(spark, "lake.dec_parts", rows, schema, partition_by=("p",))
     first = score(spark, *base("lake.dec_parts", output, f"models:/churn_lr/{model['v1']}"))
-    before = spark.table(output).where(F.col("p") == Decimal("2.5")).collect()
+    before = snapshot(spark.table(output).where(F.col("p") == Decimal("2.5")))
 
     empty = tmp_path / "p=2.5"
     spark.table("lake.dec_parts").limit(0).drop("p").coalesce(1).write.parquet(str(empty))
@@ -182,7 +181,7 @@ def test_decimal_partitions_and_a_partition_whose_file_is_emptied(spark: SparkSe
     spark.catalog.refreshTable("lake.dec_parts")
     second = score(spark, *base("lake.dec_parts", output, f"models:/churn_lr/{model['v2']}"))
     assert [p.values for p in second.staged] == [(Decimal("1.5"),)]
-    assertDataFrameEqual(spark.table(output).where(F.col("p") == Decimal("2.5")), before)
+    assert_df_equality(spark.table(output).where(F.col("p") == Decimal("2.5")), before, ignore_row_order=True)
     assert {r.model_version for r in spark.table(output).where(F.col("p") == Decimal("1.5")).collect()} == {model["v2"]}
 
     folder = Path(output_tables.location(spark, output).removeprefix("file:"))

@@ -21,10 +21,22 @@ from pyspark.sql import SparkSession
 from pyspark.testing import assertDataFrameEqual
 
 from spark_jobs import demo
-from tests.support import DEMO_DAYS, call, expected_for, free_port, published, registry, submit_conf
+from tests.support import (
+    BIN,
+    DEMO_DAYS,
+    REPO,
+    SHORT_LIVED_JVM,
+    call,
+    expected_for,
+    free_port,
+    log_model,
+    published,
+    registry,
+    submit_conf,
+)
+from tests.support import env as process_env
 
-BIN = Path(sys.executable).parent
-REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.processes
 
 
 def wait_for(check: object, what: str, timeout: float = 90) -> None:
@@ -55,10 +67,10 @@ def start(cmd: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[by
 
 
 @pytest.fixture()
-def standalone(tmp_path: Path) -> Iterator[str]:
+def standalone(home: Path, tmp_path: Path) -> Iterator[str]:
     """A real standalone master and worker, bound to 127.0.0.1."""
     spark_class = str(Path(pyspark.__file__).parent / "bin" / "spark-class")
-    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_LOG_DIR": str(tmp_path), "SPARK_NO_DAEMONIZE": "1"}
+    env = process_env(home, {"SPARK_LOG_DIR": str(tmp_path), "SPARK_NO_DAEMONIZE": "1"})
     port, ui = free_port(), free_port()
     master = start([spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port",
                     str(port), "--webui-port", str(ui)], tmp_path / "master.log", env)
@@ -84,11 +96,13 @@ def test_spark_submit_to_a_standalone_cluster(spark: SparkSession, home: Path, s
     conf = submit_conf(home)
     conf[conf.index("--master") + 1] = standalone
     done = call([str(BIN / "spark-submit"), *conf, "--conf", f"spark.pyspark.python={sys.executable}",
-                 "--conf", "spark.executor.memory=1g", str(REPO / "spark_jobs" / "score_table.py"),
+                 "--conf", "spark.executor.memory=1g", "--conf", f"spark.executor.extraJavaOptions={SHORT_LIVED_JVM}",
+                 str(REPO / "spark_jobs" / "score_table.py"),
                  "--config", str(REPO / "conf" / "cluster.yaml"), "--model-uri", "models:/churn@champion",
                  "--input-table", "lake.customer_features", "--output-table", "lake.scored_cluster",
                  "--partition", f"ds={DEMO_DAYS[0]}"], home, tmp_path)
-    assert done.returncode == 0, "\n".join(line for line in done.stderr.splitlines() if " INFO " not in line)
+    assert done.returncode == 0, "\n".join(line for line in (done.stderr + done.stdout).splitlines()
+                                            if " INFO " not in line)
     actual = published(spark, home, "scored_cluster")
     assertDataFrameEqual(actual, expected_for(spark, home, actual, DEMO_DAYS[0]))
 
@@ -108,9 +122,10 @@ def mlflow_server(tmp_path: Path) -> Iterator[str]:
         stop([server])
 
 
-def test_scoring_with_a_model_from_an_mlflow_tracking_server(spark: SparkSession, home: Path, mlflow_server: str,
-                                                            tmp_path: Path) -> None:
-    import mlflow
+def test_console_script_scores_with_a_profile_and_a_model_from_an_mlflow_tracking_server(
+        spark: SparkSession, home: Path, mlflow_server: str, tmp_path: Path) -> None:
+    """`score-table --config PROFILE`, the console script as a new user runs it (the embedded default of the
+    profile's local_home), with the model from a tracking server over HTTP."""
     from mlflow.models import infer_signature
     from mlflow.tracking import MlflowClient
 
@@ -118,10 +133,8 @@ def test_scoring_with_a_model_from_an_mlflow_tracking_server(spark: SparkSession
     with registry(mlflow_server):
         # the session's active experiment lives in the session's own store, not on this server
         experiment = MlflowClient().create_experiment("server-test", artifact_location=(tmp_path / "art").as_uri())
-        with mlflow.start_run(experiment_id=experiment):
-            info = mlflow.sklearn.log_model(model, name="model", signature=infer_signature(X, model.predict(X)),
-                                            registered_model_name="churn_server", serialization_format="cloudpickle")
-        MlflowClient().set_registered_model_alias("churn_server", "champion", info.registered_model_version)
+        log_model(model, infer_signature(X, model.predict(X)), "churn_server", alias="champion",
+                  experiment_id=experiment)
     done = call([str(BIN / "score-table"), "--config", str(home / "profile.yaml"), "--model-uri",
                  "models:/churn_server@champion", "--output-table", "lake.scored_server", "--partition",
                  f"ds={DEMO_DAYS[1]}"], home, tmp_path,
@@ -139,7 +152,7 @@ def thrift(home: Path, tmp_path: Path) -> Iterator[int]:
     server = start([str(BIN / "spark-submit"), "--class", "org.apache.spark.sql.hive.thriftserver.HiveThriftServer2",
                     *submit_conf(home), "spark-internal", "--hiveconf", f"hive.server2.thrift.port={port}",
                     "--hiveconf", "hive.server2.thrift.bind.host=127.0.0.1"], tmp_path / "thrift.log",
-                   {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"})
+                   process_env(home))
     try:
         wait_for(lambda: socket.create_connection(("127.0.0.1", port), 1).close() is None, "Thrift server", 120)
         yield port
@@ -147,16 +160,15 @@ def thrift(home: Path, tmp_path: Path) -> Iterator[int]:
         stop([server])
 
 
-def test_sql_over_results_with_beeline_and_duckdb(spark: SparkSession, home: Path, tmp_path: Path) -> None:
+def test_sql_over_results_with_beeline_and_duckdb(spark: SparkSession, home: Path, scored_by_module: str,
+                                                  tmp_path: Path) -> None:
     import duckdb
 
-    done = call([sys.executable, "-m", "spark_jobs.score_table", "--config", str(home / "profile.yaml"),
-                 "--output-table", "lake.scored_sql"], home, tmp_path)
-    assert done.returncode == 0, done.stderr[-3000:]
-    expected = published(spark, home, "scored_sql").select("customer_id", "prediction", "ds")
+    table = scored_by_module  # scored by `python -m spark_jobs.score_table`, every partition
+    expected = published(spark, home, table).select("customer_id", "prediction", "ds")
 
     # (b) a plain Parquet reader: DuckDB over the folders `_published.jsonl` names, with hive partitioning
-    folder = home / "warehouse" / "lake.db" / "scored_sql"
+    folder = home / "warehouse" / "lake.db" / table
     globs = [json.loads(line)["folder"].removeprefix("file:") + "/*.parquet"
              for line in (folder / "_published.jsonl").read_text().splitlines()]
     rows = duckdb.sql(f"SELECT customer_id, prediction, ds FROM read_parquet({globs!r}, hive_partitioning = true)")
@@ -165,7 +177,7 @@ def test_sql_over_results_with_beeline_and_duckdb(spark: SparkSession, home: Pat
 
     # (a) the Thrift JDBC server and beeline, over the same metastore (after the job: Derby admits one process)
     with thrift(home, tmp_path) as port:
-        query = ("SELECT ds, count(*) AS n, round(sum(prediction), 6) AS total FROM lake.scored_sql "
+        query = (f"SELECT ds, count(*) AS n, round(sum(prediction), 6) AS total FROM lake.{table} "
                  "GROUP BY ds ORDER BY ds")
         out = subprocess.run([str(BIN / "beeline"), "-u", f"jdbc:hive2://127.0.0.1:{port}/default", "-n", "test",
                               "--silent=true", "--showHeader=false", "--outputformat=csv2", "-e", query],
@@ -173,5 +185,6 @@ def test_sql_over_results_with_beeline_and_duckdb(spark: SparkSession, home: Pat
     assert out.returncode == 0, out.stderr[-2000:]
     got = [line.split(",") for line in out.stdout.split() if line.count(",") == 2]
     want = expected.groupBy("ds").agg({"prediction": "sum", "*": "count"}).orderBy("ds").collect()
+    assert len(want) == len(DEMO_DAYS)
     assert [(d, int(n), round(float(t), 4)) for d, n, t in got] == [
         (str(r["ds"]), r["count(1)"], round(r["sum(prediction)"], 4)) for r in want]

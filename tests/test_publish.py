@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from chispa import assert_df_equality
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
@@ -15,19 +16,8 @@ from pyspark.testing import assertDataFrameEqual
 from spark_jobs import fs, lock
 from spark_jobs import output as output_tables
 from spark_jobs.cli import main
-from spark_jobs.config import parse_args
-from spark_jobs.job import RunResult, run
-from tests.support import DAYS, fit, register_sklearn
-
-RUN_COLUMNS = ["scored_at", "scoring_run_id"]
-
-
-def score(spark: SparkSession, *args: str) -> RunResult:
-    return run(spark, parse_args(list(args)))
-
-
-def base(source: str, output_table: str, uri: str = "models:/churn_lr@champion") -> list[str]:
-    return ["--model-uri", uri, "--input-table", source, "--output-table", output_table]
+from spark_jobs.job import RunResult
+from tests.support import DAYS, base, fit, log_model, register_sklearn, score, snapshot
 
 
 def table_dir(spark: SparkSession, table: str) -> Path:
@@ -67,26 +57,21 @@ def test_failed_task_leaves_published_partitions_and_lock_and_staging_clean(
         spark: SparkSession, source: str, output: str, tracking_uri: str,
         capsys: pytest.CaptureFixture[str]) -> None:
     """A model that raises on one partition's rows (pass policy: no isolation) fails the run mid-write."""
-    import mlflow
     import pandas as pd
     from mlflow.models import infer_signature
 
     from tests import models
 
-    X = pd.DataFrame({"tenure": [1.0], "spend": [1.0], "visits": [1.0], "code": [1.0]})
-    with mlflow.start_run():
-        info = mlflow.pyfunc.log_model(name="model", python_model=models.RaisesOnNegative(),
-                                       signature=infer_signature(X[["tenure"]], pd.Series([1.0])),
-                                       registered_model_name="raises_publish")
-    uri = f"models:/raises_publish/{info.registered_model_version}"
+    uri = log_model(models.RaisesOnNegative(), infer_signature(pd.DataFrame({"tenure": [1.0]}), pd.Series([1.0])),
+                    "raises_publish")
     assert main([*base(source, output, uri)]) == 0
-    published = spark.table(output).collect()
+    published = snapshot(spark.table(output))
     spark.table(source).withColumn("tenure", F.when(F.col("ds") == DAYS[2], -F.col("tenure"))
                                    .otherwise(F.col("tenure"))).write.mode("overwrite").partitionBy("ds") \
         .saveAsTable("lake.negative_day")
     assert main([*base("lake.negative_day", output, uri), "--on-bad-rows", "pass"]) == 1
     assert "negative tenure" in capsys.readouterr().err
-    assertDataFrameEqual(spark.table(output), published)
+    assert_df_equality(spark.table(output), published, ignore_row_order=True)
     runs = spark.table(f"{output}_runs").orderBy("started_at").select("status", "error").collect()
     assert [r.status for r in runs] == ["succeeded", "failed"] and "negative tenure" in runs[1].error
     assert not fs.exists(spark, lock.lock_path(spark, output))
@@ -173,10 +158,10 @@ def test_incremental_scores_only_missing_changed_or_other_version_partitions(
     assert [p.values for p in first.staged] == [(DAYS[0],)]
     second = score(spark, *args)
     assert sorted(p.values for p in second.staged) == [(DAYS[1],), (DAYS[2],)] and second.skipped == 1
-    before = spark.table(output).collect()
+    before = snapshot(spark.table(output))
     third = score(spark, *args)
     assert third.staged == [] and third.skipped == 3
-    assertDataFrameEqual(spark.table(output), before)
+    assert_df_equality(spark.table(output), before, ignore_row_order=True)
 
     spark.table("lake.features").where(F.col("ds") == DAYS[1]).limit(1).write.insertInto("lake.growing")
     fourth = score(spark, *args)
@@ -198,14 +183,14 @@ def test_rollback_republishes_the_previous_version(spark: SparkSession, source: 
     v1 = register_sklearn(*fit((1.0, 2.0, 3.0), seed=21), "churn_rb", alias="champion")
     args = [*base(source, output, "models:/churn_rb@champion"), "--partition", f"ds={DAYS[0]}"]
     score(spark, *args)
-    first = spark.table(output).collect()
+    by_v1 = snapshot(spark.table(output))
     register_sklearn(*fit((3.0, 2.0, 1.0), seed=22), "churn_rb", alias="champion")
     score(spark, *args)
     assert {r.model_version for r in spark.table(output).collect()} != {v1}
 
     assert main(["rollback", "--output-table", output, "--partition", f"ds={DAYS[0]}"]) == 0
-    assert f"to run {first[0].scoring_run_id}" in capsys.readouterr().out
-    assertDataFrameEqual(spark.table(output), first)
+    assert f"to run {by_v1.first().scoring_run_id}" in capsys.readouterr().out
+    assert_df_equality(spark.table(output), by_v1, ignore_row_order=True)
     last = spark.table(f"{output}_runs").orderBy(F.desc("started_at")).first()
     assert (last.kind, last.status, last.model_version, last.published_partitions) == (
         "rollback", "succeeded", v1, [f"ds={DAYS[0]}"])

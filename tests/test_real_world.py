@@ -5,12 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import math
 from decimal import Decimal
-from typing import Any
 
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from chispa import assert_df_equality
 from mlflow.models import ModelSignature, infer_signature
 from mlflow.types import ColSpec, Schema
 from pyspark.sql import Row, SparkSession
@@ -18,25 +18,8 @@ from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from spark_jobs.cli import main
-from spark_jobs.config import parse_args
-from spark_jobs.job import RunResult, run
 from tests import models
-from tests.support import DAYS, FEATURES, create_table, expected_table, fit
-
-
-def register(model: Any, signature: ModelSignature, name: str, flavor: str = "pyfunc", **kwargs: Any) -> str:
-    with mlflow.start_run():
-        if flavor == "sklearn":
-            info = mlflow.sklearn.log_model(model, name="model", signature=signature, registered_model_name=name,
-                                            serialization_format="cloudpickle", **kwargs)
-        else:
-            info = mlflow.pyfunc.log_model(name="model", python_model=model, signature=signature,
-                                           registered_model_name=name, **kwargs)
-    return f"models:/{name}/{info.registered_model_version}"
-
-
-def score(spark: SparkSession, *args: str) -> RunResult:
-    return run(spark, parse_args(list(args)))
+from tests.support import DAYS, FEATURES, create_table, expected_table, fit, log_model, score, snapshot
 
 
 def rows_of(spark: SparkSession, table: str, day: str | None = None) -> list[Row]:
@@ -59,8 +42,7 @@ def test_classifier_with_predict_proba_gives_one_column_per_class(spark: SparkSe
 
     _, X = fit((1.0, 0.0, 0.0), seed=5)
     clf = LogisticRegression(max_iter=500).fit(X, (X["Tenure"] > 25).astype(int))
-    uri = register(clf, infer_signature(X, clf.predict_proba(X)), "churn_proba", "sklearn",
-                   pyfunc_predict_fn="predict_proba")
+    uri = log_model(clf, infer_signature(X, clf.predict_proba(X)), "churn_proba", pyfunc_predict_fn="predict_proba")
     result = score(spark, "--model-uri", uri, "--input-table", source, "--output-table", output,
                    "--partition", f"ds={DAYS[0]}")
     rows = rows_of(spark, source, DAYS[0])
@@ -75,7 +57,7 @@ def test_custom_model_returning_named_columns(spark: SparkSession, source: str, 
                                               tracking_uri: str) -> None:
     X = pd.DataFrame({"tenure": [1.0, 2.0]})
     model = models.LabelAndScore()
-    uri = register(model, infer_signature(X, model.predict(None, X)), "label_and_score")
+    uri = log_model(model, infer_signature(X, model.predict(None, X)), "label_and_score")
     result = score(spark, "--model-uri", uri, "--input-table", source, "--output-table", output)
     rows = rows_of(spark, source)
     out = mlflow.pyfunc.load_model(uri).predict(frame(rows, {"tenure": "tenure"}))
@@ -97,7 +79,7 @@ def test_pipeline_with_column_transformer_over_string_categories(spark: SparkSes
         ("prep", ColumnTransformer([("cat", OneHotEncoder(), ["segment"])], remainder="passthrough")),
         ("lr", LinearRegression()),
     ]).fit(X, X["tenure"] * 2 + (X["segment"] == "s1") * 10)
-    uri = register(pipe, infer_signature(X, pipe.predict(X)), "churn_pipeline", "sklearn")
+    uri = log_model(pipe, infer_signature(X, pipe.predict(X)), "churn_pipeline")
     result = score(spark, "--model-uri", uri, "--input-table", source, "--output-table", output)
     rows = rows_of(spark, source)
     inputs = frame(rows, {"segment": "segment", "tenure": "tenure", "spend": "spend"}, dtype=None)
@@ -111,7 +93,7 @@ def test_params_are_typed_by_the_models_schema(spark: SparkSession, source: str,
                                                tracking_uri: str, capsys: pytest.CaptureFixture[str]) -> None:
     X = pd.DataFrame({"tenure": [1.0, 20.0]})
     model = models.Thresholded()
-    uri = register(model, infer_signature(X, model.predict(None, X), params={"threshold": 0.5}), "thresholded")
+    uri = log_model(model, infer_signature(X, model.predict(None, X), params={"threshold": 0.5}), "thresholded")
     result = score(spark, "--model-uri", uri, "--input-table", source, "--output-table", output,
                    "--param", "threshold=0.6")
     rows = rows_of(spark, source)
@@ -126,7 +108,7 @@ def test_params_are_typed_by_the_models_schema(spark: SparkSession, source: str,
 
 def test_model_without_output_signature_uses_result_type_or_infers(spark: SparkSession, source: str, output: str,
                                                                    tracking_uri: str) -> None:
-    uri = register(models.Thresholded(), ModelSignature(inputs=Schema([ColSpec("double", "tenure")])), "unsigned")
+    uri = log_model(models.Thresholded(), ModelSignature(inputs=Schema([ColSpec("double", "tenure")])), "unsigned")
     rows = rows_of(spark, source)
     expected = mlflow.pyfunc.load_model(uri).predict(frame(rows, {"tenure": "tenure"}))
 
@@ -170,7 +152,7 @@ def test_every_input_type_arrives_as_the_signature_declares(spark: SparkSession,
         "I": [1.0], "L": pd.Series([1], dtype="int64"), "F": [1.0], "D": [1.0], "DEC": [1.0], "B": [True],
         "S": [1.0], "DAY": pd.to_datetime(["2026-01-01"]), "TS": pd.to_datetime(["2026-01-01"]), "NAME": ["x"],
     })
-    uri = register(models.Echo(), infer_signature(example, pd.Series(["x"])), "echo")
+    uri = log_model(models.Echo(), infer_signature(example, pd.Series(["x"])), "echo")
     result = score(spark, "--model-uri", uri, "--input-table", typed, "--output-table", output)
     rows = rows_of(spark, typed)
     inputs = pd.DataFrame({
@@ -193,7 +175,7 @@ def test_tensor_model_fed_from_columns_or_an_array(spark: SparkSession, source: 
 
     X = np.random.default_rng(8).uniform(0, 50, size=(40, 3))
     reg = LinearRegression().fit(X, X @ np.array([1.0, -2.0, 0.5]))
-    uri = register(reg, infer_signature(X, reg.predict(X)), "tensor_lr", "sklearn")
+    uri = log_model(reg, infer_signature(X, reg.predict(X)), "tensor_lr")
     if fed_from == "feature-columns":
         table, extra = source, ["--feature-columns", "tenure,spend,visits"]
     else:
@@ -236,7 +218,7 @@ def messy(spark: SparkSession, tracking_uri: str) -> tuple[str, str]:
     spark.catalog.createDatabase("lake", ifNotExists=True)
     create_table(spark, "lake.messy", MESSY, MESSY_SCHEMA)
     X = pd.DataFrame({"tenure": [1.0], "spend": [1.0], "visits": [1.0], "code": [1.0]})
-    return "lake.messy", register(models.RaisesOnNegative(), infer_signature(X, pd.Series([1.0])), "raises")
+    return "lake.messy", log_model(models.RaisesOnNegative(), infer_signature(X, pd.Series([1.0])), "raises")
 
 
 @pytest.mark.spark35
@@ -266,13 +248,13 @@ def test_fail_policy_names_the_count_and_an_example_and_publishes_nothing(
     table, uri = messy
     args = ["--model-uri", uri, "--input-table", table, "--output-table", output, "--partition", f"ds={DAYS[0]}"]
     assert main([*args, "--on-bad-rows", "quarantine"]) == 0
-    before = spark.table(output).collect()
+    before = snapshot(spark.table(output))
     capsys.readouterr()
     assert main(args) == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("score-table: error: 2 of 4 rows have bad features (first: customer_id=")
     assert "nothing published" in err
-    assertDataFrameEqual(spark.table(output), before)
+    assert_df_equality(spark.table(output), before, ignore_row_order=True)
 
 
 def test_max_bad_fraction_fails_before_publishing(spark: SparkSession, messy: tuple[str, str], output: str,
@@ -294,7 +276,7 @@ def test_pass_policy_hands_nulls_and_nans_to_the_model(spark: SparkSession, mess
     table, _ = messy
     X = pd.DataFrame({"tenure": np.arange(30.0), "spend": np.arange(30.0) % 5, "visits": np.arange(30.0) % 3})
     hgb = HistGradientBoostingRegressor(max_iter=10, min_samples_leaf=2).fit(X, X["tenure"] + X["spend"])
-    uri = register(hgb, infer_signature(X, hgb.predict(X)), "handles_nan", "sklearn")
+    uri = log_model(hgb, infer_signature(X, hgb.predict(X)), "handles_nan")
     result = score(spark, "--model-uri", uri, "--input-table", table, "--output-table", output,
                    "--on-bad-rows", "pass", "--partition", f"ds={DAYS[0]}")
     assert (result.counts.read, result.counts.scored, result.counts.rejected) == (4, 4, 0)
@@ -322,7 +304,7 @@ def test_tensor_output_becomes_an_array_column(spark: SparkSession, source: str,
                                                tracking_uri: str) -> None:
     X = pd.DataFrame({"tenure": [1.0, 2.0]})
     model = models.Embedder()
-    uri = register(model, infer_signature(X, model.predict(None, X)), "embedder")
+    uri = log_model(model, infer_signature(X, model.predict(None, X)), "embedder")
     result = score(spark, "--model-uri", uri, "--input-table", source, "--output-table", output)
     actual = spark.table(output)
     assert dict(actual.dtypes)["prediction"] == "array<float>"

@@ -5,19 +5,25 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+from chispa import assert_df_equality
 from mlflow.tracking import MlflowClient
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from spark_jobs.cli import main
-from spark_jobs.config import parse_args
-from spark_jobs.job import RunResult, run
-from tests.support import DAYS, FEATURES, SCHEMA, create_table, expected_scored, fit, register_sklearn
-
-
-def score(spark: SparkSession, *args: str) -> RunResult:
-    return run(spark, parse_args(list(args)))
+from tests.support import (
+    DAYS,
+    FEATURES,
+    RUN_COLUMNS,
+    SCHEMA,
+    create_table,
+    expected_scored,
+    fit,
+    register_sklearn,
+    score,
+    snapshot,
+)
 
 
 def days(source: DataFrame, *selected: str) -> DataFrame:
@@ -82,11 +88,11 @@ def test_rerun_replaces_partition_without_duplicates(spark: SparkSession, source
     args = ("--model-uri", "models:/churn_lr@champion", "--input-table", source, "--output-table", output,
             "--partition", f"ds={DAYS[2]}")
     first = score(spark, *args)
-    before = spark.table(output).drop("scored_at", "scoring_run_id").collect()
+    before = snapshot(spark.table(output))
     second = score(spark, *args)
     assert second.lineage.scoring_run_id != first.lineage.scoring_run_id
     actual = spark.table(output)
-    assertDataFrameEqual(actual.drop("scored_at", "scoring_run_id"), before)
+    assert_df_equality(actual, before, ignore_row_order=True, ignore_columns=RUN_COLUMNS)
     assert actual.select("scoring_run_id").distinct().collect() == [(second.lineage.scoring_run_id,)]
 
 

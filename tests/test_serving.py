@@ -5,7 +5,6 @@ from __future__ import annotations
 import glob
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,12 +12,11 @@ import pytest
 from pyspark.sql import SparkSession
 
 from spark_jobs.cli import main
-from tests.support import DEMO_DAYS, call, free_port, published, submit_conf
+from tests.support import BIN, DEMO_DAYS, Driver, free_port, published, submit_conf
 
 PG_BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
 JDBC_JAR = "/usr/share/java/postgresql.jar"
 PASSWORD = "serve-test-password"
-REPO = Path(__file__).resolve().parents[1]
 
 needs_postgres = pytest.mark.skipif(
     not (PG_BIN and Path(JDBC_JAR).exists()) and not os.environ.get("CI"),
@@ -60,45 +58,49 @@ def psql(port: int, sql: str) -> list[str]:
 
 
 @needs_postgres
+@pytest.mark.processes
 def test_serving_copy_is_idempotent_and_matches_the_published_rows(spark: SparkSession, home: Path,
                                                                    postgres: tuple[int, Path], tmp_path: Path) -> None:
+    """Runs, a failing run and a rollback, one after another in one spark-submit process (with the JDBC jar)."""
     port, _ = postgres
     profile = tmp_path / "serve.yaml"
     profile.write_text((home / "profile.yaml").read_text()
                        + "serve:\n  table: public.churn_scores\n  key_columns: [customer_id]\n")
-    cmd = [str(Path(sys.executable).parent / "spark-submit"), *submit_conf(home), "--jars", JDBC_JAR,
-           str(REPO / "spark_jobs" / "score_table.py"), "--config", str(profile), "--output-table",
-           "lake.scored_served", "--partition", f"ds={DEMO_DAYS[0]}",
-           "--serve-to", f"jdbc:postgresql://127.0.0.1:{port}/postgres"]
+    flags = ["--config", str(profile), "--output-table", "lake.scored_served", "--partition", f"ds={DEMO_DAYS[0]}",
+             "--serve-to", f"jdbc:postgresql://127.0.0.1:{port}/postgres"]
     creds = {"SCORE_TABLE_JDBC_USER": "postgres", "SCORE_TABLE_JDBC_PASSWORD": PASSWORD}
-    for attempt in range(2):  # the rerun replaces the keys' rows: no duplicates
-        done = call(cmd, home, tmp_path, creds)
-        assert done.returncode == 0, done.stderr[-3000:]
-        assert PASSWORD not in done.stdout + done.stderr
-        rows = psql(port, "SELECT customer_id || ':' || round(prediction::numeric, 9) FROM churn_scores "
-                          "ORDER BY customer_id")
-        expected = published(spark, home, "scored_served").orderBy("customer_id").collect()
-        assert rows == [f"{r.customer_id}:{round(r.prediction, 9):.9f}" for r in expected], attempt
-    assert psql(port, "SELECT count(DISTINCT scoring_run_id) FROM churn_scores") == ["1"]
-    assert psql(port, "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'churn_scores_staging%'") == ["0"]
+    with Driver([str(BIN / "spark-submit"), *submit_conf(home), "--jars", JDBC_JAR], home, tmp_path,
+                creds) as submitted:
+        printed = []
+        for attempt in range(2):  # the rerun replaces the keys' rows: no duplicates
+            code, out = submitted.run(*flags)
+            printed.append(out)
+            assert code == 0, out[-3000:]
+            rows = psql(port, "SELECT customer_id || ':' || round(prediction::numeric, 9) FROM churn_scores "
+                              "ORDER BY customer_id")
+            expected = published(spark, home, "scored_served").orderBy("customer_id").collect()
+            assert rows == [f"{r.customer_id}:{round(r.prediction, 9):.9f}" for r in expected], attempt
+        assert psql(port, "SELECT count(DISTINCT scoring_run_id) FROM churn_scores") == ["1"]
+        assert psql(port, "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'churn_scores_staging%'") == ["0"]
 
-    bad = call(cmd, home, tmp_path, {**creds, "SCORE_TABLE_JDBC_PASSWORD": "wrong"})
-    assert bad.returncode == 1
-    (error,) = [line for line in (bad.stdout + bad.stderr).splitlines() if line.startswith("score-table: error:")]
-    assert "PSQLException" in error and "password authentication failed" in error, error  # the Java cause
-    assert len(psql(port, "SELECT customer_id FROM churn_scores")) == len(rows)  # unchanged
-    # the warehouse partition the failed run had already published stays readable and whole
-    republished = published(spark, home, "scored_served").orderBy("customer_id").collect()
-    assert [(r.customer_id, r.prediction) for r in republished] == [(r.customer_id, r.prediction) for r in expected]
+        code, out = submitted.run(*flags, env={"SCORE_TABLE_JDBC_PASSWORD": "wrong"})
+        printed.append(out)
+        assert code == 1
+        (error,) = [line for line in out.splitlines() if line.startswith("score-table: error:")]
+        assert "PSQLException" in error and "password authentication failed" in error, error  # the Java cause
+        assert len(psql(port, "SELECT customer_id FROM churn_scores")) == len(rows)  # unchanged
+        # the warehouse partition the failed run had already published stays readable and whole
+        republished = published(spark, home, "scored_served").orderBy("customer_id").collect()
+        assert [(r.customer_id, r.prediction) for r in republished] == [(r.customer_id, r.prediction)
+                                                                          for r in expected]
 
-    # rollback takes the serving copy back with the warehouse: the earlier run's rows, by key, in one transaction
-    psql(port, "UPDATE churn_scores SET scoring_run_id = 'not the republished run'")
-    rollback = [str(Path(sys.executable).parent / "spark-submit"), *submit_conf(home), "--jars", JDBC_JAR,
-                str(REPO / "spark_jobs" / "score_table.py"), "rollback", "--config", str(profile), "--output-table",
-                "lake.scored_served", "--partition", f"ds={DEMO_DAYS[0]}",
-                "--serve-to", f"jdbc:postgresql://127.0.0.1:{port}/postgres"]
-    done = call(rollback, home, tmp_path, creds)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        # rollback takes the serving copy back with the warehouse: the earlier run's rows, by key, in one transaction
+        psql(port, "UPDATE churn_scores SET scoring_run_id = 'not the republished run'")
+        code, out = submitted.run("rollback", *flags)
+        printed.append(out)
+        assert code == 0, out[-3000:]
+        printed.append(submitted.close())
+    assert PASSWORD not in "".join(printed)
     back = published(spark, home, "scored_served").orderBy("customer_id").collect()
     assert {r.scoring_run_id for r in back} != {r.scoring_run_id for r in republished}
     rows = psql(port, "SELECT customer_id || ':' || scoring_run_id FROM churn_scores ORDER BY customer_id")

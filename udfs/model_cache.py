@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
+import uuid
 from typing import Any
 
 from pyspark import SparkFiles
@@ -15,9 +17,11 @@ _LOADED: dict[str, Any] = {}
 
 def ship(spark: SparkSession, local_dir: str) -> str:
     """Send a model directory to every executor, as one zip that Spark unpacks there (a directory itself
-    can only be added in local mode); returns the name workers pass to `load`."""
-    base = os.path.normpath(local_dir)
-    archive = shutil.make_archive(base, "zip", root_dir=base)
+    can only be added in local mode); returns the name workers pass to `load`. The name is unique: Spark
+    keeps the first file of a name, and a reused Python worker its model, so two models shipped in one
+    session (two runs in one process) must never share one (a `runs:/ID/model` folder is always `model`)."""
+    base = os.path.join(tempfile.mkdtemp(prefix="score-model-zip-"), f"model-{uuid.uuid4().hex}")
+    archive = shutil.make_archive(base, "zip", root_dir=os.path.normpath(local_dir))
     spark.sparkContext.addArchive(archive)
     return os.path.basename(archive)
 

@@ -1,0 +1,145 @@
+"""Which engine scores a run. `sql`: the model translated into Spark expressions (udfs.compiled), run in the
+JVM; `udf`: the Arrow/pandas UDF. Under `auto` a model gets `sql` only when it translates and, on this run's
+own rows, gives the model's own pyfunc predictions; otherwise `udf`, with the reason logged. The translation
+happens from metadata (before data is read, so `--engine sql` on a model that does not translate is exit 2);
+the verification reads a sample of the selected rows once the lock is held, before anything is written."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+import pandas as pd
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from spark_jobs.errors import ScoringError, UsageError
+from spark_jobs.plan import ScoringPlan
+from spark_jobs.session import runtime_conf
+from udfs import ModelSpec, model_cache, score
+from udfs.compat import try_cast
+from udfs.compiled import Feature, Program, Unsupported, translate
+from udfs.compiled.verify import compare
+from udfs.model_udf import MODEL_ERROR, predict_batch
+
+log = logging.getLogger("score_table")
+Name = Literal["sql", "udf"]
+# Tree nodes the sql engine takes. Spark compiles a program's trees into generated Java: time to compile grows
+# with the nodes and, past this, costs more than the Python crossing it saves (a 100-tree gradient boosting is
+# about 6,000 nodes; a 200-tree random forest of depth 8 about 100,000).
+MAX_TREE_NODES = 10_000
+_TRANSLATABLE = (T.BooleanType, T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.DoubleType,
+                 T.StringType)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The engine a run scores with, why, and (for `sql`) the program and the largest difference found."""
+
+    engine: Name
+    reason: str
+    program: Program | None = None
+    max_diff: float | None = None
+
+
+def plan(requested: str, model_path: str, scoring: ScoringPlan, params: dict[str, Any]) -> Choice:
+    """Translate the model, from metadata alone. `--engine sql` on a model that does not translate raises
+    UsageError (exit 2) naming the part that does not; `auto` falls back to `udf` with that reason."""
+    if requested == "udf":
+        return Choice("udf", "--engine udf")
+    try:
+        program = _translate(model_path, scoring, params)
+    except Unsupported as e:
+        if requested == "sql":
+            raise UsageError(f"--engine sql: the model does not translate: {e}") from None
+        return Choice("udf", f"not translated: {e}")
+    return Choice("sql", "translated", program)
+
+
+def _translate(model_path: str, scoring: ScoringPlan, params: dict[str, Any]) -> Program:
+    if scoring.tensor is not None:
+        raise Unsupported("a model with a tensor input (only named columns translate)")
+    if params:
+        raise Unsupported(f"predict params ({', '.join(params)})")
+    for f in scoring.features:
+        if not isinstance(f.spark_type, _TRANSLATABLE):
+            raise Unsupported(f"input '{f.name}' of type {f.spark_type.simpleString()}")
+    for o in scoring.outputs.fields:
+        if not isinstance(o.dataType, _TRANSLATABLE):
+            raise Unsupported(f"output '{o.name}' of type {o.dataType.simpleString()}")
+    features = [Feature(f.name, try_cast(f.column, f.spark_type), f.spark_type) for f in scoring.features]
+    program = translate(model_path, features, scoring.outputs)
+    if program.size > MAX_TREE_NODES:
+        raise Unsupported(f"{program.size:,} tree nodes, more than the {MAX_TREE_NODES:,} the sql engine "
+                          "compiles faster than the UDF scores")
+    return program
+
+
+def spark_settings(choice: Choice) -> dict[str, str]:
+    """Settings for the queries that run a translated model. Trees: no whole-stage code generation, so each
+    tree becomes a method of its own, small enough for the JIT (one stage-wide method of a hundred trees
+    exceeds Java's 64 KB limit, and Spark would log the failed compile before falling back)."""
+    if choice.program is not None and choice.program.size > 0:
+        return {"spark.sql.codegen.wholeStage": "false"}
+    return {}
+
+
+def verify(spark: SparkSession, choice: Choice, selected: DataFrame, reasons: Column | None, spec: ModelSpec,
+           rows: int, tolerance: float, requested: str) -> Choice:
+    """Score up to `rows` of the run's own input rows both ways (the rows the model will see: bad rows left
+    out unless they pass to the model) and compare. A mismatch: `udf` under auto, a failure under `sql`."""
+    if choice.program is None:
+        return choice
+    sample = selected if reasons is None else selected.where(reasons.isNull())
+    names = [f.name for f in spec.features]
+    inputs = [try_cast(f.column, f.spark_type).alias(f.name) for f in spec.features]
+    outputs = [f.name for f in spec.outputs.fields]
+    compiled = (apply(sample.limit(rows), choice.program, spec.outputs, None, isolate_errors=True)
+                .select(*inputs, *outputs, MODEL_ERROR))
+    with runtime_conf(spark, {"spark.sql.execution.arrow.pyspark.enabled": "true", **spark_settings(choice)}):
+        got: pd.DataFrame = compiled.toPandas()
+    # the model's own outputs, and its own errors: rows it raises on are bisected out, as the UDF does
+    expected = predict_batch(model_cache.load(spec.model_file), got[names], replace(spec, isolate_errors=True))
+    result = compare(expected, got[[*outputs, MODEL_ERROR]], [*outputs, MODEL_ERROR], tolerance)
+    if not result.equal:
+        return _mismatch(choice, f"differs from the model: {result.mismatch}", result.max_diff, requested)
+    return replace(choice, reason=f"translated, verified on {len(got)} rows (largest difference {result.max_diff:.1e})",
+                   max_diff=result.max_diff)
+
+
+def _mismatch(choice: Choice, problem: str, max_diff: float, requested: str) -> Choice:
+    if requested == "sql":
+        raise ScoringError(f"--engine sql: verification failed, nothing written: {problem}")
+    return Choice("udf", f"verification failed: {problem}", max_diff=max_diff)
+
+
+def apply(df: DataFrame, program: Program, outputs: T.StructType, skip: Column | None,
+          isolate_errors: bool) -> DataFrame:
+    """Append the model's outputs computed by `program`, as the UDF would: rows where `skip` holds get nulls;
+    rows the model raises on get `__model_error` (isolating errors) or fail the Spark job with the model's
+    message. Every input column passes through."""
+    for stage in program.stages:
+        df = df.withColumns(dict(stage))
+    scored = F.lit(True) if skip is None else ~F.coalesce(skip, F.lit(False))
+    error = program.error
+    columns: dict[str, Column] = {}
+    for i, f in enumerate(outputs.fields):
+        value = program.outputs[i].cast(f.dataType)
+        if error is not None and not isolate_errors and i == 0:
+            value = F.when(error.isNotNull(), F.raise_error(F.concat(F.lit("model error: "), error))).otherwise(value)
+        if error is not None and isolate_errors:
+            value = F.when(error.isNull(), value)
+        columns[f.name] = F.when(scored, value)
+    if isolate_errors:
+        columns[MODEL_ERROR] = F.when(scored, F.concat(F.lit("model error: "), error)) if error is not None \
+            else F.lit(None).cast(T.StringType())
+    return df.withColumns(columns).drop(*program.columns)
+
+
+def to_dataframe(df: DataFrame, choice: Choice, spec: ModelSpec, skip: Column | None) -> DataFrame:
+    """The scored rows with the chosen engine."""
+    if choice.engine == "sql" and choice.program is not None:
+        return apply(df, choice.program, spec.outputs, skip, spec.isolate_errors)
+    return score(df, spec, skip)

@@ -1,0 +1,167 @@
+"""The engines end to end, in process: which engine a run gets, the verification that decides it, what the
+run history and summary say, and that whatever the engine the table holds the model's own predictions."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, Schema
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+from pyspark.testing import assertDataFrameEqual
+
+from spark_jobs import engine
+from spark_jobs.cli import main
+from tests.models import Thresholded
+from tests.support import DAYS, FEATURES, base, expected_scored, fit, log_model, register_sklearn, score
+from udfs.compiled import Program
+
+
+def engine_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith("engine: ")]
+
+
+def check_predictions(spark: SparkSession, source: str, output: str, uri: str, result: Any) -> None:
+    actual = spark.table(output)
+    assertDataFrameEqual(actual, expected_scored(spark, spark.table(source).where(F.col("ds") == DAYS[0]), actual,
+                                                 uri, FEATURES, result.lineage), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.spark35
+def test_auto_scores_a_translatable_model_in_sql_and_records_it(spark: SparkSession, source: str, output: str,
+                                                                 model: dict[str, str],
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="score_table"):
+        result = score(spark, *base(source, output), "--partition", f"ds={DAYS[0]}")
+    assert result.engine is not None and result.engine.engine == "sql"
+    (line,) = engine_lines(caplog)
+    assert line.startswith("engine: sql (translated, verified on 4 rows (largest difference")
+    check_predictions(spark, source, output, f"models:/churn_lr/{model['v1']}", result)
+    run = spark.table(f"{output}_runs").select("engine", "engine_max_diff").first()
+    assert run is not None and run.engine == "sql" and 0.0 <= run.engine_max_diff <= 1e-9
+
+
+def wrong_by(offset: float) -> Callable[..., Program]:
+    """A translation made wrong on purpose: every output moved by `offset`."""
+    real = engine.translate
+
+    def translate(*args: Any) -> Program:
+        program = real(*args)
+        program.outputs = [o + F.lit(offset) for o in program.outputs]
+        return program
+
+    return translate
+
+
+def unsupported_model(tracking_uri: str) -> str:
+    from sklearn.neighbors import KNeighborsRegressor
+
+    model, X = fit((1.0, 2.0, 3.0), seed=5)
+    from mlflow.models import infer_signature
+
+    knn = KNeighborsRegressor(n_neighbors=3).fit(X, model.predict(X))
+    return log_model(knn, infer_signature(X, knn.predict(X)))
+
+
+@pytest.mark.parametrize("case, expected_line", [
+    ("unsupported estimator", "engine: udf (not translated: KNeighborsRegressor"),
+    ("custom PythonModel", "engine: udf (not translated: flavor mlflow.pyfunc.model (a custom PythonModel)"),
+    ("wrong translation", "engine: udf (verification failed: differs from the model: output prediction, row 0:"),
+    ("--engine udf", "engine: udf (--engine udf)"),
+])
+def test_auto_falls_back_to_the_udf_and_says_why(spark: SparkSession, source: str, output: str, model: dict[str, str],
+                                                 tracking_uri: str, monkeypatch: pytest.MonkeyPatch,
+                                                 caplog: pytest.LogCaptureFixture, case: str,
+                                                 expected_line: str) -> None:
+    uri, flags = f"models:/churn_lr/{model['v1']}", []
+    if case == "unsupported estimator":
+        uri = unsupported_model(tracking_uri)
+    elif case == "custom PythonModel":
+        uri = log_model(Thresholded(), ModelSignature(inputs=Schema([ColSpec("double", "tenure")])))
+        flags = ["--result-type", "bigint"]
+    elif case == "wrong translation":
+        monkeypatch.setattr(engine, "translate", wrong_by(1e-6))
+    else:
+        flags = ["--engine", "udf"]
+    with caplog.at_level(logging.INFO, logger="score_table"):
+        result = score(spark, *base(source, output, uri), "--partition", f"ds={DAYS[0]}", *flags)
+    (line,) = engine_lines(caplog)
+    assert line.startswith(expected_line), line
+    assert result.engine is not None and result.engine.engine == "udf"
+    if case != "custom PythonModel":
+        check_predictions(spark, source, output, uri, result)
+    if case == "wrong translation":
+        assert result.engine.max_diff is not None and 1e-8 < result.engine.max_diff < 1e-5
+    run = spark.table(f"{output}_runs").select("engine").first()
+    assert run is not None and run.engine == "udf"
+
+
+@pytest.mark.parametrize("case, code, message", [
+    ("unsupported", 2, "score-table: error: --engine sql: the model does not translate: KNeighborsRegressor"),
+    ("wrong translation", 1, "score-table: error: --engine sql: verification failed, nothing written: differs "
+                             "from the model: output prediction, row 0"),
+])
+def test_engine_sql_fails_rather_than_fall_back_and_writes_nothing(
+        spark: SparkSession, source: str, output: str, model: dict[str, str], tracking_uri: str,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], case: str, code: int,
+        message: str) -> None:
+    uri = f"models:/churn_lr/{model['v1']}"
+    if case == "unsupported":
+        uri = unsupported_model(tracking_uri)
+    else:
+        monkeypatch.setattr(engine, "translate", wrong_by(1e-3))
+    capsys.readouterr()
+    assert main([*base(source, output, uri), "--engine", "sql"]) == code
+    assert capsys.readouterr().err.startswith(message)
+    assert not spark.catalog.tableExists(output) or spark.table(output).isEmpty()
+
+
+def test_model_that_raises_in_sql_rejects_the_rows_it_raises_on(spark: SparkSession, output: str,
+                                                                tracking_uri: str) -> None:
+    """A one-hot encoder that errors on unknown categories: under quarantine the rows it would raise on are
+    rejected with the model's message, as the UDF's bisection would; the other rows are scored."""
+    import pandas as pd
+    from mlflow.models import infer_signature
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LinearRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    from tests.support import create_table
+
+    X = pd.DataFrame({"segment": ["a", "b", "a", "b"], "tenure": [1.0, 2.0, 3.0, 4.0]})
+    pipe = make_pipeline(ColumnTransformer([("seg", OneHotEncoder(), ["segment"])], remainder="passthrough"),
+                         LinearRegression()).fit(X, [1.0, 2.0, 3.5, 4.0])
+    uri = log_model(pipe, infer_signature(X, pipe.predict(X)))
+    create_table(spark, "lake.segments", [(1, "a", 1.0, "d"), (2, "zz", 2.0, "d"), (3, "b", 5.0, "d")],
+                 T.StructType([T.StructField("id", T.LongType()), T.StructField("segment", T.StringType()),
+                               T.StructField("tenure", T.DoubleType()), T.StructField("ds", T.StringType())]))
+    outcomes = {}
+    for chosen in ("sql", "udf"):
+        table = f"{output}_{chosen}"
+        spark.catalog.dropTable(table, ifExists=True)
+        result = score(spark, *base("lake.segments", table, uri), "--on-bad-rows", "quarantine", "--engine", chosen)
+        assert result.engine is not None and result.engine.engine == chosen
+        outcomes[chosen] = (spark.table(table).select("id", "prediction"),
+                            spark.table(f"{table}_rejects").select("id", "reject_reason"))
+    assertDataFrameEqual(outcomes["sql"][0], outcomes["udf"][0], rtol=1e-9)
+    assertDataFrameEqual(outcomes["sql"][1], outcomes["udf"][1])
+    assert outcomes["sql"][1].first().reject_reason.startswith("model error: ValueError: Found unknown categories")
+
+
+def test_history_made_by_an_older_version_gets_the_engine_columns(spark: SparkSession, source: str, output: str,
+                                                                  model: dict[str, str]) -> None:
+    from spark_jobs import history
+
+    old = T.StructType([f for f in history.SCHEMA.fields if f.name not in history.ADDED_LATER])
+    spark.createDataFrame([], old).writeTo(f"{output}_runs").using("parquet").partitionedBy(
+        F.col("scoring_run_id")).create()
+    register_sklearn(*fit((1.0, 1.0, 1.0), seed=3), "churn_history_old")
+    score(spark, *base(source, output, "models:/churn_history_old/1"), "--partition", f"ds={DAYS[0]}")
+    run = spark.table(f"{output}_runs").select("status", "engine").first()
+    assert run is not None and (run.status, run.engine) == ("succeeded", "sql")

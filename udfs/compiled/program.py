@@ -1,0 +1,126 @@
+"""What a translated model is: named columns computed stage by stage, the outputs, and the rows the model would
+raise on; and the few expression helpers every translator shares (float32 features, missing values, sums in
+the library's order, sigmoid, softmax, argmax)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from pyspark.sql import Column
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+PREFIX = "__m"  # the program's own columns: dropped once the outputs are taken
+
+
+class Unsupported(Exception):
+    """No exact translation: the message names the model's class (or flavor) and the first part not supported."""
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One model input as the pyfunc model receives it: `column` is typed as the signature says (null where
+    pandas would hold NaN or None)."""
+
+    name: str
+    column: Column
+    spark_type: T.DataType
+
+
+@dataclass
+class Program:
+    """A model as successive projections. Each stage is a list of (name, expression) over the input columns
+    and earlier stages' names; separate stages keep Spark from recomputing a shared value (a float32 feature
+    read by a hundred trees) per use: Catalyst does not collapse a projection whose non-trivial results are
+    read more than once. `outputs` are expressions over the last stage, one per output field, in order.
+    `error` is the model's exception for rows the model would raise on (NaN where it takes none, an unknown
+    category), as `Type: first line`, else null; it is never raised inside a stage, so rows the job skips never fail."""
+
+    stages: list[list[tuple[str, Column]]] = field(default_factory=lambda: [[]])
+    outputs: list[Column] = field(default_factory=list)
+    size: int = 0  # tree nodes translated: what decides whether Spark compiles the program well (engine.py)
+    _count: int = 0
+    _errors: list[tuple[Column, Column]] = field(default_factory=list)
+
+    def let(self, expr: Column) -> Column:
+        """Compute `expr` in the current stage; returns a reference to it for later stages."""
+        name = f"{PREFIX}{self._count}"
+        self._count += 1
+        self.stages[-1].append((name, expr))
+        return F.col(name)
+
+    def next_stage(self) -> None:
+        if self.stages[-1]:
+            self.stages.append([])
+
+    def fail_when(self, condition: Column, message: str | Column, error: str = "ValueError") -> None:
+        """Rows where `condition` holds are rows the model raises on, with the exception `error` and `message`
+        (a Column where the message names the row's value); the first condition that holds wins. Stored as
+        the UDF reports a model's exception: `ValueError: <first line>`."""
+        text = F.concat(F.lit(f"{error}: "), message if isinstance(message, Column) else F.lit(message))
+        self._errors.append((condition, text))
+
+    @property
+    def error(self) -> Column | None:
+        """One flat CASE WHEN over every check, first first. (Nesting a coalesce per check makes Spark's
+        subexpression elimination walk the conditionals exponentially: a dozen checks took minutes to plan.)"""
+        if not self._errors:
+            return None
+        (condition, text), *rest = self._errors
+        reason = F.when(condition, text)
+        for condition, text in rest:
+            reason = reason.when(condition, text)
+        return reason
+
+    @property
+    def columns(self) -> list[str]:
+        return [name for stage in self.stages for name, _ in stage]
+
+
+def missing(value: Column) -> Column:
+    """NaN or null: both reach a scikit-learn model as NaN. Spark's NaN compares greater than every number
+    and equal to itself, so a comparison must never see one."""
+    return value.isNull() | F.isnan(value)
+
+
+def as_double(value: Column) -> Column:
+    return value.cast(T.DoubleType())
+
+
+def as_float32(value: Column) -> Column:
+    """The value rounded to float32 and widened back, as numpy's astype(float32) then a float64 comparison
+    (Java's double-to-float cast rounds to nearest even, like numpy)."""
+    return value.cast(T.FloatType()).cast(T.DoubleType())
+
+
+def chain_sum(terms: Sequence[Column]) -> Column:
+    """((t0 + t1) + t2) + ...: the order a loop that accumulates into one array adds in."""
+    return functools.reduce(lambda a, b: a + b, terms)
+
+
+def sigmoid(x: Column) -> Column:
+    """scipy.special.expit: 1 / (1 + exp(-x))."""
+    return F.lit(1.0) / (F.lit(1.0) + F.exp(-x))
+
+
+def softmax(program: Program, scores: Sequence[Column]) -> list[Column]:
+    """sklearn.utils.extmath.softmax: exp(x - max) / sum(exp(x - max)), summed left to right; adds stages."""
+    top = program.let(F.greatest(*scores)) if len(scores) > 1 else scores[0]
+    program.next_stage()
+    exps = [program.let(F.exp(s - top)) for s in scores]
+    program.next_stage()
+    total = program.let(chain_sum(exps))
+    program.next_stage()
+    return [e / total for e in exps]
+
+
+def argmax_label(values: Sequence[Column], labels: Sequence[object]) -> Column:
+    """labels[argmax(values)] with numpy's tie rule: the first of equal maxima wins (a NaN counts as the max,
+    as Spark's greatest and numpy's argmax both take it)."""
+    best = F.greatest(*values) if len(values) > 1 else values[0]
+    expr = F.when(values[0] == best, F.lit(labels[0]))
+    for value, label in zip(values[1:], labels[1:], strict=True):
+        expr = expr.when(value == best, F.lit(label))
+    return expr

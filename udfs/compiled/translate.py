@@ -1,0 +1,30 @@
+"""Which translator a model gets, from its MLflow flavor: the pyfunc loader module names the library, the
+pyfunc `predict_fn` names the output (`predict`, `predict_proba`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from pyspark.sql import types as T
+
+from udfs.compiled.program import Feature, Program, Unsupported
+
+
+def translate(model_path: str, features: Sequence[Feature], outputs: T.StructType) -> Program:
+    """The model in `model_path` (an MLflow model folder) as a Program whose outputs fill `outputs`."""
+    from mlflow.models import Model
+
+    meta = Model.load(model_path)
+    pyfunc = meta.flavors.get("python_function", {})
+    loader = pyfunc.get("loader_module")
+    if loader == "mlflow.sklearn" and "sklearn" in meta.flavors:
+        import mlflow.sklearn
+
+        from udfs.compiled import sklearn
+
+        model: Any = mlflow.sklearn.load_model(model_path)
+        return sklearn.translate(model, features, outputs, pyfunc.get("predict_fn", "predict"))
+    raise Unsupported(f"flavor {loader or 'unknown'}"
+                      + (" (a custom PythonModel)" if loader == "mlflow.pyfunc.model" else "")
+                      + ": only scikit-learn models translate")
