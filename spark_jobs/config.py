@@ -35,6 +35,9 @@ ENGINES: tuple[str, ...] = get_args(Engine)
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 MAX_BATCH_ROWS = 2**31 - 1  # Spark's arrow.maxRecordsPerBatch is a Java int
 TABLE = "[CATALOG.]DB.TABLE"
+ENGINE_HELP = ("sql: the model as Spark expressions, in the JVM (exit 2 if it does not translate); udf: the "
+               "Arrow/pandas UDF; auto (default): sql when the model translates and passes verification, else udf")
+VERIFY_HELP = "rows the sql engine is checked on against the model's own predictions, every run (default 10000)"
 
 
 def _is_str(v: Any) -> bool:
@@ -195,14 +198,9 @@ class JobConfig(CommonConfig):
     prediction_range: tuple[float, float] | None = option(
         None, check=(lambda v: isinstance(v, list), "[low, high]"), convert=lambda raw, _: _range(raw))
     latest_view: str | None = option(None)  # newest score per key_columns; default <output_table>_latest
-    engine: Engine = option("auto", flag="--engine", choices=ENGINES,
-                            help="sql: the model as Spark expressions, in the JVM (exit 2 if it does not translate); "
-                                 "udf: the Arrow/pandas UDF; auto (default): sql when the model translates and "
-                                 "passes verification, else udf")
-    verify_rows: int = option(10_000, flag="--verify-rows", flag_type=int, metavar="N",
-                              check=(_is_int, "a whole number of rows"),
-                              help="input rows on which the sql engine is compared with the model's own "
-                                   "predictions before anything is written (default 10000)")
+    engine: Engine = option("auto", flag="--engine", choices=ENGINES, help=ENGINE_HELP)
+    verify_rows: int = option(10_000, flag="--verify-rows", flag_type=int, metavar="N", help=VERIFY_HELP,
+                              check=(_is_int, "a whole number of rows"))
     # how far a floating output of the sql engine may be from the model's own (udfs.compiled.verify)
     engine_tolerance: float = option(1e-9, check=(_is_number, "a number from 0 to 1"))
 

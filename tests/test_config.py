@@ -30,6 +30,14 @@ def write_profile(tmp_path: Path, text: str) -> str:
     return str(path)
 
 
+PROFILE = """
+model_uri: models:/churn/3
+input_table: lake.features
+output_table: lake.scored
+batch_size: 500
+output_format: delta"""
+
+
 def parse(*argv: str, profile: str | None = None) -> JobConfig:
     return parse_args([*argv, "--config", profile] if profile is not None else list(argv))
 
@@ -37,12 +45,7 @@ def parse(*argv: str, profile: str | None = None) -> JobConfig:
 # --- flags over profile -------------------------------------------------------------------------------------------
 
 def test_profile_values_are_used_when_no_flag_is_given(tmp_path: Path) -> None:
-    profile = write_profile(tmp_path, """
-model_uri: models:/churn/3
-input_table: lake.features
-output_table: lake.scored
-batch_size: 500
-output_format: delta
+    profile = write_profile(tmp_path, PROFILE + """
 partitions: {ds: "2024-01-01"}
 mlflow: {tracking_uri: "http://profile:5000", registry_uri: "http://registry:5000"}
 spark: {local_defaults: false, conf: {spark.sql.shuffle.partitions: 8}}
@@ -57,12 +60,7 @@ spark: {local_defaults: false, conf: {spark.sql.shuffle.partitions: 8}}
 
 
 def test_flags_override_the_profile(tmp_path: Path) -> None:
-    profile = write_profile(tmp_path, """
-model_uri: models:/churn/3
-input_table: lake.features
-output_table: lake.scored
-batch_size: 500
-output_format: delta
+    profile = write_profile(tmp_path, PROFILE + """
 partitions: {ds: ["2024-01-01", "2024-01-02"], h: 7}
 """)
     cfg = parse("--model-uri", "models:/churn@champion", "--output-table", "lake.other", "--batch-size", "20",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from decimal import Decimal
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -21,6 +22,11 @@ from spark_jobs.cli import main
 from tests import models
 from tests.support import DAYS, FEATURES, create_table, expected_table, fit, log_model, score, snapshot
 
+
+def log_on_tenure(model: Any, name: str) -> str:
+    """Register a custom model that takes `tenure`, its signature inferred from what it returns."""
+    X = pd.DataFrame({"tenure": [1.0, 2.0]})
+    return log_model(model, infer_signature(X, model.predict(None, X)), name)
 
 def rows_of(spark: SparkSession, table: str, day: str | None = None) -> list[Row]:
     df = spark.table(table)
@@ -55,9 +61,7 @@ def test_classifier_with_predict_proba_gives_one_column_per_class(spark: SparkSe
 
 def test_custom_model_returning_named_columns(spark: SparkSession, source: str, output: str,
                                               tracking_uri: str) -> None:
-    X = pd.DataFrame({"tenure": [1.0, 2.0]})
-    model = models.LabelAndScore()
-    uri = log_model(model, infer_signature(X, model.predict(None, X)), "label_and_score")
+    uri = log_on_tenure(models.LabelAndScore(), "label_and_score")
     result = score(spark, "--model-uri", uri, "--input-table", source, "--output-table", output)
     rows = rows_of(spark, source)
     out = mlflow.pyfunc.load_model(uri).predict(frame(rows, {"tenure": "tenure"}))
@@ -302,9 +306,7 @@ def test_rerun_replaces_the_partitions_rejects(spark: SparkSession, messy: tuple
 
 def test_tensor_output_becomes_an_array_column(spark: SparkSession, source: str, output: str,
                                                tracking_uri: str) -> None:
-    X = pd.DataFrame({"tenure": [1.0, 2.0]})
-    model = models.Embedder()
-    uri = log_model(model, infer_signature(X, model.predict(None, X)), "embedder")
+    uri = log_on_tenure(models.Embedder(), "embedder")
     result = score(spark, "--model-uri", uri, "--input-table", source, "--output-table", output)
     actual = spark.table(output)
     assert dict(actual.dtypes)["prediction"] == "array<float>"

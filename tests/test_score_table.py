@@ -35,26 +35,18 @@ def run_id(model_name: str, version: str) -> str:
 
 
 @pytest.mark.spark35
-def test_alias_scores_selected_partition_with_mlflow_predictions(spark: SparkSession, source: str, output: str,
-                                                                  model: dict[str, str]) -> None:
-    result = score(spark, "--model-uri", "models:/churn_lr@champion", "--input-table", source,
-                   "--output-table", output, "--partition", f"ds={DAYS[0]}")
-    assert (result.lineage.model_name, result.lineage.model_version) == ("churn_lr", model["v1"])
-    assert result.lineage.model_run_id == run_id("churn_lr", model["v1"])
+@pytest.mark.parametrize("uri, version, day", [("models:/churn_lr@champion", "v1", DAYS[0]),
+                                                ("models:/churn_lr/{v2}", "v2", DAYS[1])])
+def test_alias_or_version_uri_scores_the_selected_partition_with_that_versions_predictions(
+        spark: SparkSession, source: str, output: str, model: dict[str, str], uri: str, version: str,
+        day: str) -> None:
+    result = score(spark, "--model-uri", uri.format(**model), "--input-table", source, "--output-table", output,
+                   "--partition", f"ds={day}")
+    assert (result.lineage.model_name, result.lineage.model_version) == ("churn_lr", model[version])
+    assert result.lineage.model_run_id == run_id("churn_lr", model[version])
     actual = spark.table(output)
-    expected = expected_scored(spark, days(spark.table(source), DAYS[0]), actual,
-                               f"models:/churn_lr/{model['v1']}", FEATURES, result.lineage)
-    assertDataFrameEqual(actual, expected)
-
-
-def test_version_uri_scores_with_that_version(spark: SparkSession, source: str, output: str,
-                                              model: dict[str, str]) -> None:
-    result = score(spark, "--model-uri", f"models:/churn_lr/{model['v2']}", "--input-table", source,
-                   "--output-table", output, "--partition", f"ds={DAYS[1]}")
-    assert result.lineage.model_version == model["v2"]
-    actual = spark.table(output)
-    expected = expected_scored(spark, days(spark.table(source), DAYS[1]), actual,
-                               f"models:/churn_lr/{model['v2']}", FEATURES, result.lineage)
+    expected = expected_scored(spark, days(spark.table(source), day), actual,
+                               f"models:/churn_lr/{model[version]}", FEATURES, result.lineage)
     assertDataFrameEqual(actual, expected)
 
 
