@@ -50,7 +50,9 @@ demo: check-java venv
 # partition selection, write-audit-publish and rollback, rejects, run history) on PySpark 3.5. Each run ends
 # with its 15 slowest steps. `make test-fast`: everything that starts no process of its own (marker processes:
 # spark-submit, the console script, python -m, servers), for development.
-PYTEST_ARGS ?=
+# Two pytest-xdist workers: the tests that start processes all go to one of them (tests/conftest.py), the
+# in-process tests share the other; PYTEST_ARGS="-n 0" runs everything in one process.
+PYTEST_ARGS ?= -n 2
 PYTEST := -m pytest -q --durations=15 $(PYTEST_ARGS)
 
 test: test-spark4 test-spark35
