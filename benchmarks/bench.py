@@ -33,6 +33,11 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
+# As the README runs spark-submit: the JIT may compile the large methods whole-stage code generation makes
+# (spark_jobs.session.JIT_HUGE_METHODS); every variant gets it, so the comparison stays like for like.
+SUBMIT = [str(BIN / "spark-submit"), "--driver-java-options", "-XX:-DontCompileHugeMethods"]
+
+
 def table_name(rows: int) -> str:
     return f"bench.features_{rows}"
 
@@ -77,7 +82,7 @@ class Bench:
     def job(self, model: str, rows: int, batch_size: int | None, engine: str = "auto",
             ds: str | None = None) -> dict[str, Any]:
         variant = {"auto": "job", "udf": "job_udf"}[engine] if ds is None else "small"
-        cmd = [str(BIN / "spark-submit"), "spark_jobs/score_table.py", "--config", str(self.home / "profile.yaml"),
+        cmd = [*SUBMIT, "spark_jobs/score_table.py", "--config", str(self.home / "profile.yaml"),
                "--model-uri", f"models:/{MODELS[model]}@champion", "--input-table", table_name(rows),
                "--output-table", f"bench.scored_{variant}_{model}_{rows}", "--engine", engine]
         if batch_size:
@@ -87,7 +92,7 @@ class Bench:
         return self.timed(variant, model, rows, cmd)
 
     def plain(self, model: str | None, rows: int, ds: str | None = None) -> dict[str, Any]:
-        cmd = [str(BIN / "spark-submit"), "benchmarks/plain_job.py", "--home", str(self.home),
+        cmd = [*SUBMIT, "benchmarks/plain_job.py", "--home", str(self.home),
                "--input", table_name(rows), *(["--ds", ds] if ds else [])]
         if model is None:
             variant = "floor" if ds is None else "small_floor"

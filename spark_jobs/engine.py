@@ -44,13 +44,15 @@ class Choice:
     max_diff: float | None = None
 
 
-def plan(requested: str, model_path: str, scoring: ScoringPlan, params: dict[str, Any]) -> Choice:
+def plan(requested: str, model_path: str, scoring: ScoringPlan, params: dict[str, Any],
+         inputs_checked: bool) -> Choice:
     """Translate the model, from metadata alone. `--engine sql` on a model that does not translate raises
-    UsageError (exit 2) naming the part that does not; `auto` falls back to `udf` with that reason."""
+    UsageError (exit 2) naming the part that does not; `auto` falls back to `udf` with that reason.
+    `inputs_checked`: bad rows (null, NaN, infinite inputs) never reach the model."""
     if requested == "udf":
         return Choice("udf", "--engine udf")
     try:
-        program = _translate(model_path, scoring, params)
+        program = _translate(model_path, scoring, params, inputs_checked)
     except Unsupported as e:
         if requested == "sql":
             raise UsageError(f"--engine sql: the model does not translate: {e}") from None
@@ -58,7 +60,7 @@ def plan(requested: str, model_path: str, scoring: ScoringPlan, params: dict[str
     return Choice("sql", "translated", program)
 
 
-def _translate(model_path: str, scoring: ScoringPlan, params: dict[str, Any]) -> Program:
+def _translate(model_path: str, scoring: ScoringPlan, params: dict[str, Any], inputs_checked: bool) -> Program:
     if scoring.tensor is not None:
         raise Unsupported("a model with a tensor input (only named columns translate)")
     if params:
@@ -70,7 +72,7 @@ def _translate(model_path: str, scoring: ScoringPlan, params: dict[str, Any]) ->
         if not isinstance(o.dataType, _TRANSLATABLE):
             raise Unsupported(f"output '{o.name}' of type {o.dataType.simpleString()}")
     features = [Feature(f.name, try_cast(f.column, f.spark_type), f.spark_type) for f in scoring.features]
-    program = translate(model_path, features, scoring.outputs)
+    program = translate(model_path, features, scoring.outputs, inputs_checked)
     if program.size > MAX_TREE_NODES:
         raise Unsupported(f"{program.size:,} tree nodes, more than the {MAX_TREE_NODES:,} the sql engine "
                           "compiles faster than the UDF scores")

@@ -79,7 +79,8 @@ def prepare(spark: SparkSession, cfg: JobConfig, model: model_ref.LocalModel | N
              ", ".join(f.column for f in job.scoring.features))
     output.check_compatible(spark, cfg.output_table, job.scoring.output_schema, source.partition_columns)
     if prints:
-        job = replace(job, engine=engine.plan(cfg.engine, model.path, job.scoring, params))
+        job = replace(job, engine=engine.plan(cfg.engine, model.path, job.scoring, params,
+                                              inputs_checked=cfg.on_bad_rows != "pass"))
     if cfg.on_bad_rows == "quarantine":
         output.check_compatible(spark, cfg.rejects, plan.rejects_schema(source), source.partition_columns,
                                 "rejects table")

@@ -29,10 +29,17 @@ os.environ["MLFLOW_TRACKING_URI"] = os.environ["MLFLOW_REGISTRY_URI"] = REGISTRY
 atexit.register(shutil.rmtree, REGISTRY_DIR, True)
 
 
-# The modules whose tests start processes (marker `processes`): under pytest-xdist (`make test` runs two
-# workers) each of them goes, whole, to the worker that runs the others, since they share one prepared embedded
-# home (the `home` fixture, built once per worker), while the other worker runs the in-process tests.
+# The modules whose tests start processes (marker `processes`), in two units for pytest-xdist (`make test` runs
+# two workers). Each unit goes whole to one worker, so the process tests of one worker share that worker's
+# prepared embedded home (the `home` fixture, one per worker: Derby admits one process at a time) and never run
+# at once. The crash tests (about a third of the process time) are one unit, the other process tests the
+# second; the compiled-model tests ride with the crash tests so that both units are larger than any other and
+# xdist hands one to each worker first. Every other test is a unit of its own.
 PROCESS_MODULES = {"test_entry_points.py", "test_faults.py", "test_platforms.py", "test_serving.py"}
+PROCESS_UNITS = {
+    "crashes": {"test_faults.py", "test_compiled_linear.py", "test_compiled_trees.py"},
+    "processes": PROCESS_MODULES - {"test_faults.py"},
+}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -47,14 +54,14 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
         return None
     from xdist.scheduler import LoadScopeScheduling
 
-    class ProcessesInOneWorker(LoadScopeScheduling):  # type: ignore[misc]
-        """Every test a unit of its own, except the PROCESS_MODULES' tests: one unit, the largest, so first."""
+    class ProcessUnits(LoadScopeScheduling):  # type: ignore[misc]
+        """PROCESS_UNITS, largest first (xdist orders units by their number of tests); then one test a unit."""
 
         def _split_scope(self, nodeid: str) -> str:
             module = nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
-            return "processes" if module in PROCESS_MODULES else nodeid
+            return next((unit for unit, modules in PROCESS_UNITS.items() if module in modules), nodeid)
 
-    return ProcessesInOneWorker(config, log)
+    return ProcessUnits(config, log)
 
 
 def _create_database(catalog: Catalog, dbName: str, ifNotExists: bool = False) -> None:

@@ -50,8 +50,8 @@ def wrong_by(offset: float) -> Callable[..., Program]:
     """A translation made wrong on purpose: every output moved by `offset`."""
     real = engine.translate
 
-    def translate(*args: Any) -> Program:
-        program = real(*args)
+    def translate(*args: Any, **kwargs: Any) -> Program:
+        program = real(*args, **kwargs)
         program.outputs = [o + F.lit(offset) for o in program.outputs]
         return program
 

@@ -43,6 +43,7 @@ class Value:
 
     column: Column
     dtype: str
+    raw: bool = False  # a model input as it arrived, not yet transformed by a step
 
     @property
     def text(self) -> bool:
@@ -68,13 +69,15 @@ class Block:
         return "float32" if self.dtype() == "float32" else "float64"
 
 
-def translate(model: Any, features: Sequence[Feature], outputs: T.StructType, predict_fn: str) -> Program:
-    """`model`'s `predict_fn` as a Program whose outputs fill `outputs` (cast by the caller)."""
+def translate(model: Any, features: Sequence[Feature], outputs: T.StructType, predict_fn: str,
+              inputs_finite: bool = False) -> Program:
+    """`model`'s `predict_fn` as a Program whose outputs fill `outputs` (cast by the caller); `inputs_finite`:
+    see Program."""
     owner = type(model).__name__
     if predict_fn not in PREDICT_FNS:
         raise Unsupported(f"{owner}: predict_fn {predict_fn} is not supported")
     steps, (final_name, final) = _steps(model, owner)
-    program = Program()
+    program = Program(inputs_finite=inputs_finite)
     block = _frame(program, features, owner)
     for name, step in steps:
         block = _transform(program, step, block, f"{owner}: Pipeline step {name!r}")
@@ -127,7 +130,7 @@ def _frame(program: Program, features: Sequence[Feature], owner: str) -> Block:
             raise Unsupported(f"{owner}: input {f.name!r} has type {f.spark_type.simpleString()}")
         column = f.column if dtype == "object" else F.when(f.column.isNull(), F.lit(float("nan"))).otherwise(
             as_double(f.column))
-        values.append(Value(program.let(column), dtype))
+        values.append(Value(program.let(column), dtype, raw=True))
     program.next_stage()
     return Block(values, [f.name for f in features])
 
@@ -186,6 +189,8 @@ def _check_finite(program: Program, block: Block, inf_message: str, nan_message:
     if block.dtype() == "object":
         return
     for v in block.values:
+        if v.raw and program.inputs_finite:
+            continue
         if nan_message is not None:
             program.fail_when(F.isnan(v.column), nan_message)
         program.fail_when(_is_inf(v.column), inf_message)

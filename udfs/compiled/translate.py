@@ -11,8 +11,10 @@ from pyspark.sql import types as T
 from udfs.compiled.program import Feature, Program, Unsupported
 
 
-def translate(model_path: str, features: Sequence[Feature], outputs: T.StructType) -> Program:
-    """The model in `model_path` (an MLflow model folder) as a Program whose outputs fill `outputs`."""
+def translate(model_path: str, features: Sequence[Feature], outputs: T.StructType,
+              inputs_finite: bool = False) -> Program:
+    """The model in `model_path` (an MLflow model folder) as a Program whose outputs fill `outputs`;
+    `inputs_finite`: the caller rejects rows with a null, NaN or infinite input before the model sees them."""
     from mlflow.models import Model
 
     meta = Model.load(model_path)
@@ -24,7 +26,7 @@ def translate(model_path: str, features: Sequence[Feature], outputs: T.StructTyp
         from udfs.compiled import sklearn
 
         model: Any = mlflow.sklearn.load_model(model_path)
-        return sklearn.translate(model, features, outputs, pyfunc.get("predict_fn", "predict"))
+        return sklearn.translate(model, features, outputs, pyfunc.get("predict_fn", "predict"), inputs_finite)
     raise Unsupported(f"flavor {loader or 'unknown'}"
                       + (" (a custom PythonModel)" if loader == "mlflow.pyfunc.model" else "")
                       + ": only scikit-learn models translate")
