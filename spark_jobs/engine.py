@@ -26,10 +26,11 @@ from udfs.model_udf import MODEL_ERROR, predict_batch
 
 log = logging.getLogger("score_table")
 Name = Literal["sql", "udf"]
-# Tree nodes the sql engine takes. Spark compiles a program's trees into generated Java: time to compile grows
-# with the nodes and, past this, costs more than the Python crossing it saves (a 100-tree gradient boosting is
-# about 6,000 nodes; a 200-tree random forest of depth 8 about 100,000).
-MAX_TREE_NODES = 10_000
+# Tree nodes the sql engine takes. Spark compiles a program's trees into generated Java; the compile time and
+# the per-row cost of the nested conditionals grow with the nodes, and past about this many the UDF is faster
+# (measured by `make bench`: a 100-tree HistGradientBoosting, about 6,100 nodes, took 70 s in sql against 51 s
+# as a UDF on 4M rows; benchmarks/RESULTS.md). Larger ensembles go to the UDF under auto.
+MAX_TREE_NODES = 1_000
 _TRANSLATABLE = (T.BooleanType, T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.DoubleType,
                  T.StringType)
 
