@@ -121,10 +121,11 @@ def test_engine_sql_fails_rather_than_fall_back_and_writes_nothing(
     assert not spark.catalog.tableExists(output) or spark.table(output).isEmpty()
 
 
-def test_model_that_raises_in_sql_rejects_the_rows_it_raises_on(spark: SparkSession, output: str,
+def test_model_that_raises_in_sql_rejects_the_rows_it_raises_on(spark: SparkSession, source: str, output: str,
                                                                 tracking_uri: str) -> None:
     """A one-hot encoder that errors on unknown categories: under quarantine the rows it would raise on are
-    rejected with the model's message, as the UDF's bisection would; the other rows are scored."""
+    rejected with the model's message, as the UDF's bisection would; the other rows are scored. (`source`:
+    its database.)"""
     import pandas as pd
     from mlflow.models import infer_signature
     from sklearn.compose import ColumnTransformer
