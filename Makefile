@@ -40,10 +40,7 @@ venv-spark35: $(VENV35)/.installed
 demo: check-java venv
 	$(PY) -m spark_jobs.demo prepare
 	$(VENV)/bin/spark-submit --driver-java-options "-XX:-DontCompileHugeMethods -Dlog4j2.configurationFile=file:$(CURDIR)/conf/log4j2.properties" \
-	    --conf spark.ui.showConsoleProgress=true spark_jobs/score_table.py \
-	    --model-uri models:/churn@champion \
-	    --input-table lake.customer_features \
-	    --output-table lake.customer_features_scored
+	    --conf spark.ui.showConsoleProgress=true spark_jobs/score_table.py --config conf/demo.yaml
 	$(PY) -m spark_jobs.demo report
 
 # The whole suite on PySpark 4, then the platform subset (marker spark35: scoring against MLflow's predictions,

@@ -106,6 +106,17 @@ def _params(raw: Any, from_flag: bool) -> dict[str, str]:
     return parse_params(raw) if from_flag else _str_map(raw, "params")
 
 
+def _transforms(raw: Any, from_flag: bool) -> dict[str, str]:
+    """NAME -> Spark SQL expression, in the order given (a later one may use an earlier one's column)."""
+    found = parse_params(raw, "--transform") if from_flag else _str_map(raw, "transform")
+    for name, text in found.items():
+        if not _IDENT.match(name):
+            raise UsageError(f"transform {name!r}: the column name must be letters, digits and underscores")
+        if not text.strip():
+            raise UsageError(f"transform {name!r} has an empty expression")
+    return found
+
+
 PARTITION_HELP = "partition to score; repeat it: values of one column are OR-ed, columns AND-ed (default: all)"
 
 
@@ -150,7 +161,18 @@ class JobConfig(CommonConfig):
 
     model_uri: str = option(flag="--model-uri",
                             help="MLflow model URI, e.g. models:/churn@champion or models:/churn/3")
-    input_table: str = option(flag="--input-table", metavar=TABLE, help="partitioned table to score")
+    input_table: str = option(flag="--input-table", metavar=TABLE, help="partitioned table or view to score")
+    # a view has no partition metadata: its partition columns are named (and the output is partitioned by them)
+    input_partition_columns: tuple[str, ...] = option(
+        (), flag="--partition-columns", metavar="A,B", check=NAMES,
+        convert=lambda raw, _: _names(raw, "partition columns"),
+        help="partition columns of a view given as --input-table (a table's own are used otherwise)")
+    # per-row SQL expressions that add or replace columns before the model sees a row (spark_jobs.transforms)
+    transform: Mapping[str, str] = option(
+        {}, flag="--transform", repeat=True, metavar="NAME=SQL", convert=_transforms,
+        check=(_is_scalar_map, "a mapping of column names to Spark SQL expressions"),
+        help="add or replace a column with a Spark SQL expression over the input's columns (repeatable; "
+             "profile section transform:)")
     # column -> accepted values; several values of one column are OR-ed, several columns AND-ed
     partitions: Mapping[str, tuple[str, ...]] = option(
         {}, flag="--partition", repeat=True, metavar="COL=VALUE", help=PARTITION_HELP,
@@ -424,12 +446,12 @@ def check_stale_after(seconds: Any) -> float:
     return float(seconds)
 
 
-def parse_params(flags: Sequence[str]) -> dict[str, str]:
+def parse_params(flags: Sequence[str], what: str = "--param") -> dict[str, str]:
     params: dict[str, str] = {}
     for flag in flags:
         key, sep, value = flag.partition("=")
         if not sep or not key:
-            raise UsageError(f"--param {flag!r} must look like KEY=VALUE")
+            raise UsageError(f"{what} {flag!r} must look like KEY=VALUE")
         params[key] = value
     return params
 

@@ -30,6 +30,12 @@ def delete(spark: SparkSession, path: str) -> None:
     fs.delete(p, True)
 
 
+def rename(spark: SparkSession, source: str, target: str) -> None:
+    fs, p = _fs(spark, source)
+    if not fs.rename(p, _fs(spark, target)[1]):
+        raise OSError(f"could not rename {source} to {target}")
+
+
 def glob(spark: SparkSession, pattern: str) -> list[str]:
     fs, p = _fs(spark, pattern)
     found = fs.globStatus(p)

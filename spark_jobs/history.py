@@ -41,9 +41,10 @@ SCHEMA = T.StructType([
     T.StructField("error", T.StringType()),
     T.StructField("engine", T.StringType()),  # sql | udf (score runs that scored)
     T.StructField("engine_max_diff", T.DoubleType()),  # sql: largest difference from the model on verification
+    T.StructField("transforms", T.StringType()),  # the run's per-row SQL transforms, as JSON {column: expression}
     T.StructField("scoring_run_id", T.StringType()),
 ])
-ADDED_LATER = ("engine", "engine_max_diff")  # added to an older table by `write`
+ADDED_LATER = ("engine", "engine_max_diff", "transforms")  # added to an older table by `write`
 PARTITION = "scoring_run_id"  # each run's row is a partition of its own
 _ARROW = {"string": pa.string(), "timestamp": pa.timestamp("us", tz="UTC"), "bigint": pa.int64(),
           "double": pa.float64(), "array<string>": pa.list_(pa.string())}  # as Spark reads Parquet back
@@ -71,6 +72,7 @@ class RunRecord:
     error: str | None = None
     engine: str | None = None
     engine_max_diff: float | None = None
+    transforms: str | None = None
     scoring_run_id: str = ""
 
     def finished(self, status: str, error: str | None = None, **counts: object) -> RunRecord:

@@ -4,11 +4,12 @@ RunResult goes out (the CLI turns it into the summary and the exit code)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, replace
 
-from pyspark.sql import Observation, SparkSession
+from pyspark.sql import DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 
 from spark_jobs import audit, bad_rows, engine, faults, history, model_ref, output, partitions, plan, serving
@@ -19,6 +20,7 @@ from spark_jobs.prepare import Prepared, prepare
 from spark_jobs.publish import Publisher, publisher_for
 from spark_jobs.session import runtime_conf
 from spark_jobs.staging import REJECTED, SCORED, StagedPartition, StagingArea
+from spark_jobs.tables import ORIGINAL
 from udfs import ModelSpec, model_cache
 from udfs.compat import col
 from udfs.model_udf import fixed_width_inputs
@@ -53,16 +55,20 @@ def run(spark: SparkSession, cfg: JobConfig, model: model_ref.LocalModel | None 
         kind="score", status="running", started_at=lineage.scored_at, ended_at=None, model_uri=cfg.model_uri,
         model_name=lineage.model_name, model_version=lineage.model_version, model_run_id=lineage.model_run_id,
         input_table=cfg.input_table, output_table=cfg.output_table, partition_selection=job.scoring.selection.text,
-        scoring_run_id=lineage.scoring_run_id,
+        scoring_run_id=lineage.scoring_run_id, transforms=json.dumps(cfg.transform) if cfg.transform else None,
     )
     publisher = publisher_for(cfg.output_format)
     with locked_run(spark, cfg.output_table, cfg.runs, record, cfg.lock_stale_after_s, cfg.break_lock,
                     manifest=cfg.output_format != "delta") as this:
         location = output.ensure_table(spark, cfg.output_table, job.scoring.output_schema,
                                        job.scoring.partition_columns, cfg.output_format)
-        staging = StagingArea.for_run(location, lineage.scoring_run_id, job.scoring)
+        stored = {f.name: f for f in job.source.input_schema.fields} if job.source.input_schema else {}
+        staging = StagingArea.for_run(location, lineage.scoring_run_id, job.scoring,
+                                      [stored[c] for c in job.source.replaced])
         try:
             staged, counts, chosen = _score_and_stage(spark, cfg, job, lineage, staging)
+            if cfg.on_bad_rows == "quarantine" and counts.rejected and job.source.replaced:
+                staging = staging.with_stored_rejects(spark, job.source.replaced)
         except BaseException:
             _discard(spark, staging)
             raise
@@ -118,7 +124,8 @@ def _score_and_stage(spark: SparkSession, cfg: JobConfig, job: Prepared, lineage
                        col(plan.REJECT_REASON).isNotNull() if reasons is not None else None)
             .transform(with_lineage, lineage)
             .transform(partitions.with_fingerprints, job.source, job.fingerprints)
-            .transform(bad_rows.with_outcome))
+            .transform(bad_rows.with_outcome)
+            .transform(_stored_values_of_rejects_only, job.source.replaced))
     faults.while_running_jobs(spark)
     with runtime_conf(spark, {**arrow, **engine.spark_settings(chosen)}):
         staging.write(rows)
@@ -131,6 +138,13 @@ def _score_and_stage(spark: SparkSession, cfg: JobConfig, job: Prepared, lineage
     if cfg.prediction_range is not None:
         audit.check_range(staging.rows(spark, SCORED), scoring.outputs, cfg.prediction_range)
     return staged, counts, chosen
+
+
+def _stored_values_of_rejects_only(df: DataFrame, replaced: tuple[str, ...]) -> DataFrame:
+    """The stored values of columns a transform replaced are kept for rejected rows only (the rejects table
+    shows them); a scored row has the transformed value, as the model saw it."""
+    rejected = col(bad_rows.OUTCOME) == F.lit(REJECTED)
+    return df.withColumns({f"{ORIGINAL}{c}": F.when(rejected, col(f"{ORIGINAL}{c}")) for c in replaced})
 
 
 def _publish_all(spark: SparkSession, cfg: JobConfig, job: Prepared, publisher: Publisher, staging: StagingArea,

@@ -20,10 +20,17 @@ _CASE_LIMIT = 32  # partitions per run up to which fingerprints are a CASE rathe
 Values = tuple[Any, ...]
 
 
-def listed(spark: SparkSession, table: TableInfo) -> list[Values]:
-    """Every partition of the table, as typed values in partition-column order."""
+def listed(spark: SparkSession, table: TableInfo, condition: Column | None = None) -> list[Values]:
+    """Every partition of the table, as typed values in partition-column order. A view has no partition
+    metadata: its partitions are the distinct values of its partition columns, read with the selection's
+    filter (which reaches the underlying tables' partition pruning, so only the selected files are opened)."""
     if not table.partition_columns:
         return [()]
+    if table.view:
+        df = spark.table(table.name)
+        if condition is not None:
+            df = df.where(condition)
+        return [tuple(r) for r in df.select(*[col(c) for c in table.partition_columns]).distinct().collect()]
     fields = [f for f in (find_column(table.schema, c, True) for c in table.partition_columns) if f is not None]
     return [from_path(fields, p) for p in compat.list_partitions(spark, table.name)]
 
@@ -44,8 +51,8 @@ def matches(partition_columns: Sequence[str], values: Values) -> Column:
 
 def selected(spark: SparkSession, table: TableInfo, selection: Selection) -> list[Values]:
     """The partitions a selection keeps, decided on the catalog's partition values (no data read)."""
-    all_values = listed(spark, table)
-    if selection.condition is None or not all_values or all_values == [()]:
+    all_values = listed(spark, table, selection.condition)
+    if table.view or selection.condition is None or not all_values or all_values == [()]:
         return all_values
     probe = spark.createDataFrame([list(v) for v in all_values], _schema(table))
     return [tuple(r) for r in probe.where(selection.condition).collect()]

@@ -294,10 +294,12 @@ def _spark_type_of(values: pd.Series) -> T.DataType:
 
 
 def rejects_schema(table: TableInfo) -> T.StructType:
-    """Rejected rows: the row's input columns, why, and which run; partitioned like the input."""
+    """Rejected rows: the row's stored input columns (before any transform), why, and which run; partitioned
+    like the input."""
     by_name = {f.name: f for f in table.schema.fields}
+    stored = {f.name: f for f in (table.input_schema or table.schema).fields}
     return T.StructType([
-        *[by_name[c] for c in table.data_columns],
+        *[stored[c] for c in table.input_data_columns],
         T.StructField(REJECT_REASON, T.StringType()),
         *[f for f in LINEAGE.fields],
         *[by_name[c] for c in table.partition_columns],

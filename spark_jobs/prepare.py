@@ -35,13 +35,13 @@ class Prepared:
         return list(self.fingerprints)
 
     def selected(self, spark: SparkSession) -> DataFrame:
-        df = spark.table(self.source.name)
-        return df if self.scoring.selection.condition is None else df.where(self.scoring.selection.condition)
+        """The selected partitions' rows as the model sees them (after the transforms)."""
+        return self.source.read(spark, self.scoring.selection.condition)
 
 
 def prepare(spark: SparkSession, cfg: JobConfig, model: model_ref.LocalModel | None = None) -> Prepared:
     """`model`: resolved and downloaded already (the CLI does it before Spark starts), else done here."""
-    source = tables.require(spark, cfg.input_table, "input table")
+    source = tables.source(spark, cfg.input_table, cfg.input_partition_columns, cfg.transform)
     if model is None:
         model_ref.connect(cfg.tracking_uri, cfg.registry_uri)
         model = model_ref.download(model_ref.resolve(cfg.model_uri))

@@ -10,16 +10,18 @@ retention and rollback find older versions by the same layout."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from spark_jobs import fs
 from spark_jobs.bad_rows import OUTCOME
 from spark_jobs.partitions import from_path
 from spark_jobs.plan import REJECT_REASON, ScoringPlan
+from spark_jobs.tables import ORIGINAL
 from udfs.compat import col
 
 RUNS_DIR = "_runs"  # underscore: Spark, Hive and Parquet tools skip it when they list a table's folder
@@ -40,13 +42,16 @@ class StagingArea:
     run_id: str
     schema: T.StructType  # what is staged: the output's data columns, reject_reason, the partition columns
     partition_columns: tuple[str, ...]
+    stored_rejects: T.StructType | None = None  # the rejected rows' files, once rewritten with stored values
 
     @classmethod
-    def for_run(cls, table_location: str, run_id: str, scoring: ScoringPlan) -> StagingArea:
-        """`table_location` as the catalog gives it: an unpartitioned table points into `_runs/` itself."""
+    def for_run(cls, table_location: str, run_id: str, scoring: ScoringPlan,
+                originals: Sequence[T.StructField] = ()) -> StagingArea:
+        """`table_location` as the catalog gives it: an unpartitioned table points into `_runs/` itself.
+        `originals`: the stored input columns a transform replaces (staged as `__input_<name>` beside)."""
         found = split_location(table_location)
         base = found[0] if found is not None else table_location.rstrip("/")
-        return cls(base, run_id, staged_schema(scoring), scoring.partition_columns)
+        return cls(base, run_id, staged_schema(scoring, originals), scoring.partition_columns)
 
     @property
     def root(self) -> str:
@@ -72,9 +77,26 @@ class StagingArea:
 
     def rows(self, spark: SparkSession, outcome: str, columns: T.StructType | None = None) -> DataFrame:
         """The staged rows of one outcome, in the given table's columns (default: as staged)."""
-        rows = (spark.read.schema(T.StructType([*self.schema.fields, T.StructField(OUTCOME, T.StringType())]))
+        schema = self.stored_rejects if outcome == REJECTED and self.stored_rejects is not None else self.schema
+        rows = (spark.read.schema(T.StructType([*schema.fields, T.StructField(OUTCOME, T.StringType())]))
                 .option("basePath", self.root).parquet(self.root).where(col(OUTCOME) == outcome))
-        return rows.select(*[col(f.name) for f in (columns or self.schema).fields])
+        return rows.select(*[col(f.name) for f in (columns or schema).fields])
+
+    def with_stored_rejects(self, spark: SparkSession, replaced: Sequence[str]) -> StagingArea:
+        """A rejected row carries its stored input values, but the run's one write staged the transformed
+        value of a replaced column (another type, maybe) under its name: rewrite the rejected rows once (a
+        second write of those rows only), taking the `__input_<name>` copies, in place of their folder."""
+        copies = {c: f"{ORIGINAL}{c}" for c in replaced}
+        rows = self.rows(spark, REJECTED).select(*[
+            col(copies[f.name]).alias(f.name) if f.name in copies else col(f.name)
+            for f in self.schema.fields if not f.name.startswith(ORIGINAL)])
+        folder, temporary = f"{self.root}/{OUTCOME}={REJECTED}", f"{self.root}/_rejected"
+        (rows.withColumn(OUTCOME, F.lit(REJECTED)).write.mode("overwrite")
+         .partitionBy(OUTCOME, *self.partition_columns).parquet(temporary))
+        fs.delete(spark, folder)
+        fs.rename(spark, f"{temporary}/{OUTCOME}={REJECTED}", folder)
+        fs.delete(spark, temporary)
+        return replace(self, stored_rejects=rows.schema)
 
     def example_reject(self, spark: SparkSession, keys: Sequence[str]) -> str:
         """One rejected row, by its key, for a failure message."""
@@ -90,11 +112,13 @@ class StagingArea:
         fs.delete(spark, self.root)
 
 
-def staged_schema(scoring: ScoringPlan) -> T.StructType:
-    """The staged files hold the scored table's columns plus reject_reason (partition columns last)."""
+def staged_schema(scoring: ScoringPlan, originals: Sequence[T.StructField] = ()) -> T.StructType:
+    """The staged files hold the scored table's columns plus reject_reason (partition columns last), and
+    the stored values of replaced input columns (rejected rows only; null on scored rows)."""
     data = [f for f in scoring.output_schema.fields if f.name not in scoring.partition_columns]
     parts = [f for f in scoring.output_schema.fields if f.name in scoring.partition_columns]
-    return T.StructType([*data, T.StructField(REJECT_REASON, T.StringType()), *parts])
+    copies = [T.StructField(f"{ORIGINAL}{f.name}", f.dataType) for f in originals]
+    return T.StructType([*data, T.StructField(REJECT_REASON, T.StringType()), *copies, *parts])
 
 
 def split_location(location: str) -> tuple[str, str, str] | None:

@@ -48,6 +48,7 @@ def odd_tables(spark: SparkSession, source: str, tmp_path_factory: pytest.TempPa
     empty.drop("ds").coalesce(1).write.parquet(str(folder))
     spark.sql("ALTER TABLE lake.empty_file ADD PARTITION (ds = :day) LOCATION :folder",
               args={"day": "2026-12-01", "folder": str(folder)})
+    spark.sql("CREATE OR REPLACE VIEW lake.features_by_day AS SELECT * FROM lake.features")
     return {"source": source}
 
 
@@ -71,6 +72,26 @@ USAGE_ERRORS: list[tuple[str, list[str], list[str]]] = [
     ("batch size over Spark's limit", ["--batch-size", "99999999999"], ["batch size 99999999999", "2147483647"]),
     ("selected partition whose file holds no rows", ["--input-table", "lake.empty_file"],
      ["matches no rows", "lake.empty_file", "its files are empty"]),
+    ("view without that partition column", ["--input-table", "lake.features_by_day", "--partition-columns", "day"],
+     ["--partition-columns", "view lake.features_by_day has no column day"]),
+    ("partition columns for a table", ["--partition-columns", "segment"],
+     ["--partition-columns is for a view", "partitioned by ds"]),
+    ("transform that does not parse", ["--transform", "t=tenure +"], ["transform 't' is not a Spark SQL expression"]),
+    ("transform over an unknown column", ["--transform", "t=nope + 1"], ["transform 't'", "`nope`"]),
+    ("transform that aggregates", ["--transform", "t=max(tenure)"], ["transform 't'", "aggregate"]),
+    ("transform with a window", ["--transform", "t=sum(tenure) OVER ()"], ["transform 't' is a window function"]),
+    ("transform with a generator", ["--transform", "t=explode(array(1, 2))"], ["transform 't'", "generator"]),
+    ("transform with a subquery", ["--transform", "t=(SELECT max(tenure) FROM lake.features)"],
+     ["transform 't' contains a subquery"]),
+    ("non-deterministic transform", ["--transform", "t=rand()"], ["transform 't' is not deterministic"]),
+    ("transform of a partition column", ["--transform", "ds=upper(ds)"],
+     ["transform 'ds' would replace a partition column"]),
+    ("transform over a later transform", ["--transform", "a=b + 1", "--transform", "b=tenure"],
+     ["transform 'a'", "`b`"]),
+    ("injection in a transform's name", ["--transform", "t; DROP TABLE lake.features=1"],
+     ["transform 't; DROP TABLE lake.features'", "letters, digits and underscores"]),
+    ("injection in a transform", ["--transform", "t=1; DROP TABLE lake.features"],
+     ["transform 't' is not a Spark SQL expression"]),
 ]
 
 
@@ -81,7 +102,7 @@ def test_usage_errors_exit_2_and_write_nothing(spark: SparkSession, model: dict[
     args = dict(zip(BASE[::2], BASE[1::2], strict=True))
     extra: list[str] = []
     for flag, value in zip(overrides[::2], overrides[1::2], strict=True):
-        if flag == "--partition":
+        if flag in ("--partition", "--transform"):
             extra += [flag, value]
         else:
             args[flag] = value
