@@ -81,7 +81,8 @@ def test_transforms_feed_the_model_and_rejects_keep_the_stored_values(
         "  tenure: \"CASE WHEN segment = 's0' THEN tenure * 2 ELSE tenure END\"\n"  # replaced, same type
         "  visits: \"CASE WHEN customer_id = 4 THEN NULL ELSE visits / 2 END\"\n"  # replaced, bigint -> double
         "  band: \"IF(spend > 30, 'high', 'low')\"\n"  # added
-        "  label: \"concat(band, '-', segment)\"\n")  # uses the column added before it
+        "  label: \"concat(band, '-', segment)\"\n"  # uses the column added before it
+        "  spend_whole: CAST(spend AS INT)\n")
     result = score(spark, *base(source, output), "--config", str(profile), "--on-bad-rows", "quarantine")
     uri = f"models:/churn_lr/{model['v1']}"
 
@@ -92,7 +93,7 @@ def test_transforms_feed_the_model_and_rejects_keep_the_stored_values(
         band = "high" if r.spend > 30 else "low"
         seen.append({**r.asDict(), "tenure": r.tenure * 2 if r.segment == "s0" else r.tenure,
                      "visits": None if r.customer_id == 4 else r.visits / 2, "band": band,
-                     "label": f"{band}-{r.segment}"})
+                     "label": f"{band}-{r.segment}", "spend_whole": int(r.spend)})
     scored = [s for s in seen if s["visits"] is not None]
     inputs = pd.DataFrame([[float(s[c]) for c in FEATURES.values()] for s in scored], columns=list(FEATURES))
     rows = [Row(**s) for s in scored]
@@ -115,4 +116,5 @@ def test_transforms_feed_the_model_and_rejects_keep_the_stored_values(
     assert history is not None and json.loads(history.transforms) == {
         "tenure": "CASE WHEN segment = 's0' THEN tenure * 2 ELSE tenure END",
         "visits": "CASE WHEN customer_id = 4 THEN NULL ELSE visits / 2 END",
-        "band": "IF(spend > 30, 'high', 'low')", "label": "concat(band, '-', segment)"}
+        "band": "IF(spend > 30, 'high', 'low')", "label": "concat(band, '-', segment)",
+        "spend_whole": "CAST(spend AS INT)"}
