@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Sequence
 
@@ -15,6 +16,7 @@ from spark_jobs.errors import ScoringError, one_line
 from spark_jobs.job import RunResult, run
 from spark_jobs.rollback import rollback
 from spark_jobs.session import get_session, session_for
+from udfs import model_cache
 
 log = logging.getLogger("score_table")
 
@@ -33,7 +35,19 @@ def _score(args: list[str]) -> str:
     model_ref.connect(cfg.tracking_uri, cfg.registry_uri)
     model = model_ref.download(model_ref.resolve(cfg.model_uri))  # a wrong model fails in seconds, not after Spark
     log.info("model %s resolved to %s version %s", cfg.model_uri, model.ref.name, model.ref.version)
+    if cfg.engine != "udf":  # the translation and its verification load the model on the driver: start now
+        threading.Thread(target=_load_early, args=(model.path,), name="model-load", daemon=True).start()
     return summary(cfg, run(get_session(cfg, verbose), cfg, model))
+
+
+def _load_early(path: str) -> None:
+    """Load the model (imports and unpickling: seconds) while Spark and the metastore start, which keeps
+    this thread's core otherwise idle; the run takes it from the process's model cache. A failure here is
+    left to the run's own load, which reports it."""
+    try:
+        model_cache.load(path)
+    except Exception:
+        log.debug("loading the model early failed; the run loads it again", exc_info=True)
 
 
 def _rollback(args: list[str]) -> str:

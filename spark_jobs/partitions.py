@@ -54,6 +54,8 @@ def selected(spark: SparkSession, table: TableInfo, selection: Selection) -> lis
     all_values = listed(spark, table, selection.condition)
     if table.view or selection.condition is None or not all_values or all_values == [()]:
         return all_values
+    if selection.accepted is not None:  # the flags' typed values against the catalog's: no Spark job
+        return [v for v in all_values if selection.keeps(table.partition_columns, v)]
     probe = spark.createDataFrame([list(v) for v in all_values], _schema(table))
     return [tuple(r) for r in probe.where(selection.condition).collect()]
 

@@ -63,6 +63,16 @@ class Selection:
 
     condition: Column | None
     text: str  # e.g. "ds=2024-01-01 or ds=2024-01-02"
+    # the same filter as typed values per column (any of them; all columns), so the driver can apply it to the
+    # catalog's partition list without a Spark job; None where only the condition says it
+    accepted: Mapping[str, tuple[Any, ...]] | None = None
+
+    def keeps(self, columns: Sequence[str], values: Sequence[Any]) -> bool | None:
+        """Whether a partition passes, decided on the driver (null-safe equality); None: only Spark can say."""
+        if self.accepted is None:
+            return None
+        given = {c.lower(): v for c, v in zip(columns, values, strict=True)}
+        return all(any(_same(given[c.lower()], v) for v in vs) for c, vs in self.accepted.items())
 
 
 @dataclass(frozen=True)
@@ -338,12 +348,24 @@ def select_partitions(table: TableInfo, partitions: Mapping[str, Sequence[str]],
         merged += [v for v in values if v not in merged]
     condition: Column | None = None
     texts = []
+    accepted: dict[str, tuple[Any, ...]] = {}
     for field, values in by_field.values():
         literals = [partition_literal(field, v) for v in values]
+        accepted[field.name] = tuple(literals)
         term = functools.reduce(Column.__or__, [col(field.name).eqNullSafe(F.lit(v)) for v in literals])
         condition = term if condition is None else condition & term
         texts.append(" or ".join(f"{field.name}={v}" for v in values))
-    return Selection(condition, " and ".join(f"({t})" if " or " in t and len(texts) > 1 else t for t in texts))
+    return Selection(condition, " and ".join(f"({t})" if " or " in t and len(texts) > 1 else t for t in texts),
+                     accepted)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Spark's `<=>` on two typed partition values: nulls equal each other, a float NaN equals NaN."""
+    if a is None or b is None:
+        return a is None and b is None
+    if isinstance(a, float) and isinstance(b, float) and a != a and b != b:
+        return True
+    return bool(a == b) and type(a) is type(b)
 
 
 def partition_literal(field: T.StructField, value: str) -> Any:
