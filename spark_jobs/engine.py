@@ -31,6 +31,7 @@ Name = Literal["sql", "udf"]
 # (measured by `make bench`: a 100-tree HistGradientBoosting, about 6,100 nodes, took 70 s in sql against 51 s
 # as a UDF on 4M rows; benchmarks/RESULTS.md). Larger ensembles go to the UDF under auto.
 MAX_TREE_NODES = 1_000
+VERIFY_SETTINGS = {"spark.sql.execution.arrow.pyspark.enabled": "true"}  # the sample comes back through Arrow
 _TRANSLATABLE = (T.BooleanType, T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.DoubleType,
                  T.StringType)
 
@@ -101,7 +102,7 @@ def verify(spark: SparkSession, choice: Choice, selected: DataFrame, reasons: Co
     outputs = [f.name for f in spec.outputs.fields]
     compiled = (apply(sample.limit(rows), choice.program, spec.outputs, None, isolate_errors=True)
                 .select(*inputs, *outputs, MODEL_ERROR))
-    with runtime_conf(spark, {"spark.sql.execution.arrow.pyspark.enabled": "true", **spark_settings(choice)}):
+    with runtime_conf(spark, {**VERIFY_SETTINGS, **spark_settings(choice)}):
         got: pd.DataFrame = compiled.toPandas()
     # the model's own outputs, and its own errors: rows it raises on are bisected out, as the UDF does
     expected = predict_batch(model_cache.load(spec.model_file), got[names], replace(spec, isolate_errors=True))

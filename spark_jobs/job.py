@@ -7,9 +7,10 @@ from __future__ import annotations
 import json
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
-from pyspark.sql import DataFrame, Observation, SparkSession
+from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 
 from spark_jobs import audit, bad_rows, engine, faults, history, model_ref, output, partitions, plan, serving
@@ -102,21 +103,62 @@ def _discard(spark: SparkSession, staging: StagingArea) -> None:
 def _score_and_stage(spark: SparkSession, cfg: JobConfig, job: Prepared, lineage: RunLineage,
                      staging: StagingArea) -> tuple[list[StagedPartition], audit.Counts, engine.Choice]:
     """The run's one pass over the data: score every selected row and write it, scored or rejected, under
-    a run-specific folder; then audit what was written."""
+    a run-specific folder; then audit what was written.
+
+    A translated model is verified on the run's rows before its output may be published. Under `auto` the
+    verification runs beside the write (its Spark job and the driver's predict overlap the scoring, which
+    is most of a small run's time); on a mismatch the staged rows are deleted and the run writes again
+    with the UDF. Under `sql` a mismatch fails the run, so there it comes first and nothing is written."""
     scoring, quarantine = job.scoring, cfg.on_bad_rows == "quarantine"
     reasons = bad_rows.reasons(scoring) if cfg.on_bad_rows != "pass" else None
     spec = ModelSpec(job.model.path, scoring.features, scoring.outputs, tensor=scoring.tensor, params=job.params,
                      isolate_errors=quarantine)
-    chosen = engine.verify(spark, job.engine, job.selected(spark), reasons, spec, cfg.verify_rows,
-                           cfg.engine_tolerance, cfg.engine)
-    log.info("engine: %s (%s)", chosen.engine, chosen.reason)
-    if chosen.engine == "udf":  # executors load the model from the files shipped with the job
-        spec = replace(spec, model_file=model_cache.ship(spark, job.model.path))
+
+    def verify() -> engine.Choice:
+        return engine.verify(spark, job.engine, job.selected(spark), reasons, spec, cfg.verify_rows,
+                             cfg.engine_tolerance, cfg.engine)
+
+    faults.while_running_jobs(spark)
+    if job.engine.program is not None and cfg.engine == "auto":
+        # one setting for every query of the block: each query's own runtime_conf then restores the same values
+        with runtime_conf(spark, {**_query_settings(cfg, spec, job.engine), **engine.VERIFY_SETTINGS}), \
+                ThreadPoolExecutor(1, thread_name_prefix="verify") as pool:
+            verifying = pool.submit(verify)
+            read = _write(spark, cfg, job, lineage, staging, job.engine, spec, reasons)
+            chosen = verifying.result()
+        log.info("engine: %s (%s)", chosen.engine, chosen.reason)
+        if chosen.engine != "sql":
+            staging.delete(spark)
+            read = _write(spark, cfg, job, lineage, staging, chosen, spec, reasons)
+    else:
+        chosen = verify()
+        log.info("engine: %s (%s)", chosen.engine, chosen.reason)
+        read = _write(spark, cfg, job, lineage, staging, chosen, spec, reasons)
+    faults.point("after_stage")
+    staged = staging.partitions(spark)
+    counts = audit.count(read, staged)  # checked against the written files' footers
+    log.info("audit: %d rows read, %d scored, %d rejected", counts.read, counts.scored, counts.rejected)
+    example = staging.example_reject(spark, job.keys) if counts.rejected and cfg.on_bad_rows == "fail" else None
+    audit.check(counts, cfg.on_bad_rows, cfg.max_bad_fraction, example)
+    if cfg.prediction_range is not None:
+        audit.check_range(staging.rows(spark, SCORED), scoring.outputs, cfg.prediction_range)
+    return staged, counts, chosen
+
+
+def _query_settings(cfg: JobConfig, spec: ModelSpec, chosen: engine.Choice) -> dict[str, str]:
     arrow = {"spark.sql.execution.arrow.maxRecordsPerBatch": str(cfg.batch_size)}
     if fixed_width_inputs(spec):  # batches are bounded by rows; Int.MaxValue stops Spark sizing every row
         arrow["spark.sql.execution.arrow.maxBytesPerBatch"] = str(2**31 - 1)
+    return {**arrow, **engine.spark_settings(chosen)}
+
+
+def _write(spark: SparkSession, cfg: JobConfig, job: Prepared, lineage: RunLineage, staging: StagingArea,
+           chosen: engine.Choice, spec: ModelSpec, reasons: Column | None) -> int:
+    """Score every selected row with the chosen engine and stage it; the rows read."""
+    if chosen.engine == "udf":  # executors load the model from the files shipped with the job
+        spec = replace(spec, model_file=model_cache.ship(spark, job.model.path))
     log.info("scoring %d partition(s) of %s (%s) with %s version %s", len(job.partitions), cfg.input_table,
-             scoring.selection.text, lineage.model_name, lineage.model_version)
+             job.scoring.selection.text, lineage.model_name, lineage.model_version)
     read = Observation("read")  # rows entering the run, counted as they are read: no second pass
     rows = (job.selected(spark).observe(read, F.count(F.lit(1)).alias("rows"))
             .transform(bad_rows.with_reason, reasons)
@@ -126,18 +168,9 @@ def _score_and_stage(spark: SparkSession, cfg: JobConfig, job: Prepared, lineage
             .transform(partitions.with_fingerprints, job.source, job.fingerprints)
             .transform(bad_rows.with_outcome)
             .transform(_stored_values_of_rejects_only, job.source.replaced))
-    faults.while_running_jobs(spark)
-    with runtime_conf(spark, {**arrow, **engine.spark_settings(chosen)}):
+    with runtime_conf(spark, _query_settings(cfg, spec, chosen)):
         staging.write(rows)
-    faults.point("after_stage")
-    staged = staging.partitions(spark)
-    counts = audit.count(int(read.get["rows"]), staged)  # checked against the written files' footers
-    log.info("audit: %d rows read, %d scored, %d rejected", counts.read, counts.scored, counts.rejected)
-    example = staging.example_reject(spark, job.keys) if counts.rejected and cfg.on_bad_rows == "fail" else None
-    audit.check(counts, cfg.on_bad_rows, cfg.max_bad_fraction, example)
-    if cfg.prediction_range is not None:
-        audit.check_range(staging.rows(spark, SCORED), scoring.outputs, cfg.prediction_range)
-    return staged, counts, chosen
+    return int(read.get["rows"])
 
 
 def _stored_values_of_rejects_only(df: DataFrame, replaced: tuple[str, ...]) -> DataFrame:
