@@ -161,3 +161,17 @@ def parquet_row_counts(spark: SparkSession, root: str) -> list[tuple[str, int]]:
         finally:
             reader.close()
     return found
+
+
+def parquet_rows(spark: SparkSession, uri: str) -> int:
+    """Rows in one Parquet file (a URI as `DataFrame.inputFiles()` gives it), from its footer alone."""
+    fs, p = _fs(spark, uri, uri=True)
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
+    reader = jvm.org.apache.parquet.hadoop.ParquetFileReader.open(
+        jvm.org.apache.parquet.hadoop.util.HadoopInputFile.fromStatus(fs.getFileStatus(p), conf))
+    try:
+        return int(reader.getRecordCount())
+    finally:
+        reader.close()

@@ -7,10 +7,11 @@ import logging
 from dataclasses import dataclass, replace
 from typing import Any
 
+from py4j.protocol import Py4JJavaError
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
-from spark_jobs import engine, model_ref, output, partitions, plan, tables
+from spark_jobs import engine, fs, model_ref, output, partitions, plan, tables
 from spark_jobs.config import JobConfig
 from spark_jobs.errors import UsageError, one_line
 from udfs.compat import try_cast, type_from_ddl
@@ -69,7 +70,7 @@ def prepare(spark: SparkSession, cfg: JobConfig, model: model_ref.LocalModel | N
             scoring = replace(scoring, selection=partitions.selection_of(source.partition_columns, list(stale),
                                                                          f"new or changed: {text}"))
     job = Prepared(source, model, scoring, params, keys, prints, skipped, engine.Choice("udf", "not planned"))
-    if prints and job.selected(spark).isEmpty():  # files, but no rows in them: reads at most one row
+    if prints and not _holds_rows(spark, job):  # files, but no rows in them
         raise UsageError(f"partition selection {scoring.selection.text} matches no rows in {cfg.input_table} "
                          "(its files are empty)")
     if prints and _needs_inferred_outputs(model.signature, cfg.result_type):
@@ -85,6 +86,21 @@ def prepare(spark: SparkSession, cfg: JobConfig, model: model_ref.LocalModel | N
         output.check_compatible(spark, cfg.rejects, plan.rejects_schema(source), source.partition_columns,
                                 "rejects table")
     return job
+
+
+def _holds_rows(spark: SparkSession, job: Prepared) -> bool:
+    """Whether the selected partitions hold a row: from the Parquet footers of a table's selected files (no
+    Spark job; the first file with rows answers), else by reading at most one row (a view, whose files
+    include other tables', another format, a footer that cannot be read)."""
+    rows = job.selected(spark)
+    if not job.source.view:
+        files = rows.inputFiles()
+        if files and all(f.endswith(".parquet") for f in files):
+            try:
+                return any(fs.parquet_rows(spark, f) > 0 for f in files)
+            except Py4JJavaError:
+                log.debug("could not read the footers of %s; reading one row instead", job.source.name)
+    return not rows.isEmpty()
 
 
 def _key_columns(cfg: JobConfig, source: tables.TableInfo) -> tuple[str, ...]:
