@@ -17,6 +17,7 @@ from spark_jobs.job import RunResult, run
 from spark_jobs.rollback import rollback
 from spark_jobs.session import get_session, session_for
 from udfs import model_cache
+from udfs.compiled.translate import has_translator
 
 log = logging.getLogger("score_table")
 
@@ -35,7 +36,7 @@ def _score(args: list[str]) -> str:
     model_ref.connect(cfg.tracking_uri, cfg.registry_uri)
     model = model_ref.download(model_ref.resolve(cfg.model_uri))  # a wrong model fails in seconds, not after Spark
     log.info("model %s resolved to %s version %s", cfg.model_uri, model.ref.name, model.ref.version)
-    if cfg.engine != "udf":  # the translation and its verification load the model on the driver: start now
+    if cfg.engine != "udf" and has_translator(model.path):  # translating and verifying load it on the driver
         threading.Thread(target=_load_early, args=(model.path,), name="model-load", daemon=True).start()
     return summary(cfg, run(get_session(cfg, verbose), cfg, model))
 

@@ -11,16 +11,28 @@ from pyspark.sql import types as T
 from udfs.compiled.program import Feature, Program, Unsupported
 
 
-def translate(model_path: str, features: Sequence[Feature], outputs: T.StructType,
-              inputs_finite: bool = False) -> Program:
-    """The model in `model_path` (an MLflow model folder) as a Program whose outputs fill `outputs`;
-    `inputs_finite`: the caller rejects rows with a null, NaN or infinite input before the model sees them."""
+def has_translator(model_path: str) -> bool:
+    """Whether the model's flavor has a translator (the model itself may still hold an unsupported part)."""
+    return _flavor(model_path)[2]
+
+
+def _flavor(model_path: str) -> tuple[str | None, dict[str, Any], bool]:
+    """The pyfunc loader module of a model folder, the pyfunc flavor's settings, and whether a translator
+    takes that flavor."""
     from mlflow.models import Model
 
     meta = Model.load(model_path)
     pyfunc = meta.flavors.get("python_function", {})
     loader = pyfunc.get("loader_module")
-    if loader == "mlflow.sklearn" and "sklearn" in meta.flavors:
+    return loader, pyfunc, loader == "mlflow.sklearn" and "sklearn" in meta.flavors
+
+
+def translate(model_path: str, features: Sequence[Feature], outputs: T.StructType,
+              inputs_finite: bool = False) -> Program:
+    """The model in `model_path` (an MLflow model folder) as a Program whose outputs fill `outputs`;
+    `inputs_finite`: the caller rejects rows with a null, NaN or infinite input before the model sees them."""
+    loader, pyfunc, translatable = _flavor(model_path)
+    if translatable:
         import mlflow.sklearn
 
         from udfs.compiled import sklearn
