@@ -250,7 +250,16 @@ def selected(spark: SparkSession, info: TableInfo, rows: list[tuple[Any, ...]],
     df = spark.createDataFrame(rows, info.schema)
     selection = select_partitions(info, partitions, case_sensitive)
     assert selection.condition is not None
-    return [tuple(r) for r in df.where(selection.condition).collect()]
+    kept = [tuple(r) for r in df.where(selection.condition).collect()]
+    assert kept == driver_kept(info, rows, selection)
+    return kept
+
+
+def driver_kept(info: TableInfo, rows: list[tuple[Any, ...]], selection: Selection) -> list[tuple[Any, ...]]:
+    """What the driver keeps from the same rows' partition values (partitions.selected, no Spark job): it
+    must agree with Spark's filter on every row."""
+    at = [info.schema.fieldNames().index(c) for c in info.partition_columns]
+    return [r for r in rows if selection.keeps(info.partition_columns, [r[i] for i in at])]
 
 
 def assert_selects(spark: SparkSession, info: TableInfo, rows: list[tuple[Any, ...]],
@@ -259,6 +268,7 @@ def assert_selects(spark: SparkSession, info: TableInfo, rows: list[tuple[Any, .
     selection = select_partitions(info, partitions, False)
     assert selection.condition is not None
     assertDataFrameEqual(df.where(selection.condition), spark.createDataFrame(expected, info.schema))
+    assert driver_kept(info, rows, selection) == expected
 
 
 def test_no_partitions_selects_everything() -> None:
