@@ -9,17 +9,20 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Generic, TypeVar
 
-from spark_jobs import model_ref
+from pyspark.sql import SparkSession
+
 from spark_jobs.config import JobConfig, parse_args, parse_rollback_args
 from spark_jobs.errors import ScoringError, one_line
-from spark_jobs.job import RunResult, run
-from spark_jobs.rollback import rollback
 from spark_jobs.session import get_session, session_for
-from udfs import model_cache
-from udfs.compiled.translate import has_translator
+
+if TYPE_CHECKING:
+    from spark_jobs.job import RunResult
 
 log = logging.getLogger("score_table")
+T = TypeVar("T")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -32,19 +35,58 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _score(args: list[str]) -> str:
+    """Spark and the metastore start (the longest step of a small run) while the model is resolved,
+    downloaded and loaded: a wrong model still fails in seconds, without waiting for Spark."""
     cfg, verbose = parse_args(args), "--verbose" in args
+    session = Background(lambda: _started(cfg, verbose), "spark-start")
+    # imported once Spark is starting: MLflow, pandas and the job's modules take seconds to import
+    from spark_jobs import model_ref
+    from spark_jobs.job import run
+    from udfs.compiled.translate import has_translator
+
     model_ref.connect(cfg.tracking_uri, cfg.registry_uri)
-    model = model_ref.download(model_ref.resolve(cfg.model_uri))  # a wrong model fails in seconds, not after Spark
+    model = model_ref.download(model_ref.resolve(cfg.model_uri))
     log.info("model %s resolved to %s version %s", cfg.model_uri, model.ref.name, model.ref.version)
     if cfg.engine != "udf" and has_translator(model.path):  # translating and verifying load it on the driver
         threading.Thread(target=_load_early, args=(model.path,), name="model-load", daemon=True).start()
-    return summary(cfg, run(get_session(cfg, verbose), cfg, model))
+    return summary(cfg, run(session.result(), cfg, model))
+
+
+class Background(Generic[T]):
+    """A function run on a daemon thread: the process may end (a usage error found meanwhile) without
+    waiting for it; `result()` waits and returns its value or raises its error."""
+
+    def __init__(self, fn: Callable[[], T], name: str) -> None:
+        self._future: Future[T] = Future()
+        threading.Thread(target=self._run, args=(fn,), name=name, daemon=True).start()
+
+    def _run(self, fn: Callable[[], T]) -> None:
+        try:
+            self._future.set_result(fn())
+        except BaseException as e:  # handed to whoever waits for the result
+            self._future.set_exception(e)
+
+    def result(self) -> T:
+        return self._future.result()
+
+
+def _started(cfg: JobConfig, verbose: bool) -> SparkSession:
+    """The session, with the metastore client started too (its first call costs seconds): the run's own
+    metadata calls then find it ready. A failure of that first call is left to the run, which reports it."""
+    spark = get_session(cfg, verbose)
+    try:
+        spark.catalog.tableExists(cfg.input_table)
+    except Exception:
+        log.debug("warming up the metastore failed; the run reports what is wrong", exc_info=True)
+    return spark
 
 
 def _load_early(path: str) -> None:
     """Load the model (imports and unpickling: seconds) while Spark and the metastore start, which keeps
     this thread's core otherwise idle; the run takes it from the process's model cache. A failure here is
     left to the run's own load, which reports it."""
+    from udfs import model_cache
+
     try:
         model_cache.load(path)
     except Exception:
@@ -52,6 +94,8 @@ def _load_early(path: str) -> None:
 
 
 def _rollback(args: list[str]) -> str:
+    from spark_jobs.rollback import rollback
+
     cfg = parse_rollback_args(args)
     return rollback(session_for(cfg.local_defaults, cfg.local_home, cfg.spark_conf, "--verbose" in args), cfg)
 

@@ -74,11 +74,7 @@ def _translate(model_path: str, scoring: ScoringPlan, params: dict[str, Any], in
         if not isinstance(o.dataType, _TRANSLATABLE):
             raise Unsupported(f"output '{o.name}' of type {o.dataType.simpleString()}")
     features = [Feature(f.name, try_cast(f.column, f.spark_type), f.spark_type) for f in scoring.features]
-    program = translate(model_path, features, scoring.outputs, inputs_checked)
-    if program.size > MAX_TREE_NODES:
-        raise Unsupported(f"{program.size:,} tree nodes, more than the {MAX_TREE_NODES:,} the sql engine "
-                          "compiles faster than the UDF scores")
-    return program
+    return translate(model_path, features, scoring.outputs, inputs_checked, MAX_TREE_NODES)
 
 
 def spark_settings(choice: Choice) -> dict[str, str]:

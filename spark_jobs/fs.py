@@ -53,12 +53,16 @@ def touch(spark: SparkSession, path: str, when: float) -> None:
 
 
 def read_text(spark: SparkSession, path: str) -> str:
+    return read_bytes(spark, path).decode("utf-8")
+
+
+def read_bytes(spark: SparkSession, path: str) -> bytes:
     fs, p = _fs(spark, path)
     stream = fs.open(p)
     try:
         jvm = spark.sparkContext._jvm
         assert jvm is not None
-        return str(jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8"))
+        return bytes(jvm.org.apache.commons.io.IOUtils.toByteArray(stream))
     finally:
         stream.close()
 

@@ -5,6 +5,7 @@ run ends."""
 from __future__ import annotations
 
 import datetime as dt
+import io
 import logging
 from collections.abc import Sequence
 from dataclasses import astuple, dataclass, field, replace
@@ -133,6 +134,31 @@ def write_failure(spark: SparkSession, table: str, record: RunRecord, error: Bas
         write(spark, table, record.finished("failed", error=one_line(error)))
     except Exception:
         log.error("could not record the failure of run %s in %s", record.scoring_run_id, table, exc_info=True)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    kind: str
+    status: str
+    ended_at: dt.datetime | None
+
+
+def outcomes(spark: SparkSession, table: str, run_ids: Sequence[str]) -> dict[str, Outcome]:
+    """Kind, status and end of these runs, read on the driver from their rows' files (each run's row is a
+    partition folder of its own): retention asks it after every run, and a Spark job would cost more than
+    the few small files. A run without a row is missing from the answer."""
+    if not run_ids or not spark.catalog.tableExists(table):
+        return {}
+    root = fs.path_of(spark, output.location(spark, table))
+    found: dict[str, Outcome] = {}
+    for path in fs.glob(spark, f"{root}/{PARTITION}={{{','.join(sorted(run_ids))}}}/*.parquet"):
+        run_id = path.rsplit(f"/{PARTITION}=", 1)[1].split("/", 1)[0]
+        rows = pq.read_table(io.BytesIO(fs.read_bytes(spark, path)), columns=["kind", "status", "ended_at"])
+        for row in rows.to_pylist():
+            ended = row["ended_at"]  # a table written by Spark may hold timestamps without a zone: UTC
+            found[run_id] = Outcome(row["kind"], row["status"],
+                                    ended.replace(tzinfo=dt.timezone.utc) if ended and not ended.tzinfo else ended)
+    return found
 
 
 def read(spark: SparkSession, table: str, statuses: Sequence[str] = ()) -> list[Row]:

@@ -13,6 +13,7 @@ from pyspark.sql import types as T
 
 from spark_jobs import history, output, partitions, tables, versions
 from spark_jobs.staging import SCORED, StagedPartition, StagingArea, split_location
+from spark_jobs.staging import run_folders as staging_run_folders
 
 Values = tuple[Any, ...]
 
@@ -41,9 +42,10 @@ class MetastorePublisher:
 
     def retain(self, spark: SparkSession, staging: StagingArea, staged: Sequence[StagedPartition], runs_table: str,
                keep: int, tables_of_run: Sequence[str]) -> None:
-        runs = history.read(spark, runs_table)
-        succeeded = {r.scoring_run_id: r.ended_at for r in runs if r.kind == "score" and r.status == "succeeded"}
-        unfinished = [r.scoring_run_id for r in runs if r.status in ("failed", "running")]
+        runs = history.outcomes(spark, runs_table, [r for r, _ in staging_run_folders(spark, staging.table_location)])
+        succeeded = {r: o.ended_at for r, o in runs.items()
+                     if o.kind == "score" and o.status == "succeeded" and o.ended_at is not None}
+        unfinished = [r for r, o in runs.items() if o.status in ("failed", "running")]
         found = [split_location(p.location) for p in staged if p.outcome == SCORED]
         paths = {f[2] for f in found if f is not None}
         versions.prune(spark, staging.table_location, paths, staging.run_id, succeeded, unfinished, keep,

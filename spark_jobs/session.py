@@ -21,6 +21,10 @@ LOG4J_CONF = Path(__file__).resolve().parents[1] / "conf" / "log4j2.properties" 
 # Let the JIT compile methods over 8,000 bytes of bytecode: whole-stage code generation of a translated model
 # (udfs.compiled) makes such methods, and HotSpot leaves them interpreted by default, several times slower.
 JIT_HUGE_METHODS = "-XX:-DontCompileHugeMethods"
+# Settings of every session the job creates (not a Databricks job's, nor what the user configured). PySpark 4
+# records the Python call site of every Column function for error messages, a few py4j round trips each; a
+# translated model is thousands of such calls, and the job's errors carry their own context.
+JOB_DEFAULTS = {"spark.python.sql.dataFrameDebugging.enabled": "false"}
 
 
 def embedded_defaults(local_home: str) -> dict[str, str]:
@@ -50,7 +54,7 @@ def session_for(local_defaults: bool, local_home: str, spark_conf: Mapping[str, 
         return active
     if os.environ.get("DATABRICKS_RUNTIME_VERSION"):  # the platform configured everything
         return SparkSession.builder.getOrCreate()
-    defaults = {**(embedded_defaults(local_home) if local_defaults else {}), **(spark_conf or {})}
+    defaults = {**JOB_DEFAULTS, **(embedded_defaults(local_home) if local_defaults else {}), **(spark_conf or {})}
     if local_defaults:
         # Local workers run the driver's interpreter, which has the model's libraries.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)

@@ -41,6 +41,7 @@ class Program:
     stages: list[list[tuple[str, Column]]] = field(default_factory=lambda: [[]])
     outputs: list[Column] = field(default_factory=list)
     size: int = 0  # tree nodes translated: what decides whether Spark compiles the program well (engine.py)
+    max_size: int | None = None  # more tree nodes than this: Unsupported, raised before their expressions are built
     # the caller rejects rows whose inputs are null, NaN or infinite before they reach the model, so checks of
     # the raw inputs can be left out (every check is code in the row's generated method)
     inputs_finite: bool = False

@@ -28,9 +28,10 @@ def _flavor(model_path: str) -> tuple[str | None, dict[str, Any], bool]:
 
 
 def translate(model_path: str, features: Sequence[Feature], outputs: T.StructType,
-              inputs_finite: bool = False) -> Program:
+              inputs_finite: bool = False, max_size: int | None = None) -> Program:
     """The model in `model_path` (an MLflow model folder) as a Program whose outputs fill `outputs`;
-    `inputs_finite`: the caller rejects rows with a null, NaN or infinite input before the model sees them."""
+    `inputs_finite`: the caller rejects rows with a null, NaN or infinite input before the model sees them;
+    `max_size`: the most tree nodes taken (a larger ensemble is Unsupported)."""
     loader, pyfunc, translatable = _flavor(model_path)
     if translatable:
         import mlflow.sklearn
@@ -38,7 +39,8 @@ def translate(model_path: str, features: Sequence[Feature], outputs: T.StructTyp
         from udfs.compiled import sklearn
 
         model: Any = mlflow.sklearn.load_model(model_path)
-        return sklearn.translate(model, features, outputs, pyfunc.get("predict_fn", "predict"), inputs_finite)
+        return sklearn.translate(model, features, outputs, pyfunc.get("predict_fn", "predict"), inputs_finite,
+                                 max_size)
     raise Unsupported(f"flavor {loader or 'unknown'}"
                       + (" (a custom PythonModel)" if loader == "mlflow.pyfunc.model" else "")
                       + ": only scikit-learn models translate")

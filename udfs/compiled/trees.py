@@ -107,8 +107,11 @@ def tree_sql(tree: Tree, features: Sequence[str], rule: SplitRule) -> str:
 
 def tree_columns(program: Program, trees: Sequence[Tree], features: Sequence[str], rule: SplitRule) -> list[Column]:
     """Each tree its own stage column: Spark compiles each projection of its own and splits the code."""
-    columns = [program.let(F.expr(tree_sql(tree, features, rule))) for tree in trees]
     program.size += sum(len(tree.feature) for tree in trees)
+    if program.max_size is not None and program.size > program.max_size:
+        raise Unsupported(f"{program.size:,} tree nodes, more than the {program.max_size:,} the sql engine "
+                          "compiles faster than the UDF scores")
+    columns = [program.let(F.expr(tree_sql(tree, features, rule))) for tree in trees]
     program.next_stage()
     return columns
 
