@@ -92,19 +92,24 @@ def abandoned(row: Row, reason: str) -> RunRecord:
     return replace(record, status="failed", ended_at=dt.datetime.now(dt.timezone.utc), error=reason)
 
 
-def write(spark: SparkSession, table: str, record: RunRecord) -> None:
+def write(spark: SparkSession, table: str, record: RunRecord, folder: str | None = None) -> str:
     """Write the run's row without a Spark job: one Parquet file (made on the driver) replaced in the run's
-    own partition folder, and the partition added to the catalog on the run's first write. A run's row
-    is written twice (running, then its outcome), on the critical path of every run."""
-    if not spark.catalog.tableExists(table):
-        spark.createDataFrame([], SCHEMA).writeTo(table).using("parquet").partitionedBy(col(PARTITION)).create()
+    own partition folder, and the partition added to the catalog on the run's first write, which returns
+    the folder. A later write of the same run passes it: the table and partition exist, only the file
+    changes (no metastore call)."""
+    if folder is None:
+        if not spark.catalog.tableExists(table):
+            spark.createDataFrame([], SCHEMA).writeTo(table).using("parquet").partitionedBy(col(PARTITION)).create()
+        else:
+            _add_missing_columns(spark, table)
+        folder = f"{fs.path_of(spark, output.location(spark, table))}/{PARTITION}={record.scoring_run_id}"
+        fs.replace_bytes(spark, f"{folder}/part-00000.parquet", _parquet(record))
+        spec = output.partition_spec({PARTITION: record.scoring_run_id})
+        compat.sql(spark, f"ALTER TABLE IDENTIFIER(:table) ADD IF NOT EXISTS{spec.sql} LOCATION :location",
+                   {"table": table, **spec.args, "location": folder})
     else:
-        _add_missing_columns(spark, table)
-    folder = f"{fs.path_of(spark, output.location(spark, table))}/{PARTITION}={record.scoring_run_id}"
-    fs.replace_bytes(spark, f"{folder}/part-00000.parquet", _parquet(record))
-    spec = output.partition_spec({PARTITION: record.scoring_run_id})
-    compat.sql(spark, f"ALTER TABLE IDENTIFIER(:table) ADD IF NOT EXISTS{spec.sql} LOCATION :location",
-               {"table": table, **spec.args, "location": folder})
+        fs.replace_bytes(spark, f"{folder}/part-00000.parquet", _parquet(record))
+    return folder
 
 
 def _parquet(record: RunRecord) -> bytes:
@@ -128,10 +133,11 @@ def _add_missing_columns(spark: SparkSession, table: str) -> None:
         compat.sql(spark, f"ALTER TABLE IDENTIFIER(:table) ADD COLUMNS ({columns})", {"table": table})
 
 
-def write_failure(spark: SparkSession, table: str, record: RunRecord, error: BaseException) -> None:
+def write_failure(spark: SparkSession, table: str, record: RunRecord, error: BaseException,
+                  folder: str | None = None) -> None:
     """Record a run's failure; if recording fails too, log that and let the run's own error reach the user."""
     try:
-        write(spark, table, record.finished("failed", error=one_line(error)))
+        write(spark, table, record.finished("failed", error=one_line(error)), folder)
     except Exception:
         log.error("could not record the failure of run %s in %s", record.scoring_run_id, table, exc_info=True)
 

@@ -21,13 +21,14 @@ class LockedRun:
     spark: SparkSession
     runs_table: str
     record: history.RunRecord
+    folder: str | None = None  # of the run's history row, once written
     done: bool = False
     publishing: bool = False  # set before the first partition switch: a failure from then on reconciles
 
     def succeeded(self, **fields: Any) -> None:
         """Record the run as succeeded, with its counts (and any lineage learnt while running); what fails
         after this (retention) no longer makes the run failed."""
-        history.write(self.spark, self.runs_table, self.record.finished("succeeded", **fields))
+        history.write(self.spark, self.runs_table, self.record.finished("succeeded", **fields), self.folder)
         self.done = True
 
 
@@ -46,11 +47,11 @@ def locked_run(spark: SparkSession, output_table: str, runs_table: str, record: 
             _abandon(spark, runs_table, previous)
             if manifest:  # it may have died between a partition's switch and its manifest line
                 output.reconcile_manifest(spark, output_table)
-        history.write(spark, runs_table, record)
+        run.folder = history.write(spark, runs_table, record)
         yield run
     except BaseException as e:
         if not run.done:
-            history.write_failure(spark, runs_table, record, e)
+            history.write_failure(spark, runs_table, record, e, run.folder)
             if manifest and run.publishing:
                 _reconcile_after_failure(spark, output_table)
         raise

@@ -17,7 +17,19 @@ from pyspark.sql import SparkSession
 from pyspark.sql.catalog import Catalog
 
 from spark_jobs import compat
-from tests.support import DAYS, SCHEMA, call, create_table, fit, prepare_home, register_sklearn
+from tests.support import (
+    BIN,
+    DAYS,
+    JDBC_JAR,
+    SCHEMA,
+    Driver,
+    call,
+    create_table,
+    fit,
+    prepare_home,
+    register_sklearn,
+    submit_conf,
+)
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -140,6 +152,18 @@ def scored_by_module(home: Path, tmp_path_factory: pytest.TempPathFactory) -> st
                  "--output-table", "lake.scored_python_m"], home, tmp_path_factory.mktemp("python_m"))
     assert done.returncode == 0, done.stderr[-3000:]
     return "scored_python_m"
+
+
+@pytest.fixture(scope="session")
+def submitted(home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Driver]:
+    """One spark-submit process, configured by spark-submit --conf alone (with PostgreSQL's JDBC driver on its
+    classpath when installed), for every test that runs the job under spark-submit: one Spark start for all.
+    Its cwd is elsewhere than the home: the embedded default would find no table there."""
+    jars = ["--jars", JDBC_JAR] if Path(JDBC_JAR).exists() else []
+    with Driver([str(BIN / "spark-submit"), *submit_conf(home), *jars], home,
+                tmp_path_factory.mktemp("spark_submit")) as driver:
+        yield driver
+        driver.close()
 
 
 @pytest.fixture(scope="session")

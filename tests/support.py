@@ -147,6 +147,7 @@ def _plain(value: Any) -> Any:
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 DEMO_DAYS = ["2026-11-20", "2026-11-21"]
+JDBC_JAR = "/usr/share/java/postgresql.jar"  # Debian's PostgreSQL JDBC driver (.ci/run installs it)
 
 
 # The JVMs of the processes the tests start live seconds: compiled by C1 alone (no C2), each costs about a third

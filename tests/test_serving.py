@@ -12,10 +12,9 @@ import pytest
 from pyspark.sql import SparkSession
 
 from spark_jobs.cli import main
-from tests.support import BIN, DEMO_DAYS, Driver, free_port, published, submit_conf
+from tests.support import DEMO_DAYS, JDBC_JAR, Driver, free_port, published
 
 PG_BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
-JDBC_JAR = "/usr/share/java/postgresql.jar"
 PASSWORD = "serve-test-password"
 
 needs_postgres = pytest.mark.skipif(
@@ -60,8 +59,10 @@ def psql(port: int, sql: str) -> list[str]:
 @needs_postgres
 @pytest.mark.processes
 def test_serving_copy_is_idempotent_and_matches_the_published_rows(spark: SparkSession, home: Path,
-                                                                   postgres: tuple[int, Path], tmp_path: Path) -> None:
-    """Runs, a failing run and a rollback, one after another in one spark-submit process (with the JDBC jar)."""
+                                                                   postgres: tuple[int, Path], tmp_path: Path,
+                                                                   submitted: Driver) -> None:
+    """Runs, a failing run and a rollback, one after another in the suite's spark-submit process (which has
+    the JDBC jar), the credentials in each run's environment."""
     port, _ = postgres
     profile = tmp_path / "serve.yaml"
     profile.write_text((home / "profile.yaml").read_text()
@@ -69,37 +70,34 @@ def test_serving_copy_is_idempotent_and_matches_the_published_rows(spark: SparkS
     flags = ["--config", str(profile), "--output-table", "lake.scored_served", "--partition", f"ds={DEMO_DAYS[0]}",
              "--serve-to", f"jdbc:postgresql://127.0.0.1:{port}/postgres"]
     creds = {"SCORE_TABLE_JDBC_USER": "postgres", "SCORE_TABLE_JDBC_PASSWORD": PASSWORD}
-    with Driver([str(BIN / "spark-submit"), *submit_conf(home), "--jars", JDBC_JAR], home, tmp_path,
-                creds) as submitted:
-        printed = []
-        for attempt in range(2):  # the rerun replaces the keys' rows: no duplicates
-            code, out = submitted.run(*flags)
-            printed.append(out)
-            assert code == 0, out[-3000:]
-            rows = psql(port, "SELECT customer_id || ':' || round(prediction::numeric, 9) FROM churn_scores "
-                              "ORDER BY customer_id")
-            expected = published(spark, home, "scored_served").orderBy("customer_id").collect()
-            assert rows == [f"{r.customer_id}:{round(r.prediction, 9):.9f}" for r in expected], attempt
-        assert psql(port, "SELECT count(DISTINCT scoring_run_id) FROM churn_scores") == ["1"]
-        assert psql(port, "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'churn_scores_staging%'") == ["0"]
-
-        code, out = submitted.run(*flags, env={"SCORE_TABLE_JDBC_PASSWORD": "wrong"})
-        printed.append(out)
-        assert code == 1
-        (error,) = [line for line in out.splitlines() if line.startswith("score-table: error:")]
-        assert "PSQLException" in error and "password authentication failed" in error, error  # the Java cause
-        assert len(psql(port, "SELECT customer_id FROM churn_scores")) == len(rows)  # unchanged
-        # the warehouse partition the failed run had already published stays readable and whole
-        republished = published(spark, home, "scored_served").orderBy("customer_id").collect()
-        assert [(r.customer_id, r.prediction) for r in republished] == [(r.customer_id, r.prediction)
-                                                                          for r in expected]
-
-        # rollback takes the serving copy back with the warehouse: the earlier run's rows, by key, in one transaction
-        psql(port, "UPDATE churn_scores SET scoring_run_id = 'not the republished run'")
-        code, out = submitted.run("rollback", *flags)
+    printed = []
+    for attempt in range(2):  # the rerun replaces the keys' rows: no duplicates
+        code, out = submitted.run(*flags, env=creds)
         printed.append(out)
         assert code == 0, out[-3000:]
-        printed.append(submitted.close())
+        rows = psql(port, "SELECT customer_id || ':' || round(prediction::numeric, 9) FROM churn_scores "
+                          "ORDER BY customer_id")
+        expected = published(spark, home, "scored_served").orderBy("customer_id").collect()
+        assert rows == [f"{r.customer_id}:{round(r.prediction, 9):.9f}" for r in expected], attempt
+    assert psql(port, "SELECT count(DISTINCT scoring_run_id) FROM churn_scores") == ["1"]
+    assert psql(port, "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'churn_scores_staging%'") == ["0"]
+
+    code, out = submitted.run(*flags, env={**creds, "SCORE_TABLE_JDBC_PASSWORD": "wrong"})
+    printed.append(out)
+    assert code == 1
+    (error,) = [line for line in out.splitlines() if line.startswith("score-table: error:")]
+    assert "PSQLException" in error and "password authentication failed" in error, error  # the Java cause
+    assert len(psql(port, "SELECT customer_id FROM churn_scores")) == len(rows)  # unchanged
+    # the warehouse partition the failed run had already published stays readable and whole
+    republished = published(spark, home, "scored_served").orderBy("customer_id").collect()
+    assert [(r.customer_id, r.prediction) for r in republished] == [(r.customer_id, r.prediction)
+                                                                      for r in expected]
+
+    # rollback takes the serving copy back with the warehouse: the earlier run's rows, by key, in one transaction
+    psql(port, "UPDATE churn_scores SET scoring_run_id = 'not the republished run'")
+    code, out = submitted.run("rollback", *flags, env=creds)
+    printed.append(out)
+    assert code == 0, out[-3000:]
     assert PASSWORD not in "".join(printed)
     back = published(spark, home, "scored_served").orderBy("customer_id").collect()
     assert {r.scoring_run_id for r in back} != {r.scoring_run_id for r in republished}
