@@ -1,4 +1,4 @@
-"""The command line: argv -> config -> (model, before Spark starts) -> run -> summary on stdout and exit code 0,
+"""The command line: argv -> config -> (model, while Spark starts) -> run -> summary on stdout and exit code 0,
 or one line on stderr and the error's exit code (2: bad input, found before any data is read; 1: a failure
 while running). Subcommands: `score-table [score flags]` and `score-table rollback ...`."""
 

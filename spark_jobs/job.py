@@ -43,7 +43,7 @@ class RunResult:
 
 
 def run(spark: SparkSession, cfg: JobConfig, model: model_ref.LocalModel | None = None) -> RunResult:
-    """Score and publish; `model` when the caller resolved it already (the CLI does, before Spark starts)."""
+    """Score and publish; `model` when the caller resolved it already (the CLI does, while Spark starts)."""
     started = time.monotonic()
     job = prepare(spark, cfg, model)
     lineage = RunLineage.start(job.model.ref)

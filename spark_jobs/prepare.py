@@ -41,7 +41,7 @@ class Prepared:
 
 
 def prepare(spark: SparkSession, cfg: JobConfig, model: model_ref.LocalModel | None = None) -> Prepared:
-    """`model`: resolved and downloaded already (the CLI does it before Spark starts), else done here."""
+    """`model`: resolved and downloaded already (the CLI does it while Spark starts), else done here."""
     source = tables.source(spark, cfg.input_table, cfg.input_partition_columns, cfg.transform)
     if model is None:
         model_ref.connect(cfg.tracking_uri, cfg.registry_uri)

@@ -17,19 +17,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql.catalog import Catalog
 
 from spark_jobs import compat
-from tests.support import (
-    BIN,
-    DAYS,
-    JDBC_JAR,
-    SCHEMA,
-    Driver,
-    call,
-    create_table,
-    fit,
-    prepare_home,
-    register_sklearn,
-    submit_conf,
-)
+from tests.support import DAYS, SCHEMA, call, create_table, fit, prepare_home, register_sklearn
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -47,7 +35,7 @@ atexit.register(shutil.rmtree, REGISTRY_DIR, True)
 # at once. The crash tests (about a third of the process time) are one unit, the other process tests the
 # second; the compiled-model tests ride with the crash tests so that both units are larger than any other and
 # xdist hands one to each worker first. Every other test is a unit of its own.
-PROCESS_MODULES = {"test_entry_points.py", "test_faults.py", "test_platforms.py", "test_serving.py"}
+PROCESS_MODULES = {"test_entry_points.py", "test_faults.py", "test_platforms.py", "test_spark_submit.py"}
 PROCESS_UNITS = {
     "crashes": {"test_faults.py", "test_compiled_linear.py", "test_compiled_trees.py"},
     "processes": PROCESS_MODULES - {"test_faults.py"},
@@ -152,18 +140,6 @@ def scored_by_module(home: Path, tmp_path_factory: pytest.TempPathFactory) -> st
                  "--output-table", "lake.scored_python_m"], home, tmp_path_factory.mktemp("python_m"))
     assert done.returncode == 0, done.stderr[-3000:]
     return "scored_python_m"
-
-
-@pytest.fixture(scope="session")
-def submitted(home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Driver]:
-    """One spark-submit process, configured by spark-submit --conf alone (with PostgreSQL's JDBC driver on its
-    classpath when installed), for every test that runs the job under spark-submit: one Spark start for all.
-    Its cwd is elsewhere than the home: the embedded default would find no table there."""
-    jars = ["--jars", JDBC_JAR] if Path(JDBC_JAR).exists() else []
-    with Driver([str(BIN / "spark-submit"), *submit_conf(home), *jars], home,
-                tmp_path_factory.mktemp("spark_submit")) as driver:
-        yield driver
-        driver.close()
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,7 @@
-"""The serving copy in a real PostgreSQL (Debian's server, started here on 127.0.0.1 and stopped after)."""
+"""The job under spark-submit, configured by spark-submit --conf alone, in one spark-submit process for every
+run of this module (one Spark start): scoring and an identical rerun, then the serving copy in a real
+PostgreSQL (Debian's server, started here on 127.0.0.1 and stopped after) with a failing run and a rollback.
+The process holds the embedded metastore (Derby admits one process at a time) until the module ends."""
 
 from __future__ import annotations
 
@@ -9,10 +12,23 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from chispa import assert_df_equality
 from pyspark.sql import SparkSession
+from pyspark.testing import assertDataFrameEqual
 
 from spark_jobs.cli import main
-from tests.support import DEMO_DAYS, JDBC_JAR, Driver, free_port, published
+from tests.support import (
+    BIN,
+    DEMO_DAYS,
+    JDBC_JAR,
+    RUN_COLUMNS,
+    Driver,
+    expected_for,
+    free_port,
+    published,
+    snapshot,
+    submit_conf,
+)
 
 PG_BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
 PASSWORD = "serve-test-password"
@@ -21,6 +37,37 @@ needs_postgres = pytest.mark.skipif(
     not (PG_BIN and Path(JDBC_JAR).exists()) and not os.environ.get("CI"),
     reason="PostgreSQL server or JDBC driver not installed (.ci/run installs them)",
 )
+
+
+@pytest.fixture(scope="module")
+def submitted(home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Driver]:
+    """The module's spark-submit process (with PostgreSQL's JDBC driver on its classpath when installed). Its
+    cwd is elsewhere than the home: the embedded default would find no table there."""
+    jars = ["--jars", JDBC_JAR] if Path(JDBC_JAR).exists() else []
+    with Driver([str(BIN / "spark-submit"), *submit_conf(home), *jars], home,
+                tmp_path_factory.mktemp("spark_submit")) as driver:
+        yield driver
+        driver.close()
+
+
+@pytest.mark.processes
+def test_spark_submit_with_conf_only_scores_and_rerun_is_identical(spark: SparkSession, home: Path,
+                                                                   submitted: Driver) -> None:
+    """Configured by spark-submit --conf alone; the second run, in the same spark-submit process, replaces the
+    partition with the same rows."""
+    flags = ["--model-uri", "models:/churn@champion", "--input-table", "lake.customer_features",
+             "--output-table", "lake.scored_submit", "--partition", f"ds={DEMO_DAYS[0]}"]
+    code, out = submitted.run(*flags)
+    assert code == 0, out[-3000:]
+    assert f"ds={DEMO_DAYS[0]}: 2000 scored, 0 rejected" in out
+    actual = published(spark, home, "scored_submit")
+    assertDataFrameEqual(actual, expected_for(spark, home, actual, DEMO_DAYS[0]))
+    before = snapshot(actual)
+
+    code, out = submitted.run(*flags)
+    assert code == 0, out[-3000:]
+    assert_df_equality(published(spark, home, "scored_submit"), before, ignore_row_order=True,
+                       ignore_columns=RUN_COLUMNS)
 
 
 def as_postgres(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
