@@ -100,9 +100,11 @@ def test_spark_submit_to_a_standalone_cluster(spark: SparkSession, home: Path, s
                  str(REPO / "spark_jobs" / "score_table.py"),
                  "--config", str(REPO / "conf" / "cluster.yaml"), "--model-uri", "models:/churn@champion",
                  "--input-table", "lake.customer_features", "--output-table", "lake.scored_cluster",
-                 "--partition", f"ds={DEMO_DAYS[0]}"], home, tmp_path)
+                 # the UDF: the model's files ship to the worker's executor, which loads and scores it there
+                 "--partition", f"ds={DEMO_DAYS[0]}", "--engine", "udf"], home, tmp_path)
     assert done.returncode == 0, "\n".join(line for line in (done.stderr + done.stdout).splitlines()
                                             if " INFO " not in line)
+    assert "engine: udf (--engine udf)" in done.stdout
     actual = published(spark, home, "scored_cluster")
     assertDataFrameEqual(actual, expected_for(spark, home, actual, DEMO_DAYS[0]))
 
