@@ -12,8 +12,6 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Generic, TypeVar
 
-from pyspark.sql import SparkSession
-
 from spark_jobs.config import JobConfig, parse_args, parse_rollback_args
 from spark_jobs.errors import ScoringError, one_line
 from spark_jobs.session import get_session, session_for
@@ -35,10 +33,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _score(args: list[str]) -> str:
-    """Spark and the metastore start (the longest step of a small run) while the model is resolved,
-    downloaded and loaded: a wrong model still fails in seconds, without waiting for Spark."""
+    """Spark starts (the longest step of a small run, with the metastore after it) while the model is
+    resolved, downloaded and loaded: a wrong model still fails in seconds, without waiting for Spark, and
+    leaves no metastore behind (nothing touches the catalog before the model is known)."""
     cfg, verbose = parse_args(args), "--verbose" in args
-    session = Background(lambda: _started(cfg, verbose), "spark-start")
+    session = Background(lambda: get_session(cfg, verbose), "spark-start")
     # imported once Spark is starting: MLflow, pandas and the job's modules take seconds to import
     from spark_jobs import model_ref
     from spark_jobs.job import run
@@ -68,17 +67,6 @@ class Background(Generic[T]):
 
     def result(self) -> T:
         return self._future.result()
-
-
-def _started(cfg: JobConfig, verbose: bool) -> SparkSession:
-    """The session, with the metastore client started too (its first call costs seconds): the run's own
-    metadata calls then find it ready. A failure of that first call is left to the run, which reports it."""
-    spark = get_session(cfg, verbose)
-    try:
-        spark.catalog.tableExists(cfg.input_table)
-    except Exception:
-        log.debug("warming up the metastore failed; the run reports what is wrong", exc_info=True)
-    return spark
 
 
 def _load_early(path: str) -> None:

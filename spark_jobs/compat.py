@@ -65,6 +65,13 @@ def list_partitions(spark: SparkSession, table: str) -> list[str]:
     return [r.partition for r in sql(spark, "SHOW PARTITIONS IDENTIFIER(:table)", {"table": table}).collect()]
 
 
+def error_class(e: Exception) -> str | None:
+    """The error class of a Spark error (`PARTITIONS_NOT_FOUND`): `getCondition` since Spark 4.0,
+    `getErrorClass` before."""
+    get = getattr(e, "getCondition", None) or getattr(e, "getErrorClass", None)
+    return get() if get is not None else None
+
+
 def create_database(spark: SparkSession, name: str) -> None:
     """CREATE DATABASE IF NOT EXISTS, the name a parameter (Spark 4.2's Catalog.createDatabase, on any line)."""
     sql(spark, "CREATE DATABASE IF NOT EXISTS IDENTIFIER(:name)", {"name": name})

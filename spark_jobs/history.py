@@ -153,11 +153,12 @@ def outcomes(spark: SparkSession, table: str, run_ids: Sequence[str]) -> dict[st
     """Kind, status and end of these runs, read on the driver from their rows' files (each run's row is a
     partition folder of its own): retention asks it after every run, and a Spark job would cost more than
     the few small files. A run without a row is missing from the answer."""
-    if not run_ids or not spark.catalog.tableExists(table):
+    ids = sorted(r for r in run_ids if r.isalnum())  # the job's run ids; anything else is not a run's folder
+    if not ids or not spark.catalog.tableExists(table):
         return {}
     root = fs.path_of(spark, output.location(spark, table))
     found: dict[str, Outcome] = {}
-    for path in fs.glob(spark, f"{root}/{PARTITION}={{{','.join(sorted(run_ids))}}}/*.parquet"):
+    for path in fs.glob(spark, f"{root}/{PARTITION}={{{','.join(ids)}}}/*.parquet"):
         run_id = path.rsplit(f"/{PARTITION}=", 1)[1].split("/", 1)[0]
         rows = pq.read_table(io.BytesIO(fs.read_bytes(spark, path)), columns=["kind", "status", "ended_at"])
         for row in rows.to_pylist():

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
@@ -100,20 +101,30 @@ def reconcile_manifest(spark: SparkSession, name: str) -> None:
     write_manifest(spark, table_location, info.partition_columns, folders)
 
 
-def point_at(spark: SparkSession, name: str, partition: dict[str, Any], folder: str | None) -> None:
-    """Publish one partition: point it at `folder` (one metastore update), or drop it when None."""
+def point_at(spark: SparkSession, name: str, partition: dict[str, Any], folder: str | None,
+             exists: bool = False) -> None:
+    """Publish one partition: point it at `folder` (one metastore update), or drop it when None. `exists`:
+    whether the partition is expected in the catalog already (a rollback's is; a nightly run's usually is
+    not). The expected statement goes first, the other only when Spark says the guess was wrong, so a
+    wrong guess costs a second update, never a wrong result."""
     spec = partition_spec(partition)
     args = {"table": name, **spec.args}
     if not partition:
         if folder is not None:
             compat.sql(spark, "ALTER TABLE IDENTIFIER(:table) SET LOCATION :location", {**args, "location": folder})
-    elif folder is None:
+        return
+    if folder is None:
         compat.sql(spark, f"ALTER TABLE IDENTIFIER(:table) DROP IF EXISTS{spec.sql}", args)
-    else:
-        compat.sql(spark, f"ALTER TABLE IDENTIFIER(:table) ADD IF NOT EXISTS{spec.sql} LOCATION :location",
-                   {**args, "location": folder})
-        compat.sql(spark, f"ALTER TABLE IDENTIFIER(:table){spec.sql} SET LOCATION :location",
-                   {**args, "location": folder})
+        return
+    add = (f"ALTER TABLE IDENTIFIER(:table) ADD{spec.sql} LOCATION :location", "PARTITIONS_ALREADY_EXIST")
+    move = (f"ALTER TABLE IDENTIFIER(:table){spec.sql} SET LOCATION :location", "PARTITIONS_NOT_FOUND")
+    (first, wrong_guess), (second, _) = (move, add) if exists else (add, move)
+    try:
+        compat.sql(spark, first, {**args, "location": folder})
+    except AnalysisException as e:
+        if compat.error_class(e) != wrong_guess:
+            raise
+        compat.sql(spark, second, {**args, "location": folder})
 
 
 def update_manifest(spark: SparkSession, table_location: str, partition_columns: Sequence[str],
