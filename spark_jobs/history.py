@@ -99,7 +99,7 @@ def write(spark: SparkSession, table: str, record: RunRecord, folder: str | None
     changes (no metastore call)."""
     if folder is None:
         if not spark.catalog.tableExists(table):
-            spark.createDataFrame([], SCHEMA).writeTo(table).using("parquet").partitionedBy(col(PARTITION)).create()
+            output.create_empty(spark, table, SCHEMA, [PARTITION], "parquet")
         else:
             _add_missing_columns(spark, table)
         folder = f"{fs.path_of(spark, output.location(spark, table))}/{PARTITION}={record.scoring_run_id}"
