@@ -116,17 +116,22 @@ def register(local_home: str, tracking_uri: str, training_rows: int = TRAINING_R
 
 
 def prepare(args: argparse.Namespace) -> None:
-    tracking_uri = embedded_tracking_uri(args.home)
-    version = register(args.home, tracking_uri, min(TRAINING_ROWS, max(MIN_TRAINING_ROWS, args.rows)))
     spark = session_for(True, args.home)
-    compat.create_database(spark, "lake")
-    start = dt.date.fromisoformat(args.start)
-    (features_df(spark, args.rows, args.days, start).write.mode("overwrite")
-     .partitionBy("ds").format("parquet").saveAsTable(INPUT_TABLE))
-    print(f"registered models:/{MODEL_NAME}@champion -> version {version} ({tracking_uri})")
-    rows = args.rows // args.days * args.days
-    print(f"wrote {INPUT_TABLE}: {rows} rows in {args.days} daily partitions from {start}")
+    for line in prepare_home(spark, args.home, args.rows, args.days, dt.date.fromisoformat(args.start)):
+        print(line)
     spark.stop()
+
+
+def prepare_home(spark: SparkSession, home: str, rows: int, days: int, start: dt.date) -> list[str]:
+    """Register the model in the home's registry and write the feature table through `spark` (whose
+    metastore is the home's); what was made, a line each."""
+    tracking_uri = embedded_tracking_uri(home)
+    version = register(home, tracking_uri, min(TRAINING_ROWS, max(MIN_TRAINING_ROWS, rows)))
+    compat.create_database(spark, "lake")
+    (features_df(spark, rows, days, start).write.mode("overwrite")
+     .partitionBy("ds").format("parquet").saveAsTable(INPUT_TABLE))
+    return [f"registered models:/{MODEL_NAME}@champion -> version {version} ({tracking_uri})",
+            f"wrote {INPUT_TABLE}: {rows // days * days} rows in {days} daily partitions from {start}"]
 
 
 def report(args: argparse.Namespace) -> None:

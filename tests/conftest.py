@@ -17,7 +17,8 @@ from pyspark.sql import SparkSession
 from pyspark.sql.catalog import Catalog
 
 from spark_jobs import compat
-from tests.support import DAYS, SCHEMA, call, create_table, fit, prepare_home, register_sklearn
+from tests import jvm_classes
+from tests.support import DAYS, SCHEMA, create_table, fit, prepare_home, register_sklearn
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -42,9 +43,15 @@ PROCESS_UNITS = {
 }
 
 
+# The process tests that prepare their home in their own first process run first in their unit (xdist hands a
+# unit's tests to its worker in collection order): the rest of the unit finds the home prepared.
+PREPARE_FIRST = ("test_faults.py", "test_spark_submit.py")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     strays = [i.nodeid for i in items if i.get_closest_marker("processes") and i.path.name not in PROCESS_MODULES]
     assert not strays, f"tests marked `processes` outside PROCESS_MODULES (tests/conftest.py): {strays}"
+    items.sort(key=lambda i: i.path.name not in PREPARE_FIRST)  # stable: the order within stays
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -93,7 +100,7 @@ def spark(workdir: Path) -> Iterator[SparkSession]:
         .config("spark.sql.warehouse.dir", str(workdir / "warehouse"))
         .config("spark.hadoop.javax.jdo.option.ConnectionURL",
                 f"jdbc:derby:;databaseName={workdir / 'metastore_db'};create=true")
-        .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={workdir}")
+        .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={workdir} {jvm_classes.java_options()}")
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.shuffle.partitions", "2")
@@ -126,20 +133,18 @@ def tracking_uri(workdir: Path) -> str:
 
 
 @pytest.fixture(scope="session")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An embedded default of its own (demo model, small two-day table) for tests that run the job in
-    separate processes: Derby admits one process at a time, and this session's Spark holds another one."""
-    return prepare_home(tmp_path_factory.mktemp("embedded"))
+def home_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder of this worker's embedded default for tests that run the job in separate processes (Derby
+    admits one process at a time, and this session's Spark holds another one). The first process that
+    runs there prepares it when it can (tests.support.Driver.prepare_home); else the `home` fixture does."""
+    return tmp_path_factory.mktemp("embedded")
 
 
 @pytest.fixture(scope="session")
-def scored_by_module(home: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """`python -m spark_jobs.score_table` with the profile, every partition, in a process of its own: what the
-    module entry point's test checks and the SQL clients' test queries (one Spark start for both)."""
-    done = call([sys.executable, "-m", "spark_jobs.score_table", "--config", str(home / "profile.yaml"),
-                 "--output-table", "lake.scored_python_m"], home, tmp_path_factory.mktemp("python_m"))
-    assert done.returncode == 0, done.stderr[-3000:]
-    return "scored_python_m"
+def home(home_dir: Path) -> Path:
+    """The embedded default, prepared (demo model, small two-day table): by a process of its own unless a
+    Driver prepared it already."""
+    return prepare_home(home_dir)
 
 
 @pytest.fixture(scope="session")

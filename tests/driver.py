@@ -10,12 +10,18 @@ answered by a line `DONE <json>` on stdout once it is done:
                                                 environment variables set for the run -> {"code": EXIT_CODE}
     {"inspect": TABLE}                          what the metastore publishes of TABLE (its rows, which run's
                                                 folder each partition points at) and its run history
-Whatever a run prints comes before its DONE line. A run that crashes the process (SIGKILL at a crash point)
-answers nothing: the test sees the process end. Derby admits one process at a time: while this one lives, the
-test reads the metastore through it."""
+    {"prepare": {"home": DIR, "rows": N, "days": N, "start": ISO_DATE}}
+                                                `python -m spark_jobs.demo prepare` for DIR, on this process's
+                                                session (a home prepared without a JVM start of its own)
+No session starts before a command needs one: a first `run` makes it itself, exactly as `python -m
+spark_jobs.score_table` (or spark-submit of spark_jobs/score_table.py) does, and later commands use the one
+it left active. Whatever a run prints comes before its DONE line. A run that crashes the process (SIGKILL at
+a crash point) answers nothing: the test sees the process end. Derby admits one process at a time: while
+this one lives, the test reads the metastore through it."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import runpy
@@ -24,13 +30,15 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
-from spark_jobs import output, partitions, session, staging, tables
+from spark_jobs import demo, output, partitions, session, staging, tables
 
 
-def start_session(argv: list[str]) -> SparkSession:
+def current_session(argv: list[str]) -> SparkSession:
+    """The session a run left active, else a new one: the embedded default of --local-home, or the session
+    spark-submit configured."""
     if argv[:1] == ["--local-home"]:
         return session.session_for(True, argv[1])
-    return SparkSession.builder.getOrCreate()
+    return SparkSession.getActiveSession() or SparkSession.builder.getOrCreate()
 
 
 def run(argv: list[str], env: dict[str, str]) -> int:
@@ -66,17 +74,24 @@ def inspect(spark: SparkSession, table: str) -> dict[str, Any]:
     }
 
 
+def prepare(spark: SparkSession, home: str, rows: int, days: int, start: str) -> dict[str, Any]:
+    return {"printed": demo.prepare_home(spark, home, rows, days, dt.date.fromisoformat(start))}
+
+
 def main() -> None:
-    spark = start_session(sys.argv[2:])
     with open(sys.argv[1]) as commands:
         for line in commands:
-            answer(spark, json.loads(line))
-    spark.stop()
+            answer(sys.argv[2:], json.loads(line))
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        active.stop()
 
 
-def answer(spark: SparkSession, command: dict[str, Any]) -> None:
+def answer(argv: list[str], command: dict[str, Any]) -> None:
     if "inspect" in command:
-        result: dict[str, Any] = inspect(spark, command["inspect"])
+        result: dict[str, Any] = inspect(current_session(argv), command["inspect"])
+    elif "prepare" in command:
+        result = prepare(current_session(argv), **command["prepare"])
     else:
         result = {"code": run(command["run"], command.get("env", {}))}
     sys.stderr.flush()

@@ -29,6 +29,7 @@ from pyspark.sql import types as T
 from spark_jobs.config import parse_args
 from spark_jobs.demo import FEATURES as DEMO_FEATURES
 from spark_jobs.job import RunResult, run
+from tests import jvm_classes
 
 SCHEMA = "customer_id bigint, tenure int, spend decimal(10,2), visits bigint, segment string, ds string"
 DAYS = ["2026-11-01", "2026-11-02", "2026-11-03"]
@@ -153,7 +154,8 @@ JDBC_JAR = "/usr/share/java/postgresql.jar"  # Debian's PostgreSQL JDBC driver (
 # The JVMs of the processes the tests start live seconds: compiled by C1 alone (no C2), each costs about a third
 # less CPU, and the suite is CPU-bound on 2 cores. The suite's own session, which lives for the whole run,
 # keeps the JVM's defaults (there C2 pays for itself).
-SHORT_LIVED_JVM = "-XX:TieredStopAtLevel=1"
+# Every JVM maps Spark's classes from the suite's class-data archive (tests/jvm_classes.py) when there is one.
+SHORT_LIVED_JVM = f"-XX:TieredStopAtLevel=1 {jvm_classes.java_options()}".strip()
 
 
 def env(home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -171,16 +173,30 @@ def call(cmd: list[str], home: Path, cwd: Path, extra_env: dict[str, str] | None
     return subprocess.run(cmd, cwd=cwd, env=env(home, extra_env), capture_output=True, text=True, timeout=300)
 
 
+HOME_TABLE = {"rows": 4000, "days": 2, "start": DEMO_DAYS[0]}  # a home's feature table: small, two days
+
+
 def prepare_home(home: Path) -> Path:
-    """The demo's model and a small two-day table in a metastore and registry of their own."""
-    done = call([sys.executable, "-m", "spark_jobs.demo", "prepare", "--rows", "4000", "--days", "2",
-                 "--start", DEMO_DAYS[0], "--home", str(home)], home, REPO)
-    assert done.returncode == 0, done.stderr[-3000:]
+    """The demo's model and a small two-day table in a metastore and registry of their own, made by a process
+    of its own unless a Driver's process made them already (Driver.prepare_home: no JVM start of its own)."""
+    if not prepared(home):
+        args = [a for k, v in HOME_TABLE.items() for a in (f"--{k}", str(v))]
+        done = call([sys.executable, "-m", "spark_jobs.demo", "prepare", *args, "--home", str(home)], home, REPO)
+        assert done.returncode == 0, done.stderr[-3000:]
+        write_profile(home)
+    return home
+
+
+def prepared(home: Path) -> bool:
+    return (home / "profile.yaml").exists()
+
+
+def write_profile(home: Path) -> None:
+    """The home's profile, written once the home is prepared (its existence says so)."""
     (home / "profile.yaml").write_text(
         "model_uri: models:/churn@champion\ninput_table: lake.customer_features\n"
         f"spark:\n  local_home: {home}\n"
     )
-    return home
 
 
 def submit_conf(home: Path) -> list[str]:
@@ -206,7 +222,7 @@ class Driver:
         self._commands = os.open(fifo, os.O_RDWR)  # never blocks; the driver sees the end when this closes
         cmd = [*head, str(REPO / "tests" / "driver.py"), str(fifo),
                *(["--local-home", str(local_home)] if local_home else [])]
-        self.timeout, self._buffer = timeout, b""
+        self.home, self.timeout, self._buffer = home, timeout, b""
         self.process = subprocess.Popen(cmd, cwd=cwd, env=env(home, extra_env), stdin=subprocess.DEVNULL,
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
@@ -215,6 +231,15 @@ class Driver:
         and everything the process printed meanwhile."""
         answer, output = self._ask({"run": list(argv), "env": env or {}})
         return (answer["code"] if answer else self._ended()), output
+
+    def prepare_home(self) -> Path:
+        """Prepare the process's home on its own session, as support.prepare_home would in a process of its
+        own, unless it is prepared already; the home."""
+        if not prepared(self.home):
+            answer, output = self._ask({"prepare": {"home": str(self.home), **HOME_TABLE}})
+            assert answer is not None, output[-3000:]
+            write_profile(self.home)
+        return self.home
 
     def inspect(self, table: str) -> dict[str, Any]:
         """What the metastore publishes of `table`: sorted JSON rows, the run folder each partition points

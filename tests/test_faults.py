@@ -11,8 +11,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+from pyspark.testing import assertDataFrameEqual
 
-from tests.support import DEMO_DAYS, Driver
+from tests.support import DEMO_DAYS, Driver, expected_for, published
 
 pytestmark = pytest.mark.processes
 
@@ -38,19 +41,30 @@ def manifest_runs(home: Path) -> dict[str, str]:
     return {f"ds={e['partition']['ds']}": e["folder"].split("/_runs/", 1)[1].split("/", 1)[0] for e in entries}
 
 
-def test_crashes_never_change_what_readers_see(home: Path, tmp_path: Path) -> None:
-    profile = home / "faults.yaml"
-    profile.write_text(
-        "model_uri: models:/churn@champion\ninput_table: lake.customer_features\nlock_stale_after_s: 2\n"
-        f"spark:\n  local_home: {home}\n")
-    flags = ["--config", str(profile), "--output-table", OUT]
+def test_crashes_never_change_what_readers_see(spark: SparkSession, home_dir: Path, tmp_path: Path) -> None:
+    """The first process prepares the worker's home on its own session, then runs `spark_jobs.score_table` as
+    `python -m` does (the module as __main__, which takes the active session; a run that starts its own is
+    the console script's test): that run is also the module entry point's test, every partition compared
+    with MLflow's own predictions."""
+    home = home_dir
 
     def process() -> Driver:
         return Driver([sys.executable], home, tmp_path, local_home=home)
 
     with process() as first:
+        first.prepare_home()
+        profile = home / "faults.yaml"
+        profile.write_text(
+            "model_uri: models:/churn@champion\ninput_table: lake.customer_features\nlock_stale_after_s: 2\n"
+            f"spark:\n  local_home: {home}\n")
+        flags = ["--config", str(profile), "--output-table", OUT]
         code, log = first.run(*flags)
         assert code == 0, log[-3000:]
+        scored = published(spark, home, OUT.split(".")[1])
+        assert sorted(str(r.ds) for r in scored.select("ds").distinct().collect()) == DEMO_DAYS
+        for day in DEMO_DAYS:
+            actual = scored.where(F.col("ds") == day)
+            assertDataFrameEqual(actual, expected_for(spark, home, actual, day))
         baseline = first.inspect(OUT)
         (first_run,) = baseline["runs"]
         assert baseline["published_by"] == {f"ds={d}": first_run for d in DEMO_DAYS}

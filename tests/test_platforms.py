@@ -18,6 +18,7 @@ from pathlib import Path
 import pyspark
 import pytest
 from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from spark_jobs import demo
@@ -51,15 +52,19 @@ def wait_for(check: object, what: str, timeout: float = 90) -> None:
     raise TimeoutError(f"{what} did not come up in {timeout:.0f} s")
 
 
-def stop(processes: list[subprocess.Popen[bytes]]) -> None:
+def stop(processes: list[subprocess.Popen[bytes]], grace: float = 5) -> None:
+    """SIGTERM to each process group, SIGKILL to what still runs after `grace` seconds (the MLflow server's
+    uvicorn waits for its clients' keep-alive connections to close: about 12 s)."""
     for p in processes:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
     for p in processes:
         try:
-            p.wait(timeout=20)
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
 
 
 def start(cmd: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -109,13 +114,14 @@ def test_spark_submit_to_a_standalone_cluster(spark: SparkSession, home: Path, s
     assertDataFrameEqual(actual, expected_for(spark, home, actual, DEMO_DAYS[0]))
 
 
-@pytest.fixture()
-def mlflow_server(tmp_path: Path) -> Iterator[str]:
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    folder = tmp_path_factory.mktemp("mlflow_server")
     port = free_port()
     server = start([str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-                    "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-                    "--default-artifact-root", (tmp_path / "artifacts").as_uri(), "--no-serve-artifacts",
-                    "--workers", "1"], tmp_path / "mlflow.log", {**os.environ})
+                    "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
+                    "--default-artifact-root", (folder / "artifacts").as_uri(), "--no-serve-artifacts",
+                    "--workers", "1"], folder / "mlflow.log", {**os.environ})
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: urllib.request.urlopen(f"{url}/health", timeout=2).status == 200, "mlflow server")
@@ -124,27 +130,35 @@ def mlflow_server(tmp_path: Path) -> Iterator[str]:
         stop([server])
 
 
-def test_console_script_scores_with_a_profile_and_a_model_from_an_mlflow_tracking_server(
-        spark: SparkSession, home: Path, mlflow_server: str, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def scored_by_console_script(home: Path, mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> str:
     """`score-table --config PROFILE`, the console script as a new user runs it (the embedded default of the
-    profile's local_home), with the model from a tracking server over HTTP."""
+    profile's local_home), every partition, with the model from a tracking server over HTTP: what the console
+    script's test checks and the SQL clients' test queries (one Spark start for both)."""
     from mlflow.models import infer_signature
     from mlflow.tracking import MlflowClient
 
+    folder = tmp_path_factory.mktemp("console_script")
     model, X = demo.train(seed=3, n=2_000)
     with registry(mlflow_server):
         # the session's active experiment lives in the session's own store, not on this server
-        experiment = MlflowClient().create_experiment("server-test", artifact_location=(tmp_path / "art").as_uri())
+        experiment = MlflowClient().create_experiment("server-test", artifact_location=(folder / "art").as_uri())
         log_model(model, infer_signature(X, model.predict(X)), "churn_server", alias="champion",
                   experiment_id=experiment)
     done = call([str(BIN / "score-table"), "--config", str(home / "profile.yaml"), "--model-uri",
-                 "models:/churn_server@champion", "--output-table", "lake.scored_server", "--partition",
-                 f"ds={DEMO_DAYS[1]}"], home, tmp_path,
+                 "models:/churn_server@champion", "--output-table", "lake.scored_server"], home, folder,
                 {"MLFLOW_TRACKING_URI": mlflow_server, "MLFLOW_REGISTRY_URI": mlflow_server})
     assert done.returncode == 0, done.stderr[-3000:]
-    actual = published(spark, home, "scored_server")
-    assertDataFrameEqual(actual, expected_for(spark, home, actual, DEMO_DAYS[1], uri=mlflow_server,
-                                              model="churn_server"))
+    return "scored_server"
+
+
+def test_console_script_scores_with_a_profile_and_a_model_from_an_mlflow_tracking_server(
+        spark: SparkSession, home: Path, mlflow_server: str, scored_by_console_script: str) -> None:
+    scored = published(spark, home, scored_by_console_script)
+    assert sorted(str(r.ds) for r in scored.select("ds").distinct().collect()) == DEMO_DAYS
+    for day in DEMO_DAYS:
+        actual = scored.where(F.col("ds") == day)
+        assertDataFrameEqual(actual, expected_for(spark, home, actual, day, uri=mlflow_server, model="churn_server"))
 
 
 @contextmanager
@@ -162,11 +176,11 @@ def thrift(home: Path, tmp_path: Path) -> Iterator[int]:
         stop([server])
 
 
-def test_sql_over_results_with_beeline_and_duckdb(spark: SparkSession, home: Path, scored_by_module: str,
+def test_sql_over_results_with_beeline_and_duckdb(spark: SparkSession, home: Path, scored_by_console_script: str,
                                                   tmp_path: Path) -> None:
     import duckdb
 
-    table = scored_by_module  # scored by `python -m spark_jobs.score_table`, every partition
+    table = scored_by_console_script  # every partition
     expected = published(spark, home, table).select("customer_id", "prediction", "ds")
 
     # (b) a plain Parquet reader: DuckDB over the folders `_published.jsonl` names, with hive partitioning

@@ -40,21 +40,23 @@ needs_postgres = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def submitted(home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Driver]:
-    """The module's spark-submit process (with PostgreSQL's JDBC driver on its classpath when installed). Its
+def submitted(home_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Driver]:
+    """The module's spark-submit process (with PostgreSQL's JDBC driver on its classpath when installed),
+    which prepares the worker's home first when nothing has (the tests read it as `submitted.home`). Its
     cwd is elsewhere than the home: the embedded default would find no table there."""
     jars = ["--jars", JDBC_JAR] if Path(JDBC_JAR).exists() else []
-    with Driver([str(BIN / "spark-submit"), *submit_conf(home), *jars], home,
+    with Driver([str(BIN / "spark-submit"), *submit_conf(home_dir), *jars], home_dir,
                 tmp_path_factory.mktemp("spark_submit")) as driver:
+        driver.prepare_home()
         yield driver
         driver.close()
 
 
 @pytest.mark.processes
-def test_spark_submit_with_conf_only_scores_and_rerun_is_identical(spark: SparkSession, home: Path,
-                                                                   submitted: Driver) -> None:
+def test_spark_submit_with_conf_only_scores_and_rerun_is_identical(spark: SparkSession, submitted: Driver) -> None:
     """Configured by spark-submit --conf alone; the second run, in the same spark-submit process, replaces the
     partition with the same rows."""
+    home = submitted.home
     flags = ["--model-uri", "models:/churn@champion", "--input-table", "lake.customer_features",
              "--output-table", "lake.scored_submit", "--partition", f"ds={DEMO_DAYS[0]}"]
     code, out = submitted.run(*flags)
@@ -105,11 +107,11 @@ def psql(port: int, sql: str) -> list[str]:
 
 @needs_postgres
 @pytest.mark.processes
-def test_serving_copy_is_idempotent_and_matches_the_published_rows(spark: SparkSession, home: Path,
-                                                                   postgres: tuple[int, Path], tmp_path: Path,
-                                                                   submitted: Driver) -> None:
+def test_serving_copy_is_idempotent_and_matches_the_published_rows(spark: SparkSession, postgres: tuple[int, Path],
+                                                                   tmp_path: Path, submitted: Driver) -> None:
     """Runs, a failing run and a rollback, one after another in the suite's spark-submit process (which has
     the JDBC jar), the credentials in each run's environment."""
+    home = submitted.home
     port, _ = postgres
     profile = tmp_path / "serve.yaml"
     profile.write_text((home / "profile.yaml").read_text()
