@@ -205,7 +205,8 @@ def submit_conf(home: Path) -> list[str]:
         "--master", "local[2]",
         "--conf", "spark.sql.catalogImplementation=hive",
         "--conf", f"spark.sql.warehouse.dir={home / 'warehouse'}",
-        "--conf", f"spark.hadoop.javax.jdo.option.ConnectionURL=jdbc:derby:;databaseName={home / 'metastore_db'}",
+        "--conf",  # create=true: the first process in a home may be this one (Driver.prepare_home)
+        f"spark.hadoop.javax.jdo.option.ConnectionURL=jdbc:derby:;databaseName={home / 'metastore_db'};create=true",
         "--conf", "spark.ui.enabled=false",
     ]
 
