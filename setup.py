@@ -1,11 +1,11 @@
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name="warehouse-scoring",
     version="0.1.0",
     description="Score partitioned warehouse tables with MLflow models on Spark and publish a scored table",
     python_requires=">=3.10",
-    packages=["spark_jobs", "udfs"],
+    packages=find_packages(include=["spark_jobs", "spark_jobs.*", "udfs", "udfs.*"]),
     install_requires=[
         # The platform's PySpark must satisfy this, or pip installs a second one over it: Spark 3.5 and 4.x
         # (Databricks Runtime 14.3 LTS to 19; tests/test_deployment.py). The floors below are the versions

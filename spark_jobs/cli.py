@@ -17,7 +17,7 @@ from spark_jobs.errors import ScoringError, one_line
 from spark_jobs.session import get_session, session_for
 
 if TYPE_CHECKING:
-    from spark_jobs.job import RunResult
+    from spark_jobs.scoring.job import RunResult
 
 log = logging.getLogger("score_table")
 T = TypeVar("T")
@@ -39,8 +39,8 @@ def _score(args: list[str]) -> str:
     cfg, verbose = parse_args(args), "--verbose" in args
     session = Background(lambda: get_session(cfg, verbose), "spark-start")
     # imported once Spark is starting: MLflow, pandas and the job's modules take seconds to import
-    from spark_jobs import model_ref
-    from spark_jobs.job import run
+    from spark_jobs.model import model_ref
+    from spark_jobs.scoring.job import run
     from udfs.compiled.translate import has_translator
 
     model_ref.connect(cfg.tracking_uri, cfg.registry_uri)
@@ -82,7 +82,7 @@ def _load_early(path: str) -> None:
 
 
 def _rollback(args: list[str]) -> str:
-    from spark_jobs.rollback import rollback
+    from spark_jobs.publishing.rollback import rollback
 
     cfg = parse_rollback_args(args)
     return rollback(session_for(cfg.local_defaults, cfg.local_home, cfg.spark_conf, "--verbose" in args), cfg)

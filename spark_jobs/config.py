@@ -20,9 +20,9 @@ from typing import Any, Literal, TypeVar, get_args
 
 import yaml
 
-from spark_jobs import serving
 from spark_jobs.errors import UsageError
-from spark_jobs.serving import ServeTarget
+from spark_jobs.publishing import serving
+from spark_jobs.publishing.serving import ServeTarget
 
 OutputFormat = Literal["parquet", "delta"]
 BadRowPolicy = Literal["fail", "quarantine", "pass"]
@@ -167,7 +167,7 @@ class JobConfig(CommonConfig):
         (), flag="--partition-columns", metavar="A,B", check=NAMES,
         convert=lambda raw, _: _names(raw, "partition columns"),
         help="partition columns of a view given as --input-table (a table's own are used otherwise)")
-    # per-row SQL expressions that add or replace columns before the model sees a row (spark_jobs.transforms)
+    # per-row SQL expressions that add or replace columns before the model sees a row (spark_jobs.planning.transforms)
     transform: Mapping[str, str] = option(
         {}, flag="--transform", repeat=True, metavar="NAME=SQL", convert=_transforms,
         check=(_is_scalar_map, "a mapping of column names to Spark SQL expressions"),

@@ -83,7 +83,7 @@ def train(seed: int = 7, n: int = TRAINING_ROWS) -> tuple[Any, pd.DataFrame]:
     churned = rng.random(n) < 1 / (1 + np.exp(-churn_logit(f)))
     X = pd.DataFrame(f)[FEATURES]
     # A regressor on the 0/1 label: its prediction estimates the churn probability, one number per customer.
-    # Depth 3: 50 trees of at most 15 nodes, within what the sql engine takes (spark_jobs/engine.py), so the
+    # Depth 3: 50 trees of at most 15 nodes, within what the sql engine takes (spark_jobs/model/engine.py), so the
     # demo scores in the JVM, verified against the model on every run.
     model = HistGradientBoostingRegressor(max_iter=50, max_depth=3, random_state=seed)
     return model.fit(X, churned.astype(float)), X

@@ -30,7 +30,9 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
-from spark_jobs import demo, output, partitions, session, staging, tables
+from spark_jobs import demo, session
+from spark_jobs.planning import partitions, tables
+from spark_jobs.publishing import output, staging
 
 
 def current_session(argv: list[str]) -> SparkSession:

@@ -28,7 +28,7 @@ from pyspark.sql import types as T
 
 from spark_jobs.config import parse_args
 from spark_jobs.demo import FEATURES as DEMO_FEATURES
-from spark_jobs.job import RunResult, run
+from spark_jobs.scoring.job import RunResult, run
 from tests import jvm_classes
 
 SCHEMA = "customer_id bigint, tenure int, spend decimal(10,2), visits bigint, segment string, ds string"

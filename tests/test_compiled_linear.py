@@ -287,14 +287,14 @@ def test_logged_pipeline_through_mlflow(spark: SparkSession, tmp_path: Path, fit
     import mlflow.sklearn
     from mlflow.models import infer_signature
 
-    from spark_jobs.plan import output_fields
+    from spark_jobs.planning.plan import output_fields
     from udfs.compiled import translate
 
     case = next(c for c in CASES if c.id == "column_transformer_onehot_ignore")
     model, columns = fitted[case.id], case.columns
     train = TRAIN[list(columns)]
     path = str(tmp_path / "model")
-    # As object: a numpy str array infers Tensor('str'), which spark_jobs.plan.output_fields takes for double.
+    # As object: a numpy str array infers Tensor('str'), which spark_jobs.planning.plan.output_fields takes for double.
     signature = infer_signature(train, model.predict(train).astype(object))
     mlflow.sklearn.save_model(model, path, signature=signature, pip_requirements=[],
                               serialization_format="cloudpickle")

@@ -15,8 +15,8 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.testing import assertDataFrameEqual
 
-from spark_jobs import engine
 from spark_jobs.cli import main
+from spark_jobs.model import engine
 from tests.models import Thresholded
 from tests.support import DAYS, FEATURES, base, expected_scored, fit, log_model, register_sklearn, score
 from udfs.compiled import Program
@@ -157,7 +157,7 @@ def test_model_that_raises_in_sql_rejects_the_rows_it_raises_on(spark: SparkSess
 
 def test_history_made_by_an_older_version_gets_the_engine_columns(spark: SparkSession, source: str, output: str,
                                                                   model: dict[str, str]) -> None:
-    from spark_jobs import history
+    from spark_jobs.runs import history
 
     old = T.StructType([f for f in history.SCHEMA.fields if f.name not in history.ADDED_LATER])
     spark.createDataFrame([], old).writeTo(f"{output}_runs").using("parquet").partitionedBy(

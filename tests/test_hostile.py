@@ -15,9 +15,9 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from spark_jobs import output as output_tables
 from spark_jobs.cli import main
-from spark_jobs.plan import NULL_PARTITION
+from spark_jobs.planning.plan import NULL_PARTITION
+from spark_jobs.publishing import output as output_tables
 from tests.support import (
     FEATURES,
     SCHEMA,
@@ -128,7 +128,7 @@ def test_the_next_lock_holder_puts_the_manifest_back_in_step_with_the_metastore(
         spark: SparkSession, source: str, output: str, model: dict[str, str]) -> None:
     """A run killed between switching a partition and recording it in `_published.jsonl` leaves its lock
     behind; whoever takes the lock over rewrites the manifest from the metastore."""
-    from spark_jobs import lock
+    from spark_jobs.runs import lock
 
     score(spark, *base(source, output, "models:/churn_lr@champion"))
     folder = Path(output_tables.location(spark, output).removeprefix("file:"))
@@ -148,7 +148,7 @@ def test_the_next_lock_holder_puts_the_manifest_back_in_step_with_the_metastore(
 def test_lock_sits_in_the_database_folder_even_when_its_path_needs_escaping(spark: SparkSession,
                                                                            tmp_path: Path) -> None:
     """The catalog gives a database location as a URI (`a%20b`): the lock must go in the folder itself."""
-    from spark_jobs import lock
+    from spark_jobs.runs import lock
 
     folder = tmp_path / "ware house"
     spark.sql(f"CREATE DATABASE IF NOT EXISTS odd_location LOCATION '{folder}'")  # a test's own path

@@ -16,8 +16,8 @@ from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from spark_jobs.config import parse_args
-from spark_jobs.prepare import prepare
-from spark_jobs.tables import ORIGINAL
+from spark_jobs.planning.prepare import prepare
+from spark_jobs.planning.tables import ORIGINAL
 from tests.support import DAYS, FEATURES, base, create_table, expected_scored, expected_table, pyfunc_predictions, score
 
 RAW = "customer_id bigint, tenure_days int, spend decimal(10,2), visits bigint, seg string, day string"

@@ -1,4 +1,5 @@
-"""spark_jobs.plan from metadata alone: real Spark types and MLflow signatures, no tables and no model files."""
+"""spark_jobs.planning.plan from metadata alone: real Spark types and MLflow signatures, no tables, no model
+files."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from pyspark.sql import types as T
 from pyspark.testing import assertDataFrameEqual
 
 from spark_jobs.errors import UsageError
-from spark_jobs.plan import (
+from spark_jobs.planning.plan import (
     ModelFacts,
     Selection,
     build,
@@ -28,7 +29,7 @@ from spark_jobs.plan import (
     output_schema,
     select_partitions,
 )
-from spark_jobs.tables import TableInfo
+from spark_jobs.planning.tables import TableInfo
 from udfs import FeatureColumn
 
 LINEAGE_NAMES = ["model_name", "model_version", "model_run_id", "scored_at", "scoring_run_id"]
@@ -388,7 +389,7 @@ def test_build_plan(spark: SparkSession) -> None:
 
 @pytest.mark.parametrize("days", [3, 40])  # a CASE up to 32 partitions, a broadcast join beyond
 def test_each_row_gets_its_own_partitions_fingerprint(spark: SparkSession, days: int) -> None:
-    from spark_jobs import partitions
+    from spark_jobs.planning import partitions
 
     table = TableInfo("lake.t", T.StructType([T.StructField("id", T.LongType()), T.StructField("ds", T.DateType()),
                                                T.StructField("region", T.StringType())]), ("ds", "region"))

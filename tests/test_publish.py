@@ -13,10 +13,11 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from spark_jobs import fs, lock
-from spark_jobs import output as output_tables
+from spark_jobs import fs
 from spark_jobs.cli import main
-from spark_jobs.job import RunResult
+from spark_jobs.publishing import output as output_tables
+from spark_jobs.runs import lock
+from spark_jobs.scoring.job import RunResult
 from tests.support import DAYS, base, fit, log_model, register_sklearn, score, snapshot
 
 

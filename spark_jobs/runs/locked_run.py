@@ -11,7 +11,8 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
-from spark_jobs import history, lock, output
+from spark_jobs.publishing import output
+from spark_jobs.runs import history, lock
 
 log = logging.getLogger("score_table")
 

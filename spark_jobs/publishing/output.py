@@ -15,10 +15,11 @@ from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
-from spark_jobs import compat, fs, tables
+from spark_jobs import compat, fs
 from spark_jobs.errors import UsageError
-from spark_jobs.partitions import listed
-from spark_jobs.staging import RUNS_DIR, StagedPartition, table_location_of
+from spark_jobs.planning import tables
+from spark_jobs.planning.partitions import listed
+from spark_jobs.publishing.staging import RUNS_DIR, StagedPartition, table_location_of
 from udfs.compat import quote, sql_type
 
 MANIFEST = "_published.jsonl"  # for readers without the metastore: one line per published partition

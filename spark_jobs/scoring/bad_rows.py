@@ -7,7 +7,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from spark_jobs.plan import REJECT_REASON, ScoringPlan
+from spark_jobs.planning.plan import REJECT_REASON, ScoringPlan
 from udfs.compat import col, try_cast
 from udfs.model_udf import MODEL_ERROR
 

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 from pyspark.sql import SparkSession
 
-from spark_jobs import fs, staging
+from spark_jobs import fs
+from spark_jobs.publishing import staging
 
 log = logging.getLogger("score_table.versions")
 

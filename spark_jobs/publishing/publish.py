@@ -11,9 +11,11 @@ from typing import Any, Protocol
 from pyspark.sql import SparkSession
 from pyspark.sql import types as T
 
-from spark_jobs import history, output, partitions, tables, versions
-from spark_jobs.staging import SCORED, StagedPartition, StagingArea, split_location
-from spark_jobs.staging import run_folders as staging_run_folders
+from spark_jobs.planning import partitions, tables
+from spark_jobs.publishing import output, versions
+from spark_jobs.publishing.staging import SCORED, StagedPartition, StagingArea, split_location
+from spark_jobs.publishing.staging import run_folders as staging_run_folders
+from spark_jobs.runs import history
 
 Values = tuple[Any, ...]
 

@@ -11,9 +11,12 @@ from py4j.protocol import Py4JJavaError
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
-from spark_jobs import engine, fs, model_ref, output, partitions, plan, tables
+from spark_jobs import fs
 from spark_jobs.config import JobConfig
 from spark_jobs.errors import UsageError, one_line
+from spark_jobs.model import engine, model_ref
+from spark_jobs.planning import partitions, plan, tables
+from spark_jobs.publishing import output
 from udfs.compat import try_cast, type_from_ddl
 from udfs.model_udf import to_model_input
 

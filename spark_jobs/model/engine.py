@@ -16,7 +16,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from spark_jobs.errors import ScoringError, UsageError
-from spark_jobs.plan import ScoringPlan
+from spark_jobs.planning.plan import ScoringPlan
 from spark_jobs.session import runtime_conf
 from udfs import ModelSpec, model_cache, score
 from udfs.compat import try_cast

@@ -12,8 +12,8 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from spark_jobs import compat, fs
-from spark_jobs.plan import FINGERPRINT, NULL_PARTITION, Selection, find_column, partition_literal
-from spark_jobs.tables import TableInfo
+from spark_jobs.planning.plan import FINGERPRINT, NULL_PARTITION, Selection, find_column, partition_literal
+from spark_jobs.planning.tables import TableInfo
 from udfs.compat import col
 
 _CASE_LIMIT = 32  # partitions per run up to which fingerprints are a CASE rather than a join

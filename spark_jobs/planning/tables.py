@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import types as T
 
-from spark_jobs import transforms as row_transforms
 from spark_jobs.errors import UsageError
+from spark_jobs.planning import transforms as row_transforms
 from udfs.compat import col
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

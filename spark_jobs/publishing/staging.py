@@ -18,10 +18,10 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from spark_jobs import fs
-from spark_jobs.bad_rows import OUTCOME
-from spark_jobs.partitions import from_path
-from spark_jobs.plan import REJECT_REASON, ScoringPlan
-from spark_jobs.tables import ORIGINAL
+from spark_jobs.planning.partitions import from_path
+from spark_jobs.planning.plan import REJECT_REASON, ScoringPlan
+from spark_jobs.planning.tables import ORIGINAL
+from spark_jobs.scoring.bad_rows import OUTCOME
 from udfs.compat import col
 
 RUNS_DIR = "_runs"  # underscore: Spark, Hive and Parquet tools skip it when they list a table's folder

@@ -13,15 +13,20 @@ from dataclasses import dataclass, replace
 from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 
-from spark_jobs import audit, bad_rows, engine, faults, history, model_ref, output, partitions, plan, serving
+from spark_jobs import faults
 from spark_jobs.config import JobConfig
-from spark_jobs.lineage import RunLineage, with_lineage
-from spark_jobs.locked_run import locked_run
-from spark_jobs.prepare import Prepared, prepare
-from spark_jobs.publish import Publisher, publisher_for
+from spark_jobs.model import engine, model_ref
+from spark_jobs.planning import partitions, plan
+from spark_jobs.planning.prepare import Prepared, prepare
+from spark_jobs.planning.tables import ORIGINAL
+from spark_jobs.publishing import output, serving
+from spark_jobs.publishing.publish import Publisher, publisher_for
+from spark_jobs.publishing.staging import REJECTED, SCORED, StagedPartition, StagingArea
+from spark_jobs.runs import history
+from spark_jobs.runs.locked_run import locked_run
+from spark_jobs.scoring import audit, bad_rows
+from spark_jobs.scoring.lineage import RunLineage, with_lineage
 from spark_jobs.session import runtime_conf
-from spark_jobs.staging import REJECTED, SCORED, StagedPartition, StagingArea
-from spark_jobs.tables import ORIGINAL
 from udfs import ModelSpec, model_cache
 from udfs.compat import col
 from udfs.model_udf import fixed_width_inputs

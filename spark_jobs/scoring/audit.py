@@ -11,7 +11,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from spark_jobs.errors import ScoringError
-from spark_jobs.staging import REJECTED, SCORED, StagedPartition
+from spark_jobs.publishing.staging import REJECTED, SCORED, StagedPartition
 from udfs.compat import col
 
 

@@ -20,7 +20,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from spark_jobs.errors import UsageError
-from spark_jobs.tables import TableInfo
+from spark_jobs.planning.tables import TableInfo
 from udfs import FeatureColumn
 from udfs.compat import col
 from udfs.model_udf import TensorInput

@@ -11,11 +11,14 @@ from typing import Any
 from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 
-from spark_jobs import fs, history, output, partitions, plan, serving, tables, versions
+from spark_jobs import fs
 from spark_jobs.config import RollbackConfig
 from spark_jobs.errors import UsageError
-from spark_jobs.locked_run import locked_run
-from spark_jobs.staging import split_location
+from spark_jobs.planning import partitions, plan, tables
+from spark_jobs.publishing import output, serving, versions
+from spark_jobs.publishing.staging import split_location
+from spark_jobs.runs import history
+from spark_jobs.runs.locked_run import locked_run
 from udfs.compat import col
 
 log = logging.getLogger("score_table.rollback")

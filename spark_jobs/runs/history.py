@@ -16,8 +16,9 @@ import pyarrow.parquet as pq
 from pyspark.sql import Row, SparkSession
 from pyspark.sql import types as T
 
-from spark_jobs import compat, fs, output
+from spark_jobs import compat, fs
 from spark_jobs.errors import one_line
+from spark_jobs.publishing import output
 from udfs.compat import col, quote
 
 log = logging.getLogger("score_table.history")

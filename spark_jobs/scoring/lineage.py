@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from spark_jobs.model_ref import ModelVersionRef
-from spark_jobs.plan import LINEAGE
+from spark_jobs.model.model_ref import ModelVersionRef
+from spark_jobs.planning.plan import LINEAGE
 
 
 @dataclass(frozen=True)
