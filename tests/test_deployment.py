@@ -180,3 +180,18 @@ def test_entry_point_exits_with_the_jobs_code_and_one_error_line(monkeypatch: py
     assert exited.value.code == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("score-table: error: ")
+
+
+def test_the_wheel_holds_every_module_of_the_package(tmp_path: Path) -> None:
+    """The wheel a Databricks job or a cluster installs: every module of spark_jobs and udfs, subpackages
+    included (a module left out imports on a checkout and fails on the platform)."""
+    import subprocess
+    import zipfile
+
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w",
+                    str(tmp_path), str(SETUP.parent)], check=True, capture_output=True, timeout=300)
+    (wheel,) = tmp_path.glob("*.whl")
+    packed = {n for n in zipfile.ZipFile(wheel).namelist() if n.endswith(".py")}
+    modules = {str(p.relative_to(SETUP.parent)) for package in ("spark_jobs", "udfs")
+               for p in (SETUP.parent / package).rglob("*.py")}
+    assert modules - packed == set()
