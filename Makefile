@@ -45,10 +45,16 @@ $(VENV)/spark-classes.jsa: $(VENV)/.installed
 $(VENV35)/spark-classes.jsa: $(VENV35)/.installed
 	PYSPARK_PYTHON=$(abspath $(PY35)) PYSPARK_DRIVER_PYTHON=$(abspath $(PY35)) $(PY35) -m tests.jvm_classes
 
+# The demo: four days scored with the champion, then a fifth whose features drift on purpose, scored with the
+# champion and a challenger in one pass (its drift, the comparison and the report's path are printed at the end).
+DEMO_SUBMIT = $(VENV)/bin/spark-submit --driver-java-options "-XX:-DontCompileHugeMethods \
+    -Dlog4j2.configurationFile=file:$(CURDIR)/conf/log4j2.properties" --conf spark.ui.showConsoleProgress=true \
+    spark_jobs/score_table.py --config conf/demo.yaml
+
 demo: check-java venv
-	$(PY) -m spark_jobs.demo prepare
-	$(VENV)/bin/spark-submit --driver-java-options "-XX:-DontCompileHugeMethods -Dlog4j2.configurationFile=file:$(CURDIR)/conf/log4j2.properties" \
-	    --conf spark.ui.showConsoleProgress=true spark_jobs/score_table.py --config conf/demo.yaml
+	$(PY) -m spark_jobs.demo prepare --days 4 --shifted-days 1 --challenger
+	$(DEMO_SUBMIT) --partition ds=2026-11-20 --partition ds=2026-11-21 --partition ds=2026-11-22 --partition ds=2026-11-23
+	$(DEMO_SUBMIT) --partition ds=2026-11-24 --challenger-uri models:/churn@challenger
 	$(PY) -m spark_jobs.demo report
 
 # The whole suite on PySpark 4, then the platform subset (marker spark35: scoring against MLflow's predictions,

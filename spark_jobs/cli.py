@@ -10,14 +10,11 @@ import threading
 import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import Generic, TypeVar
 
-from spark_jobs.config import JobConfig, parse_args, parse_rollback_args
+from spark_jobs.config import parse_args, parse_baseline_args, parse_rollback_args
 from spark_jobs.errors import ScoringError, one_line
 from spark_jobs.session import get_session, session_for
-
-if TYPE_CHECKING:
-    from spark_jobs.scoring.job import RunResult
 
 log = logging.getLogger("score_table")
 T = TypeVar("T")
@@ -29,6 +26,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(argv if argv is not None else sys.argv[1:])
     if args[:1] == ["rollback"]:
         return _guarded(lambda: _rollback(args[1:]), "--verbose" in args)
+    if args[:1] == ["baseline"]:
+        return _guarded(lambda: _baseline(args[1:]), "--verbose" in args)
     return _guarded(lambda: _score(args), "--verbose" in args)
 
 
@@ -41,14 +40,16 @@ def _score(args: list[str]) -> str:
     # imported once Spark is starting: MLflow, pandas and the job's modules take seconds to import
     from spark_jobs.model import model_ref
     from spark_jobs.scoring.job import run
+    from spark_jobs.scoring.summary import summary
     from udfs.compiled.translate import has_translator
 
     model_ref.connect(cfg.tracking_uri, cfg.registry_uri)
     model = model_ref.download(model_ref.resolve(cfg.model_uri))
     log.info("model %s resolved to %s version %s", cfg.model_uri, model.ref.name, model.ref.version)
+    challenger = model_ref.download(model_ref.resolve(cfg.challenger_uri)) if cfg.challenger_uri else None
     if cfg.engine != "udf" and has_translator(model.path):  # translating and verifying load it on the driver
         threading.Thread(target=_load_early, args=(model.path,), name="model-load", daemon=True).start()
-    return summary(cfg, run(session.result(), cfg, model))
+    return summary(cfg, run(session.result(), cfg, model, challenger))
 
 
 class Background(Generic[T]):
@@ -81,39 +82,18 @@ def _load_early(path: str) -> None:
         log.debug("loading the model early failed; the run loads it again", exc_info=True)
 
 
+def _baseline(args: list[str]) -> str:
+    from spark_jobs.quality.training import make_baseline
+
+    cfg = parse_baseline_args(args)
+    return make_baseline(session_for(cfg.local_defaults, cfg.local_home, cfg.spark_conf, "--verbose" in args), cfg)
+
+
 def _rollback(args: list[str]) -> str:
     from spark_jobs.publishing.rollback import rollback
 
     cfg = parse_rollback_args(args)
     return rollback(session_for(cfg.local_defaults, cfg.local_home, cfg.spark_conf, "--verbose" in args), cfg)
-
-
-def summary(cfg: JobConfig, result: RunResult) -> str:
-    lin, counts = result.lineage, result.counts
-    version = f"version {lin.model_version}" if lin.model_version else "no registry version"
-    lines = [
-        f"scored {cfg.input_table} ({result.selection}) -> {cfg.output_table}",
-        f"model: {cfg.model_uri} = {lin.model_name} {version} (run {lin.model_run_id or '-'})",
-        f"scoring_run_id: {lin.scoring_run_id}",
-    ]
-    if result.engine is not None:
-        lines.append(f"engine: {result.engine.engine} ({result.engine.reason})")
-    per_partition: dict[tuple[object, ...], dict[str, int]] = {}
-    for p in result.staged:
-        per_partition.setdefault(p.values, {"scored": 0, "rejected": 0})[p.outcome] = p.rows
-    for values, n in sorted(per_partition.items(), key=lambda kv: [str(v) for v in kv[0]]):
-        name = ", ".join(f"{c}={v}" for c, v in zip(result.partition_columns, values, strict=True)) or "table"
-        lines.append(f"  {name}: {n['scored']} scored, {n['rejected']} rejected")
-    if result.skipped:
-        lines.append(f"up to date (skipped): {result.skipped} partition(s) already scored by this model version "
-                     "from unchanged input")
-    rate = counts.read / result.seconds if result.seconds > 0 else 0.0
-    lines.append(f"rows read: {counts.read}, scored: {counts.scored}, rejected: {counts.rejected} "
-                 f"in {result.seconds:.1f} s ({rate:,.0f} rows/s)")
-    if counts.rejected and result.rejects_table:
-        lines.append(f"quarantined {counts.rejected} rows in {result.rejects_table} "
-                     f"(SELECT * FROM {result.rejects_table} WHERE scoring_run_id = '{lin.scoring_run_id}')")
-    return "\n".join(lines)
 
 
 def _guarded(command: Callable[[], str], verbose: bool) -> int:

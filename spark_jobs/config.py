@@ -28,10 +28,15 @@ OutputFormat = Literal["parquet", "delta"]
 BadRowPolicy = Literal["fail", "quarantine", "pass"]
 PartitionMode = Literal["all", "new"]
 Engine = Literal["auto", "udf", "sql"]
+Baseline = Literal["previous", "training"]
+DriftAction = Literal["fail", "warn"]
+DRIFT_METRICS = ("psi", "js", "ks")
 OUTPUT_FORMATS: tuple[str, ...] = get_args(OutputFormat)
 BAD_ROW_POLICIES: tuple[str, ...] = get_args(BadRowPolicy)
 PARTITION_MODES: tuple[str, ...] = get_args(PartitionMode)
 ENGINES: tuple[str, ...] = get_args(Engine)
+BASELINES: tuple[str, ...] = get_args(Baseline)
+DRIFT_ACTIONS: tuple[str, ...] = get_args(DriftAction)
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 MAX_BATCH_ROWS = 2**31 - 1  # Spark's arrow.maxRecordsPerBatch is a Java int
 TABLE = "[CATALOG.]DB.TABLE"
@@ -115,6 +120,25 @@ def _transforms(raw: Any, from_flag: bool) -> dict[str, str]:
         if not text.strip():
             raise UsageError(f"transform {name!r} has an empty expression")
     return found
+
+
+def _drift_limits(raw: Any, from_flag: bool) -> dict[str, float]:
+    """metric -> limit, from `--max-drift psi=0.25` flags or the profile's `max_drift: {psi: 0.25}`."""
+    given = parse_params(raw, "--max-drift") if from_flag else (raw or {})
+    if not isinstance(given, dict):
+        raise UsageError("config 'max_drift' must map a metric (psi, js, ks) to a limit")
+    limits = {}
+    for metric, value in given.items():
+        if metric not in DRIFT_METRICS:
+            raise UsageError(f"--max-drift {metric}={value}: the metric must be one of {', '.join(DRIFT_METRICS)}")
+        try:
+            limit = float(value)
+        except (TypeError, ValueError):
+            raise UsageError(f"--max-drift {metric}={value}: the limit must be a number") from None
+        if not math.isfinite(limit) or limit < 0:
+            raise UsageError(f"--max-drift {metric}={value}: the limit must be a finite number >= 0")
+        limits[str(metric)] = limit
+    return limits
 
 
 PARTITION_HELP = "partition to score; repeat it: values of one column are OR-ed, columns AND-ed (default: all)"
@@ -225,10 +249,44 @@ class JobConfig(CommonConfig):
                               check=(_is_int, "a whole number of rows"))
     # how far a floating output of the sql engine may be from the model's own (udfs.compiled.verify)
     engine_tolerance: float = option(1e-9, check=(_is_number, "a number from 0 to 1"))
+    # quality: profiles and drift (spark_jobs.quality), champion vs challenger, the run in MLflow
+    profiles_table: str | None = option(None, flag="--profiles-table", metavar=TABLE,
+                                        help="profiles and drift of each run (default: <output-table>_profiles)")
+    baseline: Baseline = option("previous", flag="--baseline", choices=BASELINES,
+                                help="drift against the previous published version of each partition (default) "
+                                     "or the training profile stored with the model version")
+    max_drift: Mapping[str, float] = option(
+        {}, flag="--max-drift", repeat=True, metavar="METRIC=LIMIT", convert=_drift_limits,
+        check=(_is_scalar_map, "a mapping of psi, js or ks to a limit"),
+        help="fail before publishing when a column drifts past the limit, e.g. psi=0.25 (repeatable)")
+    drift_action: DriftAction = option("fail", flag="--drift-action", choices=DRIFT_ACTIONS,
+                                       help="over --max-drift: fail the run (default) or warn and publish")
+    challenger_uri: str | None = option(None, flag="--challenger-uri",
+                                        help="a second model scored on the same rows, e.g. models:/churn@challenger; "
+                                             "its scores go to <output-table>_challenger")
+    challenger_table: str | None = option(None, flag="--challenger-table", metavar=TABLE,
+                                          help="the challenger's scores (default: <output-table>_challenger)")
+    mlflow_experiment: str | None = option(None, flag="--mlflow-experiment", profile="mlflow.experiment",
+                                           help="MLflow experiment of the run (default: score-table/<output-table>)")
+    no_mlflow_run: bool = option(False, flag="--no-mlflow-run", switch=True, profile="mlflow.no_run",
+                                 check=(lambda v: isinstance(v, bool), "true or false"),
+                                 help="do not record the run as an MLflow run")
 
     @property
     def latest(self) -> str:
         return self.latest_view or f"{self.output_table}_latest"
+
+    @property
+    def profiles(self) -> str:
+        return self.profiles_table or f"{self.output_table}_profiles"
+
+    @property
+    def challenger(self) -> str:
+        return self.challenger_table or f"{self.output_table}_challenger"
+
+    @property
+    def experiment(self) -> str:
+        return self.mlflow_experiment or f"score-table/{self.output_table}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -240,12 +298,37 @@ class RollbackConfig(CommonConfig):
         help="the partition to roll back: one value for each partition column", convert=_partitions)
 
 
+@dataclass(frozen=True, kw_only=True)
+class BaselineConfig:
+    """`score-table baseline`: profile a (training) table's model inputs and store the profile with the
+    model version, for `--baseline training`."""
+
+    model_uri: str = option(flag="--model-uri", help="the model version the profile belongs to, e.g. "
+                                                     "models:/churn/3 or models:/churn@champion")
+    input_table: str = option(flag="--input-table", metavar=TABLE, help="the table the model was trained on")
+    partitions: Mapping[str, tuple[str, ...]] = option(
+        {}, flag="--partition", repeat=True, metavar="COL=VALUE", profile=None, help=PARTITION_HELP,
+        convert=_partitions)
+    tracking_uri: str | None = option(None, flag="--tracking-uri", profile="mlflow.tracking_uri",
+                                      env="MLFLOW_TRACKING_URI", help="MLflow tracking URI")
+    registry_uri: str | None = option(None, flag="--registry-uri", profile="mlflow.registry_uri",
+                                      env="MLFLOW_REGISTRY_URI", help="MLflow registry URI")
+    local_defaults: bool = option(True, profile="spark.local_defaults",
+                                  check=(lambda v: isinstance(v, bool), "true or false"))
+    local_home: str = option(".local", profile="spark.local_home")
+    spark_conf: Mapping[str, str] = option({}, profile="spark.conf",
+                                           check=(_is_scalar_map, "a mapping of Spark settings to values"),
+                                           convert=lambda raw, _: _spark_conf(raw))
+
+
 Config = TypeVar("Config", JobConfig, RollbackConfig)
 COMMANDS: dict[str, tuple[type[Any], str]] = {
     "score-table": (JobConfig, "Score partitions of a warehouse table with an MLflow model and publish a scored "
-                               "table. Subcommand: rollback (score-table rollback --help)."),
+                               "table. Subcommands: rollback, baseline (score-table rollback --help)."),
     "score-table rollback": (RollbackConfig, "Republish the previous kept version of a partition of an output "
                                              "table (and of its rejects and serving copy)."),
+    "score-table baseline": (BaselineConfig, "Profile the model's inputs in a (training) table and store the "
+                                             "profile with the model version (for --baseline training)."),
 }
 REQUIRED = {"output_table": "--output-table", "model_uri": "--model-uri", "input_table": "--input-table"}
 
@@ -300,6 +383,14 @@ def parse_rollback_args(argv: Sequence[str]) -> RollbackConfig:
     return validate_side_tables(cfg)
 
 
+def parse_baseline_args(argv: Sequence[str]) -> BaselineConfig:
+    cfg: BaselineConfig = parse_command("score-table baseline", argv)
+    validate_table_name(cfg.input_table, "--input-table")
+    if not cfg.model_uri.strip():
+        raise UsageError("--model-uri is empty")
+    return cfg
+
+
 def parse_command(command: str, argv: Sequence[str] | None) -> Any:
     """Merge every option of `command`: flag, else its environment variable, else the profile, else the
     default; then convert it. Cross-option rules are `validate`'s."""
@@ -320,7 +411,7 @@ def parse_command(command: str, argv: Sequence[str] | None) -> Any:
         elif raw is not None:
             values[f.name] = o.convert(raw, from_flag) if o.convert else raw
     cfg = cls(**values)
-    if isinstance(cfg, JobConfig) and cfg.tracking_uri is None and cfg.local_defaults is True:
+    if isinstance(cfg, JobConfig | BaselineConfig) and cfg.tracking_uri is None and cfg.local_defaults is True:
         cfg = dataclasses.replace(cfg, tracking_uri=embedded_tracking_uri(cfg.local_home))
     return cfg
 
@@ -399,7 +490,18 @@ def validate(cfg: JobConfig) -> JobConfig:
         raise UsageError(f"output_format {cfg.output_format!r} is not one of {', '.join(OUTPUT_FORMATS)}")
     if not _is_int(cfg.batch_size) or not 1 <= cfg.batch_size <= MAX_BATCH_ROWS:
         raise UsageError(f"batch size {cfg.batch_size!r} must be a whole number of rows from 1 to {MAX_BATCH_ROWS}")
-    validate_side_tables(cfg, ("latest_view", cfg.latest))
+    validate_side_tables(cfg, ("latest_view", cfg.latest), ("--profiles-table", cfg.profiles),
+                         ("--challenger-table", cfg.challenger))
+    if cfg.baseline not in BASELINES:
+        raise UsageError(f"baseline {cfg.baseline!r} is not one of {', '.join(BASELINES)}")
+    if cfg.drift_action not in DRIFT_ACTIONS:
+        raise UsageError(f"drift_action {cfg.drift_action!r} is not one of {', '.join(DRIFT_ACTIONS)}")
+    if cfg.challenger_uri is not None and not cfg.challenger_uri.strip():
+        raise UsageError("--challenger-uri is empty")
+    if cfg.challenger_uri is not None and cfg.challenger_uri.strip() == cfg.model_uri.strip():
+        raise UsageError(f"--challenger-uri {cfg.challenger_uri!r} is the model itself")
+    if cfg.mlflow_experiment is not None and not cfg.mlflow_experiment.strip():
+        raise UsageError("--mlflow-experiment is empty")
     if cfg.partition_mode not in PARTITION_MODES:
         raise UsageError(f"partition_mode {cfg.partition_mode!r} is not one of {', '.join(PARTITION_MODES)}")
     if not _is_int(cfg.keep_versions) or cfg.keep_versions < 0:

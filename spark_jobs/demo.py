@@ -2,8 +2,12 @@
 `report` runs example SQL over the scored table. `make demo` runs the scoring job between the two, with
 spark-submit, as a user would. Nothing is downloaded: data is generated, the model trained here.
 
-    python -m spark_jobs.demo prepare [--rows 1200000] [--days 4]
+    python -m spark_jobs.demo prepare [--rows 1200000] [--days 4] [--shifted-days 1 --challenger]
     python -m spark_jobs.demo report
+
+With `--shifted-days N` the table gets N more days whose features are shifted on purpose (more support calls,
+longer since the last login, higher spend), and `--challenger` registers a second model as churn@challenger:
+`make demo` scores those days with the challenger beside the champion, and the run's drift and report show it.
 """
 
 from __future__ import annotations
@@ -46,17 +50,20 @@ def churn_logit(f: dict[str, np.ndarray]) -> np.ndarray:
     )
 
 
-def features_df(spark: SparkSession, rows: int, days: int, start: dt.date) -> DataFrame:
-    """Generated in the JVM, so a million-row table costs seconds."""
+def features_df(spark: SparkSession, rows: int, days: int, start: dt.date, shifted_days: int = 0) -> DataFrame:
+    """Generated in the JVM, so a million-row table costs seconds. The `shifted_days` after the first `days`
+    drift on purpose: more support calls, longer since the last login, higher spend."""
     per_day = rows // days
-    ids = spark.range(0, per_day * days, numPartitions=max(2, days))
-    day = (F.col("id") % days).cast("int")
+    total = days + shifted_days
+    ids = spark.range(0, per_day * total, numPartitions=max(2, total))
+    day = (F.col("id") % total).cast("int")
+    shift = F.when(day >= days, F.lit(1.0)).otherwise(F.lit(0.0))
     return ids.select(
         F.col("id").alias("customer_id"),
         (F.rand(1) * 72).cast("int").alias("tenure_months"),
-        (F.rand(2) * 150 + 10).cast("decimal(10,2)").alias("monthly_spend"),
-        F.floor(-F.log(F.rand(3) + F.lit(1e-9)) * 1.5).cast("int").alias("support_calls"),
-        (F.rand(4) * 60).cast("int").alias("days_since_login"),
+        (F.rand(2) * 150 * (1 + 0.3 * shift) + 10).cast("decimal(10,2)").alias("monthly_spend"),
+        (F.floor(-F.log(F.rand(3) + F.lit(1e-9)) * 1.5) + 2 * shift).cast("int").alias("support_calls"),
+        (F.rand(4) * 60 + 25 * shift).cast("int").alias("days_since_login"),
         (F.rand(5) * 4 + 1).cast("int").alias("num_products"),
         F.element_at(F.array(*[F.lit(m) for m in (1, 12, 24)]), (F.rand(6) * 3).cast("int") + 1)
         .alias("contract_months"),
@@ -89,8 +96,9 @@ def train(seed: int = 7, n: int = TRAINING_ROWS) -> tuple[Any, pd.DataFrame]:
     return model.fit(X, churned.astype(float)), X
 
 
-def register(local_home: str, tracking_uri: str, training_rows: int = TRAINING_ROWS) -> str:
-    """Train the demo model on `training_rows` generated customers and register it as churn@champion."""
+def register(local_home: str, tracking_uri: str, training_rows: int = TRAINING_ROWS, alias: str = "champion",
+             seed: int = 7) -> str:
+    """Train the demo model on `training_rows` generated customers and register it as churn@<alias>."""
     import mlflow
     from mlflow.models import infer_signature
     from mlflow.tracking import MlflowClient
@@ -101,8 +109,8 @@ def register(local_home: str, tracking_uri: str, training_rows: int = TRAINING_R
     exp_id = exp.experiment_id if exp else client.create_experiment(
         "churn-demo", artifact_location=(Path(local_home).resolve() / "mlartifacts").as_uri()
     )
-    model, X = train(n=training_rows)
-    with mlflow.start_run(experiment_id=exp_id, run_name="churn-demo-training"):
+    model, X = train(seed=seed, n=training_rows)
+    with mlflow.start_run(experiment_id=exp_id, run_name=f"churn-demo-training-{alias}"):
         info = mlflow.sklearn.log_model(
             model, name="model", signature=infer_signature(X.head(100), model.predict(X.head(100))),
             registered_model_name=MODEL_NAME, serialization_format="cloudpickle",
@@ -111,34 +119,62 @@ def register(local_home: str, tracking_uri: str, training_rows: int = TRAINING_R
             pip_requirements=mlflow.sklearn.get_default_pip_requirements(include_cloudpickle=True),
         )
     version = str(info.registered_model_version)
-    client.set_registered_model_alias(MODEL_NAME, "champion", version)
+    client.set_registered_model_alias(MODEL_NAME, alias, version)
     return version
 
 
 def prepare(args: argparse.Namespace) -> None:
     spark = session_for(True, args.home)
-    for line in prepare_home(spark, args.home, args.rows, args.days, dt.date.fromisoformat(args.start)):
+    for line in prepare_home(spark, args.home, args.rows, args.days, dt.date.fromisoformat(args.start),
+                             args.shifted_days, args.challenger):
         print(line)
     spark.stop()
 
 
-def prepare_home(spark: SparkSession, home: str, rows: int, days: int, start: dt.date) -> list[str]:
-    """Register the model in the home's registry and write the feature table through `spark` (whose
-    metastore is the home's); what was made, a line each."""
+def prepare_home(spark: SparkSession, home: str, rows: int, days: int, start: dt.date, shifted_days: int = 0,
+                 challenger: bool = False) -> list[str]:
+    """Register the model (and a challenger) in the home's registry and write the feature table through
+    `spark` (whose metastore is the home's); what was made, a line each."""
     tracking_uri = embedded_tracking_uri(home)
-    version = register(home, tracking_uri, min(TRAINING_ROWS, max(MIN_TRAINING_ROWS, rows)))
+    training_rows = min(TRAINING_ROWS, max(MIN_TRAINING_ROWS, rows))
+    version = register(home, tracking_uri, training_rows)
+    made = [f"registered models:/{MODEL_NAME}@champion -> version {version} ({tracking_uri})"]
+    if challenger:  # another training sample: close to the champion, not the same
+        made.append(f"registered models:/{MODEL_NAME}@challenger -> version "
+                    f"{register(home, tracking_uri, training_rows, 'challenger', seed=11)}")
     compat.create_database(spark, "lake")
-    (features_df(spark, rows, days, start).write.mode("overwrite")
+    (features_df(spark, rows, days, start, shifted_days).write.mode("overwrite")
      .partitionBy("ds").format("parquet").saveAsTable(INPUT_TABLE))
-    return [f"registered models:/{MODEL_NAME}@champion -> version {version} ({tracking_uri})",
-            f"wrote {INPUT_TABLE}: {rows // days * days} rows in {days} daily partitions from {start}"]
+    made.append(f"wrote {INPUT_TABLE}: {rows // days * (days + shifted_days)} rows in {days + shifted_days} daily "
+                f"partitions from {start}" + (f", the last {shifted_days} with shifted features" if shifted_days else ""))
+    return made
+
+
+DRIFT_SQL = f"""SELECT ds, kind, column_name, round(psi, 3) AS psi, round(js, 3) AS js, round(ks, 3) AS ks, baseline
+FROM {OUTPUT_TABLE}_profiles
+WHERE scoring_run_id = (SELECT max_by(scoring_run_id, started_at) FROM {OUTPUT_TABLE}_runs WHERE status = 'succeeded')
+  AND psi IS NOT NULL
+ORDER BY psi DESC
+LIMIT 8"""
+CHALLENGER_SQL = f"""SELECT c.partition, c.rows, round(c.mean_abs_diff, 4) AS mean_abs_diff,
+       round(c.spearman, 4) AS spearman, round(c.psi, 4) AS psi, r.challenger_version, r.report_path
+FROM {OUTPUT_TABLE}_runs r LATERAL VIEW explode(r.challenger) t AS c
+WHERE r.challenger IS NOT NULL
+ORDER BY r.started_at DESC"""
 
 
 def report(args: argparse.Namespace) -> None:
     spark = session_for(True, args.home)
     print("Example SQL over the scored table (spark-sql, beeline, or any Hive-metastore client):\n")
-    print(REPORT_SQL + ";\n")
-    spark.sql(REPORT_SQL).show(truncate=False)
+    for title, sql in (("Scores per day", REPORT_SQL), ("The latest run's most drifted columns", DRIFT_SQL),
+                       ("Champion vs challenger", CHALLENGER_SQL)):
+        if "_profiles" in sql and not spark.catalog.tableExists(f"{OUTPUT_TABLE}_profiles"):
+            continue
+        print(f"-- {title}\n{sql};\n")
+        spark.sql(sql).show(truncate=False)
+    latest = spark.sql(f"SELECT max_by(report_path, started_at) AS path FROM {OUTPUT_TABLE}_runs").first()
+    if latest is not None and latest["path"]:
+        print(f"The latest run's report (open it in a browser): {latest['path']}")
     spark.stop()
 
 
@@ -149,6 +185,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--rows", type=int, default=1_200_000)
     p.add_argument("--days", type=int, default=4)
     p.add_argument("--start", default="2026-11-20", help="first ds partition (ISO date)")
+    p.add_argument("--shifted-days", type=int, default=0, help="more days, with features shifted on purpose")
+    p.add_argument("--challenger", action="store_true", help="also register a challenger model")
     p.add_argument("--home", default=".local", help="folder of the embedded metastore, warehouse and registry")
     args = p.parse_args(argv)
     prepare(args) if args.step == "prepare" else report(args)

@@ -24,6 +24,15 @@ log = logging.getLogger("score_table")
 
 
 @dataclass(frozen=True)
+class Challenger:
+    """A second model scored on the same rows: its own features, the champion's outputs."""
+
+    model: model_ref.LocalModel
+    scoring: plan.ScoringPlan
+    engine: engine.Choice
+
+
+@dataclass(frozen=True)
 class Prepared:
     source: tables.TableInfo
     model: model_ref.LocalModel
@@ -33,6 +42,7 @@ class Prepared:
     fingerprints: dict[partitions.Values, str]  # of the partitions this run scores
     skipped: int  # partitions an incremental run found up to date
     engine: engine.Choice  # translated (sql) or not (udf), before verification on the run's rows
+    challenger: Challenger | None = None
 
     @property
     def partitions(self) -> list[partitions.Values]:
@@ -43,8 +53,10 @@ class Prepared:
         return self.source.read(spark, self.scoring.selection.condition)
 
 
-def prepare(spark: SparkSession, cfg: JobConfig, model: model_ref.LocalModel | None = None) -> Prepared:
-    """`model`: resolved and downloaded already (the CLI does it while Spark starts), else done here."""
+def prepare(spark: SparkSession, cfg: JobConfig, model: model_ref.LocalModel | None = None,
+            challenger: model_ref.LocalModel | None = None) -> Prepared:
+    """`model` (and `challenger`): resolved and downloaded already (the CLI does it while Spark starts), else
+    done here."""
     source = tables.source(spark, cfg.input_table, cfg.input_partition_columns, cfg.transform)
     if model is None:
         model_ref.connect(cfg.tracking_uri, cfg.registry_uri)
@@ -88,7 +100,39 @@ def prepare(spark: SparkSession, cfg: JobConfig, model: model_ref.LocalModel | N
     if cfg.on_bad_rows == "quarantine":
         output.check_compatible(spark, cfg.rejects, plan.rejects_schema(source), source.partition_columns,
                                 "rejects table")
+    if cfg.challenger_uri is not None:
+        job = replace(job, challenger=_challenger(spark, cfg, job, challenger))
     return job
+
+
+def _challenger(spark: SparkSession, cfg: JobConfig, job: Prepared, model: model_ref.LocalModel | None
+                ) -> Challenger:
+    """The challenger's plan: matched to the input like the champion, and with the champion's outputs
+    (names and types), so that the two can be compared and its table has the same output columns."""
+    from spark_jobs.quality import challenger as ch
+
+    assert cfg.challenger_uri is not None
+    if model is None:
+        model = model_ref.download(model_ref.resolve(cfg.challenger_uri))
+    if (model.ref.name, model.ref.version) == (job.model.ref.name, job.model.ref.version):
+        raise UsageError(f"--challenger-uri {cfg.challenger_uri} is the same model version as --model-uri "
+                         f"({model.ref.name} version {model.ref.version})")
+    try:
+        scoring = plan.build(job.source, plan.ModelFacts(model.signature, model.output_names), cfg.partitions,
+                             case_sensitive=spark.conf.get("spark.sql.caseSensitive", "false") == "true",
+                             feature_columns=cfg.feature_columns, result_type=_ddl(cfg.result_type))
+    except UsageError as e:
+        raise UsageError(f"challenger {cfg.challenger_uri}: {e}") from None
+    mine, theirs = job.scoring.outputs.simpleString(), scoring.outputs.simpleString()
+    if mine != theirs:
+        raise UsageError(f"challenger {cfg.challenger_uri} gives {theirs}, the model gives {mine}: the two must "
+                         "have the same outputs to be compared")
+    scoring = replace(scoring, selection=job.scoring.selection, output_schema=job.scoring.output_schema)
+    output.check_compatible(spark, cfg.challenger, ch.table_schema(job.scoring, job.keys),
+                            job.source.partition_columns, "challenger table")
+    choice = engine.plan(cfg.engine, model.path, scoring, {}, inputs_checked=False)
+    log.info("challenger %s resolved to %s version %s", cfg.challenger_uri, model.ref.name, model.ref.version)
+    return Challenger(model, scoring, choice)
 
 
 def _holds_rows(spark: SparkSession, job: Prepared) -> bool:

@@ -82,6 +82,11 @@ class StagingArea:
                 .option("basePath", self.root).parquet(self.root).where(col(OUTCOME) == outcome))
         return rows.select(*[col(f.name) for f in (columns or schema).fields])
 
+    def every_row(self, spark: SparkSession) -> DataFrame:
+        """Every staged row, of every outcome, as staged (with the outcome column)."""
+        return (spark.read.schema(T.StructType([*self.schema.fields, T.StructField(OUTCOME, T.StringType())]))
+                .option("basePath", self.root).parquet(self.root))
+
     def with_stored_rejects(self, spark: SparkSession, replaced: Sequence[str]) -> StagingArea:
         """A rejected row carries its stored input values, but the run's one write staged the transformed
         value of a replaced column (another type, maybe) under its name: rewrite the rejected rows once (a

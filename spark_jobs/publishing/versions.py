@@ -22,6 +22,11 @@ class Version:
     scored: str  # folder of the partition's scored rows in that run
     rejected: str
 
+    @property
+    def challenger(self) -> str:
+        """Its challenger's rows (a run with --challenger-uri), published in the challenger table."""
+        return self.scored.replace(f"/{staging.OUTCOME}={staging.SCORED}", f"/{staging.OUTCOME}=challenger", 1)
+
 
 def kept(spark: SparkSession, table_location: str, partition_path: str,
          succeeded: Mapping[str, dt.datetime]) -> list[Version]:
@@ -44,8 +49,9 @@ def prune(spark: SparkSession, table_location: str, partition_paths: Iterable[st
         for v in older[keep:]:
             log.info("retention: deleting version of run %s of partition %s", v.run_id, path or "(table)")
             fs.delete(spark, v.scored)
-            if fs.exists(spark, v.rejected):
-                fs.delete(spark, v.rejected)
+            for folder in (v.rejected, v.challenger):
+                if fs.exists(spark, folder):
+                    fs.delete(spark, folder)
     for run_id, folder in staging.run_folders(spark, table_location):
         if run_id in garbage:
             log.info("deleting the staged rows of run %s, which did not succeed", run_id)

@@ -5,23 +5,30 @@ run ends."""
 from __future__ import annotations
 
 import datetime as dt
-import io
 import logging
 from collections.abc import Sequence
 from dataclasses import astuple, dataclass, field, replace
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 from pyspark.sql import Row, SparkSession
 from pyspark.sql import types as T
 
-from spark_jobs import compat, fs
+from spark_jobs import compat, fs, parquet_rows
 from spark_jobs.errors import one_line
 from spark_jobs.publishing import output
-from udfs.compat import col, quote
+from udfs.compat import col, quote, sql_type
 
 log = logging.getLogger("score_table.history")
+COMPARISON = T.StructType([
+    T.StructField("partition", T.StringType()),
+    T.StructField("output", T.StringType()),
+    T.StructField("rows", T.LongType()),
+    T.StructField("agreement", T.DoubleType()),
+    T.StructField("mean_abs_diff", T.DoubleType()),
+    T.StructField("max_abs_diff", T.DoubleType()),
+    T.StructField("spearman", T.DoubleType()),
+    T.StructField("psi", T.DoubleType()),
+])
 SCHEMA = T.StructType([
     T.StructField("kind", T.StringType()),  # score | rollback
     T.StructField("status", T.StringType()),  # running | succeeded | failed
@@ -44,12 +51,18 @@ SCHEMA = T.StructType([
     T.StructField("engine", T.StringType()),  # sql | udf (score runs that scored)
     T.StructField("engine_max_diff", T.DoubleType()),  # sql: largest difference from the model on verification
     T.StructField("transforms", T.StringType()),  # the run's per-row SQL transforms, as JSON {column: expression}
+    T.StructField("drift_baseline", T.StringType()),  # what the run's drift was measured against
+    T.StructField("max_drift", T.DoubleType()),  # the largest PSI of any column of any partition
+    T.StructField("challenger_uri", T.StringType()),
+    T.StructField("challenger_version", T.StringType()),
+    T.StructField("challenger", T.ArrayType(COMPARISON)),  # champion vs challenger, per partition
+    T.StructField("report_path", T.StringType()),
+    T.StructField("mlflow_run_id", T.StringType()),
     T.StructField("scoring_run_id", T.StringType()),
 ])
-ADDED_LATER = ("engine", "engine_max_diff", "transforms")  # added to an older table by `write`
+ADDED_LATER = ("engine", "engine_max_diff", "transforms", "drift_baseline", "max_drift", "challenger_uri",
+               "challenger_version", "challenger", "report_path", "mlflow_run_id")  # added to an older table by `write`
 PARTITION = "scoring_run_id"  # each run's row is a partition of its own
-_ARROW = {"string": pa.string(), "timestamp": pa.timestamp("us", tz="UTC"), "bigint": pa.int64(),
-          "double": pa.float64(), "array<string>": pa.list_(pa.string())}  # as Spark reads Parquet back
 
 
 @dataclass(frozen=True)
@@ -75,6 +88,13 @@ class RunRecord:
     engine: str | None = None
     engine_max_diff: float | None = None
     transforms: str | None = None
+    drift_baseline: str | None = None
+    max_drift: float | None = None
+    challenger_uri: str | None = None
+    challenger_version: str | None = None
+    challenger: list[dict[str, Any]] | None = None  # COMPARISON rows
+    report_path: str | None = None
+    mlflow_run_id: str | None = None
     scoring_run_id: str = ""
 
     def finished(self, status: str, error: str | None = None, **counts: object) -> RunRecord:
@@ -87,7 +107,7 @@ class RunRecord:
 
 def abandoned(row: Row, reason: str) -> RunRecord:
     """A `running` row of a dead run, marked failed (its duration is unknown)."""
-    held = row.asDict()
+    held = row.asDict(recursive=True)
     values: dict[str, Any] = {k: held.get(k) for k in SCHEMA.fieldNames()}  # an older table lacks some columns
     record = RunRecord(**values)
     return replace(record, status="failed", ended_at=dt.datetime.now(dt.timezone.utc), error=reason)
@@ -114,14 +134,9 @@ def write(spark: SparkSession, table: str, record: RunRecord, folder: str | None
 
 
 def _parquet(record: RunRecord) -> bytes:
-    """The record as a one-row Parquet file of the table's data columns, typed as Spark reads them back."""
+    """The record as a one-row Parquet file of the table's data columns."""
     data = T.StructType([f for f in SCHEMA.fields if f.name != PARTITION])
-    values = dict(zip(SCHEMA.fieldNames(), astuple(record), strict=True))
-    schema = pa.schema([pa.field(f.name, _ARROW[f.dataType.simpleString()]) for f in data.fields])
-    table = pa.Table.from_pylist([{f.name: values[f.name] for f in data.fields}], schema=schema)
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
-    return bytes(sink.getvalue().to_pybytes())
+    return parquet_rows.to_parquet(data, [dict(zip(SCHEMA.fieldNames(), astuple(record), strict=True))])
 
 
 def _add_missing_columns(spark: SparkSession, table: str) -> None:
@@ -130,7 +145,7 @@ def _add_missing_columns(spark: SparkSession, table: str) -> None:
     have = {f.name.lower() for f in spark.table(table).schema.fields}
     missing = [f for f in SCHEMA.fields if f.name in ADDED_LATER and f.name not in have]
     if missing:
-        columns = ", ".join(f"{quote(f.name)} {f.dataType.simpleString().upper()}" for f in missing)
+        columns = ", ".join(f"{quote(f.name)} {sql_type(f.dataType)}" for f in missing)
         compat.sql(spark, f"ALTER TABLE IDENTIFIER(:table) ADD COLUMNS ({columns})", {"table": table})
 
 
@@ -161,8 +176,7 @@ def outcomes(spark: SparkSession, table: str, run_ids: Sequence[str]) -> dict[st
     found: dict[str, Outcome] = {}
     for path in fs.glob(spark, f"{root}/{PARTITION}={{{','.join(ids)}}}/*.parquet"):
         run_id = path.rsplit(f"/{PARTITION}=", 1)[1].split("/", 1)[0]
-        rows = pq.read_table(io.BytesIO(fs.read_bytes(spark, path)), columns=["kind", "status", "ended_at"])
-        for row in rows.to_pylist():
+        for row in parquet_rows.from_parquet(fs.read_bytes(spark, path), ["kind", "status", "ended_at"]):
             ended = row["ended_at"]  # a table written by Spark may hold timestamps without a zone: UTC
             found[run_id] = Outcome(row["kind"], row["status"],
                                     ended.replace(tzinfo=dt.timezone.utc) if ended and not ended.tzinfo else ended)

@@ -52,7 +52,7 @@ def locked_run(spark: SparkSession, output_table: str, runs_table: str, record: 
         yield run
     except BaseException as e:
         if not run.done:
-            history.write_failure(spark, runs_table, record, e, run.folder)
+            history.write_failure(spark, runs_table, run.record, e, run.folder)
             if manifest and run.publishing:
                 _reconcile_after_failure(spark, output_table)
         raise

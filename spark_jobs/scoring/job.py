@@ -9,6 +9,7 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from typing import Any
 
 from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
@@ -22,10 +23,12 @@ from spark_jobs.planning.tables import ORIGINAL
 from spark_jobs.publishing import output, serving
 from spark_jobs.publishing.publish import Publisher, publisher_for
 from spark_jobs.publishing.staging import REJECTED, SCORED, StagedPartition, StagingArea
+from spark_jobs.quality import assess, challenger, report_file, tracking
 from spark_jobs.runs import history
 from spark_jobs.runs.locked_run import locked_run
 from spark_jobs.scoring import audit, bad_rows
 from spark_jobs.scoring.lineage import RunLineage, with_lineage
+from spark_jobs.scoring.summary import summary
 from spark_jobs.session import runtime_conf
 from udfs import ModelSpec, model_cache
 from udfs.compat import col
@@ -45,12 +48,17 @@ class RunResult:
     seconds: float
     skipped: int = 0  # partitions an incremental run found up to date
     engine: engine.Choice | None = None  # None when nothing was scored
+    quality: assess.Assessed | None = None
+    report_path: str | None = None
+    challenger: model_ref.ModelVersionRef | None = None
 
 
-def run(spark: SparkSession, cfg: JobConfig, model: model_ref.LocalModel | None = None) -> RunResult:
-    """Score and publish; `model` when the caller resolved it already (the CLI does, while Spark starts)."""
+def run(spark: SparkSession, cfg: JobConfig, model: model_ref.LocalModel | None = None,
+        challenger_model: model_ref.LocalModel | None = None) -> RunResult:
+    """Score and publish; `model` (and `challenger_model`) when the caller resolved it already (the CLI does,
+    while Spark starts)."""
     started = time.monotonic()
-    job = prepare(spark, cfg, model)
+    job = prepare(spark, cfg, model, challenger_model)
     lineage = RunLineage.start(job.model.ref)
     if not job.partitions:
         log.info("every selected partition is up to date for %s version %s", job.model.ref.name,
@@ -62,8 +70,27 @@ def run(spark: SparkSession, cfg: JobConfig, model: model_ref.LocalModel | None 
         model_name=lineage.model_name, model_version=lineage.model_version, model_run_id=lineage.model_run_id,
         input_table=cfg.input_table, output_table=cfg.output_table, partition_selection=job.scoring.selection.text,
         scoring_run_id=lineage.scoring_run_id, transforms=json.dumps(cfg.transform) if cfg.transform else None,
+        challenger_uri=cfg.challenger_uri,
+        challenger_version=job.challenger.model.ref.version if job.challenger is not None else None,
     )
     publisher = publisher_for(cfg.output_format)
+    tracked = tracking.start(spark, cfg, job, lineage) if not cfg.no_mlflow_run else None
+    if tracked is not None:
+        record = replace(record, mlflow_run_id=tracked.run_id)
+    try:
+        result = _locked(spark, cfg, job, lineage, record, publisher, started, tracked)
+    except BaseException as e:
+        if tracked is not None:
+            tracked.failed(e)
+        raise
+    if tracked is not None:
+        tracked.succeeded(result)
+    return result
+
+
+def _locked(spark: SparkSession, cfg: JobConfig, job: Prepared, lineage: RunLineage, record: history.RunRecord,
+            publisher: Publisher, started: float, tracked: tracking.TrackedRun | None) -> RunResult:
+    """The run under the output table's lock: score and stage, audit, assess, publish, retain."""
     with locked_run(spark, cfg.output_table, cfg.runs, record, cfg.lock_stale_after_s, cfg.break_lock,
                     manifest=cfg.output_format != "delta") as this:
         location = output.ensure_table(spark, cfg.output_table, job.scoring.output_schema,
@@ -73,6 +100,19 @@ def run(spark: SparkSession, cfg: JobConfig, model: model_ref.LocalModel | None 
                                       [stored[c] for c in job.source.replaced])
         try:
             staged, counts, chosen = _score_and_stage(spark, cfg, job, lineage, staging)
+            quality = _assess(spark, cfg, job, lineage, staging, staged, counts)
+            partial = RunResult(lineage, job.scoring.selection.text, job.source.partition_columns, staged, counts,
+                                cfg.rejects if cfg.on_bad_rows == "quarantine" else None,
+                                time.monotonic() - started, job.skipped, chosen, quality,
+                                report_file.path(staging, lineage.scoring_run_id),
+                                job.challenger.model.ref if job.challenger is not None else None)
+            report_file.write(spark, partial, summary(cfg, partial))
+            if tracked is not None:
+                tracked.report_path = partial.report_path
+            this.record = replace(this.record, report_path=partial.report_path, max_drift=quality.max_psi,
+                                  drift_baseline=quality.baseline_note, challenger=_comparisons(quality))
+            if quality.crossed and cfg.drift_action == "fail":
+                raise assess.drift_error(quality.crossed)
             if cfg.on_bad_rows == "quarantine" and counts.rejected and job.source.replaced:
                 staging = staging.with_stored_rejects(spark, job.source.replaced)
         except BaseException:
@@ -87,12 +127,34 @@ def run(spark: SparkSession, cfg: JobConfig, model: model_ref.LocalModel | None 
         this.succeeded(rows_read=counts.read, rows_scored=counts.scored, rows_rejected=counts.rejected,
                        published_partitions=published, engine=chosen.engine, engine_max_diff=chosen.max_diff)
         try:
-            publisher.retain(spark, staging, staged, cfg.runs, cfg.keep_versions, [cfg.output_table, cfg.rejects])
+            publisher.retain(spark, staging, staged, cfg.runs, cfg.keep_versions,
+                             [cfg.output_table, cfg.rejects, cfg.challenger])
         except Exception:
             log.warning("retention failed; superseded versions are kept until the next run", exc_info=True)
-    return RunResult(lineage, job.scoring.selection.text, job.source.partition_columns, staged, counts,
-                     cfg.rejects if cfg.on_bad_rows == "quarantine" else None, time.monotonic() - started,
-                     job.skipped, chosen)
+    return replace(partial, seconds=time.monotonic() - started)
+
+
+def _assess(spark: SparkSession, cfg: JobConfig, job: Prepared, lineage: RunLineage, staging: StagingArea,
+            staged: list[StagedPartition], counts: audit.Counts) -> assess.Assessed:
+    """Profiles, drift and the challenger's comparison, from the staged rows; stored before publishing."""
+    settings = assess.Settings(cfg.profiles, cfg.baseline, cfg.max_drift, cfg.drift_action, cfg.output_table)
+    values = sorted({p.values for p in staged if p.outcome == SCORED or p.outcome == REJECTED}, key=str)
+    name = None
+    if job.challenger is not None:
+        ref = job.challenger.model.ref
+        name = f"{ref.name} version {ref.version}" if ref.version else ref.name
+    found = assess.assess(spark, settings, staging, job.scoring, job.keys, values, lineage.scoring_run_id,
+                          lineage.model_run_id, name, counts.rejected)
+    log.info("quality: %d partition(s) profiled; %s; largest PSI %s", len(found.partitions), found.baseline_note,
+             "-" if found.max_psi is None else f"{found.max_psi:.4f}")
+    return found
+
+
+def _comparisons(quality: assess.Assessed) -> list[dict[str, Any]] | None:
+    found = [{"partition": q.partition, "output": c.output, "rows": c.rows, "agreement": c.agreement,
+              "mean_abs_diff": c.mean_abs_diff, "max_abs_diff": c.max_abs_diff, "spearman": c.spearman, "psi": c.psi}
+             for q in quality.partitions if (c := q.comparison) is not None]
+    return found or None
 
 
 def _discard(spark: SparkSession, staging: StagingArea) -> None:
@@ -123,22 +185,23 @@ def _score_and_stage(spark: SparkSession, cfg: JobConfig, job: Prepared, lineage
         return engine.verify(spark, job.engine, job.selected(spark), reasons, spec, cfg.verify_rows,
                              cfg.engine_tolerance, cfg.engine)
 
+    second = _challenger(spark, cfg, job, reasons, lineage) if job.challenger is not None else None
     faults.while_running_jobs(spark)
     if job.engine.program is not None and cfg.engine == "auto":
         # one setting for every query of the block: each query's own runtime_conf then restores the same values
         with runtime_conf(spark, {**_query_settings(cfg, spec, job.engine), **engine.VERIFY_SETTINGS}), \
                 ThreadPoolExecutor(1, thread_name_prefix="verify") as pool:
             verifying = pool.submit(verify)
-            read = _write(spark, cfg, job, lineage, staging, job.engine, spec, reasons)
+            read = _write(spark, cfg, job, lineage, staging, job.engine, spec, reasons, second)
             chosen = verifying.result()
         log.info("engine: %s (%s)", chosen.engine, chosen.reason)
         if chosen.engine != "sql":
             staging.delete(spark)
-            read = _write(spark, cfg, job, lineage, staging, chosen, spec, reasons)
+            read = _write(spark, cfg, job, lineage, staging, chosen, spec, reasons, second)
     else:
         chosen = verify()
         log.info("engine: %s (%s)", chosen.engine, chosen.reason)
-        read = _write(spark, cfg, job, lineage, staging, chosen, spec, reasons)
+        read = _write(spark, cfg, job, lineage, staging, chosen, spec, reasons, second)
     faults.point("after_stage")
     staged = staging.partitions(spark)
     counts = audit.count(read, staged)  # checked against the written files' footers
@@ -157,23 +220,57 @@ def _query_settings(cfg: JobConfig, spec: ModelSpec, chosen: engine.Choice) -> d
     return {**arrow, **engine.spark_settings(chosen)}
 
 
+@dataclass(frozen=True)
+class _Second:
+    """The challenger as the write needs it: its verified engine, its spec, its lineage."""
+
+    choice: engine.Choice
+    spec: ModelSpec
+    lineage: RunLineage
+
+
+def _challenger(spark: SparkSession, cfg: JobConfig, job: Prepared, reasons: Column | None,
+                lineage: RunLineage) -> _Second:
+    """The challenger's engine, verified on the run's rows like the champion's (before the write); its errors
+    are isolated (a row it cannot score keeps null challenger outputs)."""
+    assert job.challenger is not None
+    ch = job.challenger
+    spec = ModelSpec(ch.model.path, ch.scoring.features, job.scoring.outputs, tensor=ch.scoring.tensor,
+                     isolate_errors=True)
+    choice = engine.verify(spark, ch.engine, job.selected(spark), reasons, spec, cfg.verify_rows,
+                           cfg.engine_tolerance, cfg.engine)
+    log.info("challenger engine: %s (%s)", choice.engine, choice.reason)
+    if choice.engine == "udf":
+        spec = replace(spec, model_file=model_cache.ship(spark, ch.model.path))
+    ref = ch.model.ref
+    return _Second(choice, spec, RunLineage(ref.name, ref.version, ref.run_id, lineage.scored_at,
+                                            lineage.scoring_run_id))
+
+
 def _write(spark: SparkSession, cfg: JobConfig, job: Prepared, lineage: RunLineage, staging: StagingArea,
-           chosen: engine.Choice, spec: ModelSpec, reasons: Column | None) -> int:
-    """Score every selected row with the chosen engine and stage it; the rows read."""
+           chosen: engine.Choice, spec: ModelSpec, reasons: Column | None, second: _Second | None = None) -> int:
+    """Score every selected row with the chosen engine (and the challenger's) and stage it; the rows read."""
     if chosen.engine == "udf":  # executors load the model from the files shipped with the job
         spec = replace(spec, model_file=model_cache.ship(spark, job.model.path))
     log.info("scoring %d partition(s) of %s (%s) with %s version %s", len(job.partitions), cfg.input_table,
              job.scoring.selection.text, lineage.model_name, lineage.model_version)
     read = Observation("read")  # rows entering the run, counted as they are read: no second pass
+    skip = col(plan.REJECT_REASON).isNotNull() if reasons is not None else None
     rows = (job.selected(spark).observe(read, F.count(F.lit(1)).alias("rows"))
-            .transform(bad_rows.with_reason, reasons)
-            .transform(engine.to_dataframe, chosen, spec,
-                       col(plan.REJECT_REASON).isNotNull() if reasons is not None else None)
+            .transform(bad_rows.with_reason, reasons))
+    settings = _query_settings(cfg, spec, chosen)
+    if second is not None:  # first, so that its outputs are out of the way before the champion's arrive
+        rows = (rows.transform(engine.to_dataframe, second.choice, second.spec, skip)
+                .transform(challenger.hide_outputs, job.scoring.outputs))
+        settings = {**engine.spark_settings(second.choice), **settings}
+    rows = (rows.transform(engine.to_dataframe, chosen, spec, skip)
             .transform(with_lineage, lineage)
             .transform(partitions.with_fingerprints, job.source, job.fingerprints)
             .transform(bad_rows.with_outcome)
             .transform(_stored_values_of_rejects_only, job.source.replaced))
-    with runtime_conf(spark, _query_settings(cfg, spec, chosen)):
+    if second is not None:
+        rows = rows.transform(challenger.with_rows, job.scoring, job.keys, second.lineage)
+    with runtime_conf(spark, settings):
         staging.write(rows)
     return int(read.get["rows"])
 
@@ -200,6 +297,13 @@ def _publish_all(spark: SparkSession, cfg: JobConfig, job: Prepared, publisher: 
     if cfg.key_columns:
         output.create_latest_view(spark, cfg.latest, cfg.output_table, job.scoring.output_schema,
                                   job.keys[:len(cfg.key_columns)], parts)
+    if job.challenger is not None or spark.catalog.tableExists(cfg.challenger):
+        # a run without a challenger drops its partitions from the challenger table: they would compare an
+        # older champion version
+        schema = challenger.table_schema(job.scoring, job.keys)
+        if job.challenger is not None:
+            output.ensure_table(spark, cfg.challenger, schema, parts, cfg.output_format)
+        publisher.publish(spark, cfg.challenger, schema, staging, challenger.CHALLENGER, staged, run_partitions)
     if cfg.on_bad_rows == "quarantine":
         rejects_schema = plan.rejects_schema(job.source)
         output.ensure_table(spark, cfg.rejects, rejects_schema, parts, cfg.output_format)

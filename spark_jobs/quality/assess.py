@@ -1,0 +1,148 @@
+"""A run's quality step, between the audit and publishing: profile every staged partition (inputs, outputs,
+a challenger's outputs), measure drift against the baseline, compare champion and challenger, store the
+profiles, and gate publishing on the drift limits."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from spark_jobs.errors import ScoringError
+from spark_jobs.planning import partitions
+from spark_jobs.planning.plan import REJECT_REASON, ScoringPlan
+from spark_jobs.publishing.staging import REJECTED, SCORED, StagingArea
+from spark_jobs.quality import baseline, challenger, profiles, store
+from spark_jobs.quality.records import CHALLENGER, INPUT, OUTPUT, ColumnProfile, PartitionQuality
+from spark_jobs.scoring.bad_rows import OUTCOME
+from udfs.compat import col
+
+log = logging.getLogger("score_table.quality")
+METRICS = ("psi", "js", "ks")
+Values = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Settings:
+    profiles_table: str
+    baseline: str  # previous | training
+    max_drift: Mapping[str, float]  # metric -> limit
+    drift_action: str  # fail | warn
+    output_table: str
+
+
+@dataclass(frozen=True)
+class Assessed:
+    partitions: tuple[PartitionQuality, ...]
+    baseline_note: str
+    crossed: tuple[str, ...]  # drift limits crossed: "partition: kind column 'c' psi 0.3 > 0.25"
+
+    @property
+    def max_psi(self) -> float | None:
+        found = [p.drift.psi for q in self.partitions for p in q.profiles
+                 if p.drift is not None and p.kind != CHALLENGER]
+        return max(found) if found else None
+
+
+def targets(scoring: ScoringPlan, with_challenger: bool) -> list[profiles.Target]:
+    """The model's inputs over every row read, its outputs over the scored rows, a challenger's over its own."""
+    types = {f.name: f.dataType for f in scoring.output_schema.fields}
+    read = col(OUTCOME).isin(SCORED, REJECTED)
+    inputs = list(dict.fromkeys(f.column for f in scoring.features))
+    found = [profiles.Target(c, INPUT, types[c], read) for c in inputs if c in types]
+    found += [profiles.Target(f.name, OUTPUT, f.dataType, col(OUTCOME) == SCORED) for f in scoring.outputs.fields]
+    if with_challenger:
+        found += [profiles.Target(f.name, CHALLENGER, f.dataType, col(OUTCOME) == challenger.CHALLENGER)
+                  for f in scoring.outputs.fields]
+    return found
+
+
+def assess(spark: SparkSession, settings: Settings, staging: StagingArea, scoring: ScoringPlan,
+           keys: Sequence[str], run_partitions: Sequence[Values], run_id: str, model_run_id: str | None,
+           challenger_name: str | None, rejected: int) -> Assessed:
+    parts = scoring.partition_columns
+    rows = staging.every_row(spark)
+    wanted = targets(scoring, challenger_name is not None)
+    find, note = _baselines(spark, settings, parts, model_run_id)
+    reasons = _reasons(rows, parts) if rejected else {}
+    compared = challenger.outputs_compared(scoring.outputs)
+    found: list[PartitionQuality] = []
+    for values in sorted(run_partitions, key=baseline._order):
+        here = rows.where(partitions.matches(parts, values)) if parts else rows
+        base = find(values)
+        made = profiles.profile(here, wanted, base.profiles if base else {}, base.name if base else "")
+        if isinstance(find, baseline.Previous):
+            find.add(values, made)
+        comparison = None
+        if challenger_name is not None:
+            score = next((p for p in made if p.kind == OUTPUT and p.column == compared.score), None)
+            edges = profiles.edges_of(score.histogram) if score is not None and score.numeric else ()
+            comparison = challenger.compare(here.where(col(OUTCOME) == SCORED),
+                                            here.where(col(OUTCOME) == challenger.CHALLENGER), keys, compared,
+                                            edges, challenger_name)
+        name = partitions.describe(parts, values) if parts else "table"
+        found.append(PartitionQuality(name, values, tuple(made), reasons.get(values, {}), comparison))
+    store.write(spark, settings.profiles_table, run_id, [f for f in staging.schema.fields if f.name in parts],
+                {q.values: q.profiles for q in found})
+    if note.startswith("previous") and not any(p.drift for q in found for p in q.profiles):
+        note = "previous: no earlier profile of these partitions (first run): drift not measured"
+    crossed = gate(found, settings.max_drift)
+    for line in crossed:
+        log.warning("drift over the limit: %s", line)
+    return Assessed(tuple(found), note, crossed)
+
+
+def gate(found: Sequence[PartitionQuality], limits: Mapping[str, float]) -> tuple[str, ...]:
+    """Every drift limit crossed, by partition, column and metric (a challenger's outputs are compared,
+    not gated)."""
+    crossed = []
+    for q in found:
+        for p in q.profiles:
+            if p.drift is None or p.kind == CHALLENGER:
+                continue
+            for metric, limit in limits.items():
+                value = getattr(p.drift, metric)
+                if value is not None and value > limit:
+                    crossed.append(f"{q.partition}: {p.kind} column '{p.column}' {metric} {value:.4f} > {limit:g}")
+    return tuple(crossed)
+
+
+def drift_error(crossed: Sequence[str]) -> ScoringError:
+    """The gate's failure (exit 1): the first limit crossed, and how many more."""
+    more = f" (and {len(crossed) - 1} more)" if len(crossed) > 1 else ""
+    return ScoringError(f"drift over the limit: {crossed[0]}{more}; nothing published "
+                        "(--drift-action warn records it and publishes)")
+
+
+def _baselines(spark: SparkSession, settings: Settings, parts: Sequence[str], model_run_id: str | None
+               ) -> tuple[Callable[[Values], baseline.Found | None], str]:
+    if settings.baseline == "training":
+        found = baseline.training(model_run_id)
+        if found is None:
+            log.warning("the model version has no training profile (score-table baseline makes one): drift "
+                        "not measured")
+            return (lambda _v: None), "training: the model version has no training profile: drift not measured"
+        return baseline.fixed(found, "training profile"), "training profile of the model version"
+    return baseline.Previous(spark, settings.output_table, settings.profiles_table, parts), \
+        "previous: the published version of each partition, else the latest earlier partition"
+
+
+def _reasons(rows: DataFrame, parts: Sequence[str]) -> dict[Values, dict[str, int]]:
+    """Rejected rows by reason, per partition (one grouped count)."""
+    found: dict[Values, dict[str, int]] = {}
+    grouped = rows.where(col(OUTCOME) == REJECTED).groupBy(*[col(c) for c in parts], col(REJECT_REASON)).count()
+    for r in grouped.collect():
+        values = tuple(r[c] for c in parts)
+        found.setdefault(values, {})[str(r[REJECT_REASON])] = int(r["count"])
+    return found
+
+
+def profile_table(spark: SparkSession, rows: DataFrame, columns: Sequence[T.StructField]) -> list[ColumnProfile]:
+    """A training profile: the model's inputs over every row of a table (no partitions, no baseline)."""
+    wanted = [profiles.Target(f.name, INPUT, f.dataType, F.lit(True)) for f in columns]
+    return profiles.profile(rows, wanted, {})

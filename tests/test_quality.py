@@ -1,0 +1,240 @@
+"""Profiles, drift and its gate, champion vs challenger, the training baseline, the run in MLflow and the
+report: checked against independent computations (numpy, pandas, scipy) on the rows themselves."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+from pyspark.testing import assertDataFrameEqual
+from scipy import stats
+
+from spark_jobs.cli import main
+from spark_jobs.publishing import output as output_tables
+from spark_jobs.quality import metrics, report
+from spark_jobs.quality.records import QUANTILES
+from tests import browser
+from tests.support import DAYS, FEATURES, base, create_table, fit, pyfunc_predictions, register_sklearn, score
+
+DRIFT_SCHEMA = "customer_id bigint, tenure int, spend decimal(10,2), visits bigint, segment string, ds string"
+
+
+def drift_rows(day: str, shift: float, n: int = 300, seed: int = 7) -> list[tuple[Any, ...]]:
+    """Tenure and spend moved by `shift`; visits and segment as they were."""
+    rng = np.random.default_rng(seed)
+    return [(i, int(rng.integers(1, 60) + shift), Decimal(f"{rng.uniform(10, 90) + shift:.2f}"),
+             int(rng.integers(0, 30)), "ab"[i % 2] if i % 5 else "c", day) for i in range(n)]
+
+
+@pytest.fixture()
+def drifting(spark: SparkSession, source: str) -> Iterator[str]:
+    """A one-day table of 300 customers (the `source` fixture made the database)."""
+    name = "lake.drifting"
+    create_table(spark, name, drift_rows(DAYS[0], 0.0), DRIFT_SCHEMA)
+    yield name
+    spark.catalog.dropTable(name, ifExists=True)
+
+
+def profiles_of(spark: SparkSession, table: str, run_id: str) -> pd.DataFrame:
+    return spark.table(table).where(F.col("scoring_run_id") == run_id).toPandas()
+
+
+def source_frame(spark: SparkSession, table: str, day: str) -> pd.DataFrame:
+    return spark.table(table).where(F.col("ds") == day).toPandas()
+
+
+def binned(values: np.ndarray, histogram: Any) -> list[int]:
+    """Counts of values in the stored bins, by numpy: [lower, upper), open at both ends."""
+    edges = [b["upper"] for b in histogram[:-1]]
+    return list(np.bincount(np.searchsorted(np.asarray(edges), values, side="right"), minlength=len(edges) + 1))
+
+
+def test_profiles_equal_an_independent_computation(spark: SparkSession, source: str, output: str,
+                                                    model: dict[str, str]) -> None:
+    result = score(spark, *base(source, output), "--no-mlflow-run")
+    stored = profiles_of(spark, f"{output}_profiles", result.lineage.scoring_run_id)
+    rows = spark.table(source).toPandas()
+    assert set(stored["ds"]) == set(DAYS)
+    for day in DAYS:
+        here = rows[rows["ds"] == day]
+        predictions = np.asarray(pyfunc_predictions(f"models:/churn_lr/{model['v1']}",
+                                                    here[list(FEATURES.values())].astype(float)
+                                                    .set_axis(list(FEATURES), axis=1)), dtype=float)
+        columns = {**{c: here[c].astype(float).to_numpy() for c in FEATURES.values()}, "prediction": predictions}
+        got = stored[stored["ds"] == day].set_index("column_name")
+        assert sorted(got.index) == sorted(columns)
+        for name, values in columns.items():
+            row = got.loc[name]
+            assert row["kind"] == ("output" if name == "prediction" else "input")
+            assert (row["rows"], row["nulls"], row["nans"]) == (len(values), 0, 0)
+            assert row["min"] == values.min() and row["max"] == values.max()
+            assert row["mean"] == pytest.approx(values.mean(), rel=1e-12)
+            assert row["stddev"] == pytest.approx(values.std(ddof=1), rel=1e-9)
+            # percentile_approx on a handful of rows is exact: the smallest value with at least p of them below
+            assert row["quantiles"] == {q: float(np.quantile(values, p, method="inverted_cdf"))
+                                        for q, p in QUANTILES}
+            assert [b["count"] for b in row["histogram"]] == binned(values, row["histogram"])
+            assert row["baseline"] is None or day != DAYS[0]
+
+
+def test_drift_gate_fails_the_run_naming_the_column_and_publishes_nothing(
+        spark: SparkSession, drifting: str, output: str, model: dict[str, str],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    first = score(spark, *base(drifting, output), "--no-mlflow-run")
+    published = spark.table(output).collect()
+    create_table(spark, drifting, drift_rows(DAYS[0], 25.0), DRIFT_SCHEMA)
+    code = main([*base(drifting, output), "--max-drift", "psi=0.25", "--no-mlflow-run"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert f"drift over the limit: ds={DAYS[0]}: input column 'tenure' psi" in err or \
+        f"drift over the limit: ds={DAYS[0]}: input column 'spend' psi" in err, err
+    assertDataFrameEqual(spark.table(output), published)  # nothing published
+    runs = spark.table(f"{output}_runs").where(F.col("status") == "failed").collect()
+    assert len(runs) == 1 and runs[0].error.startswith("drift over the limit") and runs[0].report_path
+
+    # the failed run's profiles, against the first run's, recomputed here from the stored histograms and the rows
+    failed_id = runs[0].scoring_run_id
+    now = profiles_of(spark, f"{output}_profiles", failed_id).set_index("column_name")
+    before = profiles_of(spark, f"{output}_profiles", first.lineage.scoring_run_id).set_index("column_name")
+    rows = source_frame(spark, drifting, DAYS[0])
+    for name in ("tenure", "spend", "visits"):
+        base_bins, cur_bins = before.loc[name]["histogram"], now.loc[name]["histogram"]
+        assert [b["upper"] for b in cur_bins] == [b["upper"] for b in base_bins]  # the baseline's bins
+        counts = binned(rows[name].astype(float).to_numpy(), cur_bins)
+        assert [b["count"] for b in cur_bins] == counts
+        p = np.maximum(np.array([b["count"] for b in base_bins]) / sum(b["count"] for b in base_bins), 1e-4)
+        q = np.maximum(np.array(counts) / sum(counts), 1e-4)
+        assert now.loc[name]["psi"] == pytest.approx(float(np.sum((q - p) * np.log(q / p))), rel=1e-9)
+        assert now.loc[name]["ks"] == pytest.approx(float(np.max(np.abs(np.cumsum(p) - np.cumsum(q)))), abs=1e-3)
+        assert now.loc[name]["baseline"].startswith(f"published ds={DAYS[0]} (run {first.lineage.scoring_run_id}")
+    assert now.loc["tenure"]["psi"] > 0.25 and now.loc["visits"]["psi"] < 0.1  # visits did not move
+
+    assert main([*base(drifting, output), "--max-drift", "psi=0.25", "--drift-action", "warn",
+                 "--no-mlflow-run"]) == 0
+    out = capsys.readouterr().out
+    assert "drift over the limit:" in out and "largest drift: PSI" in out
+    assert spark.table(output).select("scoring_run_id").distinct().count() == 1
+    assert spark.table(output).first()["scoring_run_id"] != first.lineage.scoring_run_id
+
+
+def test_challenger_scores_the_same_rows_into_its_own_table(spark: SparkSession, source: str, output: str,
+                                                            model: dict[str, str]) -> None:
+    alone = f"{output}_alone"
+    spark.catalog.dropTable(alone, ifExists=True)
+    plain = score(spark, *base(source, alone), "--no-mlflow-run")
+    result = score(spark, *base(source, output), "--challenger-uri", f"models:/churn_lr/{model['v2']}",
+                   "--key-columns", "customer_id", "--no-mlflow-run")
+    runs = ["scored_at", "scoring_run_id"]
+    assertDataFrameEqual(spark.table(output).drop(*runs), spark.table(alone).drop(*runs))  # BI's table unchanged
+    assert plain.counts == result.counts
+    rows = spark.table(source).orderBy("customer_id").toPandas()
+    inputs = rows[list(FEATURES.values())].astype(float).set_axis(list(FEATURES), axis=1)
+    champion = np.asarray(pyfunc_predictions(f"models:/churn_lr/{model['v1']}", inputs), dtype=float)
+    challenger = np.asarray(pyfunc_predictions(f"models:/churn_lr/{model['v2']}", inputs), dtype=float)
+    lineage = result.lineage
+    expected = [(int(r.customer_id), float(p), "churn_lr", model["v2"], None, lineage.scored_at,
+                 lineage.scoring_run_id, r.ds) for r, p in zip(rows.itertuples(), challenger, strict=True)]
+    got = spark.table(f"{output}_challenger")
+    assert got.columns == ["customer_id", "prediction", "model_name", "model_version", "model_run_id",
+                           "scored_at", "scoring_run_id", "ds"]
+    # the sql engine's linear model: within the engine's tolerance (1e-9 relative) of MLflow's own
+    assertDataFrameEqual(got.drop("model_run_id"), spark.createDataFrame(
+        [tuple(e[:4]) + tuple(e[5:]) for e in expected], got.drop("model_run_id").schema), rtol=1e-9)
+    history = spark.table(f"{output}_runs").where(F.col("scoring_run_id") == lineage.scoring_run_id).first()
+    assert history.challenger_uri == f"models:/churn_lr/{model['v2']}" and history.challenger_version == model["v2"]
+    by_day = {c.partition: c for c in history.challenger}
+    stored = profiles_of(spark, f"{output}_profiles", lineage.scoring_run_id)
+    for day in DAYS:
+        at = (rows["ds"] == day).to_numpy()
+        a, b = champion[at], challenger[at]
+        c = by_day[f"ds={day}"]
+        assert (c.output, c.rows, c.agreement) == ("prediction", int(at.sum()), None)
+        assert c.mean_abs_diff == pytest.approx(float(np.mean(np.abs(a - b))), rel=1e-12)
+        assert c.max_abs_diff == pytest.approx(float(np.max(np.abs(a - b))), rel=1e-12)
+        assert c.spearman == pytest.approx(float(stats.spearmanr(a, b).statistic), rel=1e-12)
+        score_profile = stored[(stored["ds"] == day) & (stored["kind"] == "output")].iloc[0]
+        bins = score_profile["histogram"]
+        assert c.psi == pytest.approx(metrics.psi(binned(a, bins), binned(b, bins)), rel=1e-12)
+        ch_profile = stored[(stored["ds"] == day) & (stored["kind"] == "challenger")].iloc[0]
+        assert ch_profile["mean"] == pytest.approx(float(b.mean()), rel=1e-12)
+
+    # a later run without the challenger takes its partitions out of the challenger table
+    score(spark, *base(source, output), "--partition", f"ds={DAYS[0]}", "--no-mlflow-run")
+    assert sorted(r.ds for r in spark.table(f"{output}_challenger").select("ds").distinct().collect()) == DAYS[1:]
+    spark.catalog.dropTable(alone, ifExists=True)
+    spark.catalog.dropTable(f"{alone}_runs", ifExists=True)
+    spark.catalog.dropTable(f"{alone}_profiles", ifExists=True)
+    for side in ("challenger", "profiles", "runs"):
+        spark.catalog.dropTable(f"{output}_{side}", ifExists=True)
+
+
+def test_training_baseline_is_stored_with_the_model_version_and_used(
+        spark: SparkSession, source: str, output: str, tracking_uri: str,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    version = register_sklearn(*fit((1.0, 2.0, 3.0), seed=5), "churn_trained")
+    uri = f"models:/churn_trained/{version}"
+    assert main(["baseline", "--model-uri", uri, "--input-table", source, "--partition", f"ds={DAYS[0]}"]) == 0
+    assert f"runs:/{MlflowClient().get_model_version('churn_trained', version).run_id}/" in capsys.readouterr().out
+    result = score(spark, *base(source, output, uri), "--baseline", "training", "--no-mlflow-run")
+    stored = profiles_of(spark, f"{output}_profiles", result.lineage.scoring_run_id)
+    inputs = stored[stored["kind"] == "input"]
+    assert set(inputs["baseline"]) == {"training profile"}
+    day0 = inputs[inputs["ds"] == DAYS[0]]
+    assert list(day0["psi"]) == [0.0] * len(day0)  # the training rows themselves
+    assert stored[stored["kind"] == "output"]["baseline"].isna().all()  # no outputs in a training profile
+
+
+def test_the_run_is_an_mlflow_run_with_its_report(spark: SparkSession, source: str, output: str,
+                                                  model: dict[str, str], tmp_path: Path) -> None:
+    result = score(spark, *base(source, output))
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(f"score-table/{output}")
+    assert experiment is not None
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["score_table.scoring_run_id"] == result.lineage.scoring_run_id
+    assert run.data.params["model_version"] == model["v1"] and run.data.params["input_table"] == source
+    assert run.data.metrics["rows_read"] == 12 and run.data.metrics["rows_scored"] == 12
+    assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["report.html"]
+    history = spark.table(f"{output}_runs").first()
+    assert history.mlflow_run_id == run.info.run_id
+    # a failed run (another model version: its predictions drift past the limit) ends its MLflow run as FAILED
+    assert main([*base(source, output, f"models:/churn_lr/{model['v2']}"), "--max-drift", "psi=0.0001"]) == 1
+    failed = [r for r in client.search_runs([experiment.experiment_id]) if r.info.run_id != run.info.run_id]
+    assert [r.info.status for r in failed] == ["FAILED"]
+    assert failed[0].data.tags["error"].startswith("drift over the limit: ds=")
+
+
+def test_report_shows_the_profiles_in_a_browser(spark: SparkSession, source: str, output: str,
+                                                model: dict[str, str], tmp_path: Path) -> None:
+    score(spark, *base(source, output), "--no-mlflow-run", "--partition", f"ds={DAYS[0]}")
+    result = score(spark, *base(source, output), "--no-mlflow-run", "--challenger-uri",
+                   f"models:/churn_lr/{model['v2']}", "--key-columns", "customer_id")
+    assert result.report_path is not None
+    html = tmp_path / "report.html"
+    html.write_text(Path(result.report_path.removeprefix("file:")).read_text())
+    page = browser.render(html, tmp_path / "report.png")
+    charts = {(c.attributes.get("data-chart"), c.attributes.get("data-partition")) for c in page.charts}
+    for day in DAYS:
+        assert ("prediction-histogram", f"ds={day}") in charts and ("challenger-grid", f"ds={day}") in charts
+    assert all(c.width > 0 and c.height > 0 for c in page.charts)
+    shown = {(m.attributes["data-partition"], m.attributes.get("data-kind"), m.attributes["data-column"],
+              m.attributes["data-metric"]): m.text for m in page.metrics}
+    stored = profiles_of(spark, f"{output}_profiles", result.lineage.scoring_run_id)
+    for r in stored.itertuples():
+        for metric in ("rows", "mean", "stddev", "psi"):
+            value = getattr(r, metric)
+            key = (f"ds={r.ds}", r.kind, r.column_name, "count" if metric == "rows" else metric)
+            expected = report.number(None if value is None or (isinstance(value, float) and math.isnan(value))
+                                     else value)
+            assert shown[key] == expected, key
+    output_tables.location(spark, output)
