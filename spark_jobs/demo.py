@@ -145,8 +145,9 @@ def prepare_home(spark: SparkSession, home: str, rows: int, days: int, start: dt
     compat.create_database(spark, "lake")
     (features_df(spark, rows, days, start, shifted_days).write.mode("overwrite")
      .partitionBy("ds").format("parquet").saveAsTable(INPUT_TABLE))
+    shifted = f", the last {shifted_days} with shifted features" if shifted_days else ""
     made.append(f"wrote {INPUT_TABLE}: {rows // days * (days + shifted_days)} rows in {days + shifted_days} daily "
-                f"partitions from {start}" + (f", the last {shifted_days} with shifted features" if shifted_days else ""))
+                f"partitions from {start}{shifted}")
     return made
 
 

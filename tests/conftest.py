@@ -102,6 +102,7 @@ def spark(workdir: Path) -> Iterator[SparkSession]:
                 f"jdbc:derby:;databaseName={workdir / 'metastore_db'};create=true")
         .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={workdir} {jvm_classes.java_options()}")
         .config("spark.ui.enabled", "false")
+        .config("spark.python.sql.dataFrameDebugging.enabled", "false")  # as the job's own sessions (JOB_DEFAULTS)
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.shuffle.partitions", "2")
         .config("spark.sql.adaptive.enabled", "false")

@@ -19,7 +19,6 @@ from pyspark.testing import assertDataFrameEqual
 from scipy import stats
 
 from spark_jobs.cli import main
-from spark_jobs.publishing import output as output_tables
 from spark_jobs.quality import metrics, report
 from spark_jobs.quality.records import QUANTILES
 from tests import browser
@@ -223,18 +222,19 @@ def test_report_shows_the_profiles_in_a_browser(spark: SparkSession, source: str
     html = tmp_path / "report.html"
     html.write_text(Path(result.report_path.removeprefix("file:")).read_text())
     page = browser.render(html, tmp_path / "report.png")
-    charts = {(c.attributes.get("data-chart"), c.attributes.get("data-partition")) for c in page.charts}
+    charts = {(c.attrs.get("chart"), c.attrs.get("partition")) for c in page.charts}
     for day in DAYS:
         assert ("prediction-histogram", f"ds={day}") in charts and ("challenger-grid", f"ds={day}") in charts
     assert all(c.width > 0 and c.height > 0 for c in page.charts)
-    shown = {(m.attributes["data-partition"], m.attributes.get("data-kind"), m.attributes["data-column"],
-              m.attributes["data-metric"]): m.text for m in page.metrics}
+    assert page.requests == [html.as_uri()]  # self-contained: nothing else fetched
+    shown = {(m.attrs["partition"], m.attrs.get("kind"), m.attrs.get("column"), m.attrs["metric"]): m.text
+             for m in page.metrics}
     stored = profiles_of(spark, f"{output}_profiles", result.lineage.scoring_run_id)
+    assert len(stored) == 3 * 5  # three inputs, the output and the challenger's output, in each of 3 days
     for r in stored.itertuples():
-        for metric in ("rows", "mean", "stddev", "psi"):
+        for metric in ("rows", "nulls", "min", "max", "mean", "stddev", "psi", "js", "ks"):
             value = getattr(r, metric)
+            value = None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+            value = int(value) if metric in ("rows", "nulls") else value
             key = (f"ds={r.ds}", r.kind, r.column_name, "count" if metric == "rows" else metric)
-            expected = report.number(None if value is None or (isinstance(value, float) and math.isnan(value))
-                                     else value)
-            assert shown[key] == expected, key
-    output_tables.location(spark, output)
+            assert shown[key] == report.number(value), key

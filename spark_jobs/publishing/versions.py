@@ -12,6 +12,7 @@ from pyspark.sql import SparkSession
 
 from spark_jobs import fs
 from spark_jobs.publishing import staging
+from spark_jobs.scoring.bad_rows import OUTCOME
 
 log = logging.getLogger("score_table.versions")
 
@@ -25,7 +26,7 @@ class Version:
     @property
     def challenger(self) -> str:
         """Its challenger's rows (a run with --challenger-uri), published in the challenger table."""
-        return self.scored.replace(f"/{staging.OUTCOME}={staging.SCORED}", f"/{staging.OUTCOME}=challenger", 1)
+        return self.scored.replace(f"/{OUTCOME}={staging.SCORED}", f"/{OUTCOME}=challenger", 1)
 
 
 def kept(spark: SparkSession, table_location: str, partition_path: str,

@@ -16,7 +16,7 @@ from pyspark.sql import types as T
 from spark_jobs.errors import ScoringError
 from spark_jobs.planning import partitions
 from spark_jobs.planning.plan import REJECT_REASON, ScoringPlan
-from spark_jobs.publishing.staging import REJECTED, SCORED, StagingArea
+from spark_jobs.publishing.staging import REJECTED, SCORED, StagedPartition, StagingArea, split_location
 from spark_jobs.quality import baseline, challenger, profiles, store
 from spark_jobs.quality.records import CHALLENGER, INPUT, OUTPUT, ColumnProfile, PartitionQuality
 from spark_jobs.scoring.bad_rows import OUTCOME
@@ -63,38 +63,43 @@ def targets(scoring: ScoringPlan, with_challenger: bool) -> list[profiles.Target
 
 
 def assess(spark: SparkSession, settings: Settings, staging: StagingArea, scoring: ScoringPlan,
-           keys: Sequence[str], run_partitions: Sequence[Values], run_id: str, model_run_id: str | None,
+           keys: Sequence[str], staged: Sequence[StagedPartition], run_id: str, model_run_id: str | None,
            challenger_name: str | None, rejected: int) -> Assessed:
     parts = scoring.partition_columns
+    fields = [f for f in staging.schema.fields if f.name in parts]
+    paths = {p.values: _partition_path(p) for p in staged if p.outcome in (SCORED, REJECTED)}
+    ordered = sorted(paths, key=baseline._order)
     rows = staging.every_row(spark)
-    wanted = targets(scoring, challenger_name is not None)
-    find, note = _baselines(spark, settings, parts, model_run_id)
+    find, note = _baselines(spark, settings, staging, fields, paths, model_run_id)
+    made = profiles.profile(rows, parts, targets(scoring, challenger_name is not None), find, ordered)
     reasons = _reasons(rows, parts) if rejected else {}
     compared = challenger.outputs_compared(scoring.outputs)
     found: list[PartitionQuality] = []
-    for values in sorted(run_partitions, key=baseline._order):
-        here = rows.where(partitions.matches(parts, values)) if parts else rows
-        base = find(values)
-        made = profiles.profile(here, wanted, base.profiles if base else {}, base.name if base else "")
-        if isinstance(find, baseline.Previous):
-            find.add(values, made)
+    for values in ordered:
         comparison = None
         if challenger_name is not None:
-            score = next((p for p in made if p.kind == OUTPUT and p.column == compared.score), None)
+            here = rows.where(partitions.matches(parts, values)) if parts else rows
+            score = next((p for p in made[values] if p.kind == OUTPUT and p.column == compared.score), None)
             edges = profiles.edges_of(score.histogram) if score is not None and score.numeric else ()
             comparison = challenger.compare(here.where(col(OUTCOME) == SCORED),
                                             here.where(col(OUTCOME) == challenger.CHALLENGER), keys, compared,
                                             edges, challenger_name)
         name = partitions.describe(parts, values) if parts else "table"
-        found.append(PartitionQuality(name, values, tuple(made), reasons.get(values, {}), comparison))
-    store.write(spark, settings.profiles_table, run_id, [f for f in staging.schema.fields if f.name in parts],
-                {q.values: q.profiles for q in found})
+        found.append(PartitionQuality(name, values, tuple(made[values]), reasons.get(values, {}), comparison))
+    store.write(spark, settings.profiles_table, run_id, fields, {q.values: (paths[q.values], q.profiles)
+                                                                 for q in found})
     if note.startswith("previous") and not any(p.drift for q in found for p in q.profiles):
         note = "previous: no earlier profile of these partitions (first run): drift not measured"
     crossed = gate(found, settings.max_drift)
     for line in crossed:
         log.warning("drift over the limit: %s", line)
     return Assessed(tuple(found), note, crossed)
+
+
+def _partition_path(p: StagedPartition) -> str:
+    where = split_location(p.location)
+    assert where is not None, p.location
+    return where[2]
 
 
 def gate(found: Sequence[PartitionQuality], limits: Mapping[str, float]) -> tuple[str, ...]:
@@ -119,8 +124,9 @@ def drift_error(crossed: Sequence[str]) -> ScoringError:
                         "(--drift-action warn records it and publishes)")
 
 
-def _baselines(spark: SparkSession, settings: Settings, parts: Sequence[str], model_run_id: str | None
-               ) -> tuple[Callable[[Values], baseline.Found | None], str]:
+def _baselines(spark: SparkSession, settings: Settings, staging: StagingArea, fields: Sequence[T.StructField],
+               paths: Mapping[Values, str], model_run_id: str | None
+               ) -> tuple[Callable[[Values], profiles.Baseline | None], str]:
     if settings.baseline == "training":
         found = baseline.training(model_run_id)
         if found is None:
@@ -128,8 +134,8 @@ def _baselines(spark: SparkSession, settings: Settings, parts: Sequence[str], mo
                         "not measured")
             return (lambda _v: None), "training: the model version has no training profile: drift not measured"
         return baseline.fixed(found, "training profile"), "training profile of the model version"
-    return baseline.Previous(spark, settings.output_table, settings.profiles_table, parts), \
-        "previous: the published version of each partition, else the latest earlier partition"
+    return baseline.Previous(spark, staging.table_location, store.location(spark, settings.profiles_table), fields,
+                             paths), "previous: the published version of each partition, else the latest earlier one"
 
 
 def _reasons(rows: DataFrame, parts: Sequence[str]) -> dict[Values, dict[str, int]]:
@@ -142,7 +148,7 @@ def _reasons(rows: DataFrame, parts: Sequence[str]) -> dict[Values, dict[str, in
     return found
 
 
-def profile_table(spark: SparkSession, rows: DataFrame, columns: Sequence[T.StructField]) -> list[ColumnProfile]:
+def profile_table(rows: DataFrame, columns: Sequence[T.StructField]) -> list[ColumnProfile]:
     """A training profile: the model's inputs over every row of a table (no partitions, no baseline)."""
     wanted = [profiles.Target(f.name, INPUT, f.dataType, F.lit(True)) for f in columns]
-    return profiles.profile(rows, wanted, {})
+    return profiles.profile(rows, (), wanted, lambda _v: None, [()])[()]

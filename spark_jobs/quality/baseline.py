@@ -5,31 +5,27 @@ run: a backfill compares each day with the day before). `training`: the profile 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from pyspark.sql import SparkSession
+from pyspark.sql import types as T
 
-from spark_jobs.planning import partitions, tables
+from spark_jobs import fs
+from spark_jobs.planning import partitions
 from spark_jobs.publishing import output
 from spark_jobs.publishing.staging import split_location
-from spark_jobs.quality import store
+from spark_jobs.quality import profiles, store
 from spark_jobs.quality.profiles import Key
 from spark_jobs.quality.records import ColumnProfile
 
 log = logging.getLogger("score_table.quality")
 ARTIFACT = "score_table/baseline_profile.json"  # in the model version's MLflow run
 Values = tuple[Any, ...]
-
-
-@dataclass(frozen=True)
-class Found:
-    profiles: Mapping[Key, ColumnProfile]
-    name: str  # for people: what the partition is compared with
 
 
 def training(model_run_id: str | None) -> list[ColumnProfile] | None:
@@ -65,56 +61,65 @@ def log_training(model_run_id: str, profiles: Sequence[ColumnProfile]) -> str:
 
 
 class Previous:
-    """`previous` baselines of one run's partitions, taken in partition order (call `of` in that order and
-    `add` each partition's profile once made)."""
+    """`previous` baselines of one run's partitions. The output's published versions come from its
+    `_published.jsonl` (one file: each partition's folder, which names the run that wrote it), their profiles
+    from that run's file in the profiles table: no catalog call per partition. Delta outputs keep no manifest:
+    there only this run's earlier partitions serve."""
 
-    def __init__(self, spark: SparkSession, output_table: str, profiles_table: str,
-                 partition_columns: Sequence[str]) -> None:
-        self.spark, self.output_table, self.profiles_table = spark, output_table, profiles_table
-        self.columns = tuple(partition_columns)
-        info = tables.describe(spark, output_table)
-        self.published: list[Values] = partitions.listed(spark, info) if info is not None else []
-        self.this_run: dict[Values, list[ColumnProfile]] = {}
+    def __init__(self, spark: SparkSession, output_location: str, profiles_root: str | None,
+                 partition_fields: Sequence[T.StructField], run_paths: Mapping[Values, str]) -> None:
+        self.spark, self.root = spark, profiles_root
+        self.columns = tuple(f.name for f in partition_fields)
+        self.run_paths = dict(run_paths)  # this run's partitions -> their Hive partition paths
+        self.published = _published(spark, output_location, partition_fields)  # values -> (run id, path)
 
-    def add(self, values: Values, found: list[ColumnProfile]) -> None:
-        self.this_run[values] = found
-
-    def __call__(self, values: Values) -> Found | None:
-        return self.of(values)
-
-    def of(self, values: Values) -> Found | None:
-        if values in self.published:
-            found = self._published(values)
-            if found is not None:
-                return found
-        earlier = [v for v in [*self.published, *self.this_run] if _order(v) < _order(values)]
-        for v in sorted(set(earlier), key=_order, reverse=True):
-            if v in self.this_run:
-                return Found(_keyed(self.this_run[v]), f"this run's {self._describe(v)}")
-            found = self._published(v)
+    def __call__(self, values: Values) -> profiles.Baseline | None:
+        own = self._stored(values)
+        if own is not None:
+            return own
+        earlier = {v for v in [*self.published, *self.run_paths] if _order(v) < _order(values)}
+        for v in sorted(earlier, key=_order, reverse=True):
+            if v in self.run_paths:  # rescored by this run: its new profile is what gets published
+                return profiles.Baseline(f"this run's {self._describe(v)}", earlier=v)
+            found = self._stored(v)
             if found is not None:
                 return found
         return None
 
-    def _published(self, values: Values) -> Found | None:
+    def _stored(self, values: Values) -> profiles.Baseline | None:
         """The profile of the run that published this partition's current version."""
-        spec = dict(zip(self.columns, values, strict=True))
-        where = split_location(output.location(self.spark, self.output_table, spec or None))
-        if where is None:
+        if values not in self.published or self.root is None:
             return None
-        run_id = where[1]
-        found = store.read(self.spark, self.profiles_table, spec, run_id)
+        run_id, path = self.published[values]
+        found = store.read(self.spark, self.root, path, run_id)
         if not found:
             return None
-        return Found(_keyed(found), f"published {self._describe(values)} (run {run_id})")
+        return profiles.Baseline(f"published {self._describe(values)} (run {run_id})", _keyed(found))
 
     def _describe(self, values: Values) -> str:
         return partitions.describe(self.columns, values) if self.columns else "table"
 
 
-def fixed(found: Sequence[ColumnProfile], name: str) -> Callable[[Values], Found | None]:
+def _published(spark: SparkSession, output_location: str, fields: Sequence[T.StructField]
+               ) -> dict[Values, tuple[str, str]]:
+    """Published partitions (typed from their folder's Hive path) -> the run that wrote the version, and
+    that path."""
+    path = f"{output_location.rstrip('/')}/{output.MANIFEST}"
+    if not fs.exists(spark, path):
+        return {}
+    found: dict[Values, tuple[str, str]] = {}
+    for line in fs.read_text(spark, path).splitlines():
+        if not line.strip():
+            continue
+        where = split_location(json.loads(line)["folder"])
+        if where is not None:
+            found[partitions.from_path(fields, where[2])] = (where[1], where[2])
+    return found
+
+
+def fixed(found: Sequence[ColumnProfile], name: str) -> Callable[[Values], profiles.Baseline | None]:
     keyed = _keyed(found)
-    return lambda _values: Found(keyed, name)
+    return lambda _values: profiles.Baseline(name, keyed)
 
 
 def _keyed(found: Sequence[ColumnProfile]) -> dict[Key, ColumnProfile]:

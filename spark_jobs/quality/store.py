@@ -47,29 +47,40 @@ def table_schema(partition_fields: Sequence[T.StructField]) -> T.StructType:
     return T.StructType([*SCHEMA.fields, *partition_fields])
 
 
+def location(spark: SparkSession, table: str) -> str | None:
+    """The table's folder (a Hadoop path), or None when there is no such table yet."""
+    if not spark.catalog.tableExists(table):
+        return None
+    return fs.path_of(spark, output.location(spark, table))
+
+
 def write(spark: SparkSession, table: str, run_id: str, partition_fields: Sequence[T.StructField],
-          profiles: Mapping[tuple[Any, ...], Sequence[ColumnProfile]]) -> None:
-    """The run's profiles, one file per partition; the table and its partitions are created as needed."""
+          profiles: Mapping[tuple[Any, ...], tuple[str, Sequence[ColumnProfile]]]) -> None:
+    """The run's profiles: per partition (values -> (its Hive partition path, as Spark wrote the staged
+    rows, and its profiles)) one file in `<table>/<partition path>/`, the partition added where missing."""
     names = [f.name for f in partition_fields]
     if not spark.catalog.tableExists(table):
         output.create_empty(spark, table, table_schema(partition_fields), names, "parquet")
+    root = location(spark, table)
+    assert root is not None
+    have = set(compat.list_partitions(spark, table)) if names else set()
     now = dt.datetime.now(dt.timezone.utc)
-    for values, found in profiles.items():
-        folder = _folder(spark, table, dict(zip(names, values, strict=True)), create=True)
+    for values, (path, found) in profiles.items():
+        folder = f"{root}/{path}" if path else root
         rows = [{**_row(p), "profiled_at": now, "scoring_run_id": run_id} for p in found]
         fs.replace_bytes(spark, f"{folder}/{_file(run_id)}", parquet_rows.to_parquet(SCHEMA, rows))
+        if names and path not in have:
+            spec = output.partition_spec(dict(zip(names, values, strict=True)))
+            compat.sql(spark, f"ALTER TABLE IDENTIFIER(:table) ADD IF NOT EXISTS{spec.sql} LOCATION :location",
+                       {"table": table, **spec.args, "location": folder})
     if names:
         spark.catalog.refreshTable(table)
 
 
-def read(spark: SparkSession, table: str, partition: Mapping[str, Any], run_id: str) -> list[ColumnProfile] | None:
-    """The profiles one run stored for one partition; None when it stored none (or the table is missing)."""
-    if not spark.catalog.tableExists(table):
-        return None
-    folder = _folder(spark, table, dict(partition), create=False)
-    if folder is None:
-        return None
-    path = f"{folder}/{_file(run_id)}"
+def read(spark: SparkSession, root: str, partition_path: str, run_id: str) -> list[ColumnProfile] | None:
+    """The profiles one run stored for one partition (by its Hive partition path under the table's folder
+    `root`); None when it stored none. A file read, no catalog call."""
+    path = f"{root}/{partition_path}/{_file(run_id)}" if partition_path else f"{root}/{_file(run_id)}"
     if not fs.exists(spark, path):
         return None
     return [_profile(r) for r in parquet_rows.from_parquet(fs.read_bytes(spark, path))]
@@ -79,18 +90,6 @@ def _file(run_id: str) -> str:
     if not run_id.isalnum():
         raise ValueError(f"not a scoring run id: {run_id!r}")
     return f"part-{run_id}.parquet"
-
-
-def _folder(spark: SparkSession, table: str, partition: dict[str, Any], create: bool) -> str | None:
-    if not partition:
-        return fs.path_of(spark, output.location(spark, table))
-    spec = output.partition_spec(partition)
-    args = {"table": table, **spec.args}
-    if create:
-        compat.sql(spark, f"ALTER TABLE IDENTIFIER(:table) ADD IF NOT EXISTS{spec.sql}", args)
-    elif not compat.sql(spark, f"SHOW PARTITIONS IDENTIFIER(:table){spec.sql}", args).take(1):
-        return None
-    return fs.path_of(spark, output.location(spark, table, partition))
 
 
 def _row(p: ColumnProfile) -> dict[str, Any]:

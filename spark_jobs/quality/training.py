@@ -28,7 +28,7 @@ def make_baseline(spark: SparkSession, cfg: BaselineConfig) -> str:
     by_name = {f.name: f for f in source.schema.fields}
     columns = [by_name[c] for c in dict.fromkeys(f.column for f in scoring.features)]
     rows = source.read(spark, scoring.selection.condition)
-    found = assess.profile_table(spark, rows, columns)
+    found = assess.profile_table(rows, columns)
     if not any(p.count for p in found):
         raise UsageError(f"{cfg.input_table} ({scoring.selection.text}) has no rows to profile")
     uri = baseline.log_training(model.ref.run_id, found)

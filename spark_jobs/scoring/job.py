@@ -138,12 +138,11 @@ def _assess(spark: SparkSession, cfg: JobConfig, job: Prepared, lineage: RunLine
             staged: list[StagedPartition], counts: audit.Counts) -> assess.Assessed:
     """Profiles, drift and the challenger's comparison, from the staged rows; stored before publishing."""
     settings = assess.Settings(cfg.profiles, cfg.baseline, cfg.max_drift, cfg.drift_action, cfg.output_table)
-    values = sorted({p.values for p in staged if p.outcome == SCORED or p.outcome == REJECTED}, key=str)
     name = None
     if job.challenger is not None:
         ref = job.challenger.model.ref
         name = f"{ref.name} version {ref.version}" if ref.version else ref.name
-    found = assess.assess(spark, settings, staging, job.scoring, job.keys, values, lineage.scoring_run_id,
+    found = assess.assess(spark, settings, staging, job.scoring, job.keys, staged, lineage.scoring_run_id,
                           lineage.model_run_id, name, counts.rejected)
     log.info("quality: %d partition(s) profiled; %s; largest PSI %s", len(found.partitions), found.baseline_note,
              "-" if found.max_psi is None else f"{found.max_psi:.4f}")
