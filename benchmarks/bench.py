@@ -74,6 +74,9 @@ class Bench:
                       None)
         if engine:
             record["engine"] = engine
+        quality = next((line for line in stdout.splitlines() if line.startswith("quality: ")), None)
+        if quality:  # "quality: 4 partition(s) profiled in 2.1 s": the profiles' share of the run
+            record["quality_s"] = float(quality.rsplit(" in ", 1)[1].split()[0])
         self.records.append(record)
         print(f"  {variant:<11} {model:<4} {rows:>9} rows  {seconds:7.1f} s  worker peak {p.worker_mb:5.0f} MB  "
               f"JVM peak {p.jvm_mb:5.0f} MB  {engine or ''}", flush=True)
@@ -112,7 +115,7 @@ class Bench:
 
 
 def median(records: list[dict[str, Any]], variant: str, model: str, rows: int, key: str = "seconds") -> float:
-    values = [r[key] for r in records if (r["variant"], r["model"], r["rows"]) == (variant, model, rows)]
+    values = [r[key] for r in records if (r["variant"], r["model"], r["rows"]) == (variant, model, rows) and key in r]
     return statistics.median(values) if values else float("nan")
 
 
@@ -149,6 +152,8 @@ def summarize(records: list[dict[str, Any]], rows: int, models: list[str], scali
         targets[f"{m}: engine udf: (job_udf - floor) / (spark_udf - floor) <= 1.0"] = (
             (job_udf - floor) / (udf - floor))
         targets[f"{m}: auto / udf <= 1.1"] = job / job_udf
+        quality = median(records, "job", m, rows, "quality_s")
+        targets[f"{m}: profiles and drift / the whole job <= 0.10 ({quality:.1f} s)"] = quality / job
     if small:
         model = "lr" if "lr" in models else models[0]
         job_small, floor_small = median(records, "small", model, small), median(records, "small_floor", "-", small)

@@ -154,11 +154,24 @@ def scored_by_console_script(home: Path, mlflow_server: str, tmp_path_factory: p
 
 def test_console_script_scores_with_a_profile_and_a_model_from_an_mlflow_tracking_server(
         spark: SparkSession, home: Path, mlflow_server: str, scored_by_console_script: str) -> None:
+    from mlflow.tracking import MlflowClient
+
     scored = published(spark, home, scored_by_console_script)
     assert sorted(str(r.ds) for r in scored.select("ds").distinct().collect()) == DEMO_DAYS
     for day in DEMO_DAYS:
         actual = scored.where(F.col("ds") == day)
         assertDataFrameEqual(actual, expected_for(spark, home, actual, day, uri=mlflow_server, model="churn_server"))
+    # the scoring run is an MLflow run on the same server: params, metrics, the report, the run id as a tag
+    (run_id,) = [r.scoring_run_id for r in scored.select("scoring_run_id").distinct().collect()]
+    client = MlflowClient(mlflow_server)
+    experiment = client.get_experiment_by_name("score-table/lake.scored_server")
+    assert experiment is not None
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.status == "FINISHED" and run.data.tags["score_table.scoring_run_id"] == run_id
+    assert (run.data.params["model_name"], run.data.params["input_table"]) == ("churn_server",
+                                                                               "lake.customer_features")
+    assert run.data.metrics["rows_read"] == run.data.metrics["rows_scored"] == scored.count()
+    assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["report.html"]
 
 
 @contextmanager

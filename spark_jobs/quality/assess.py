@@ -5,6 +5,7 @@ profiles, and gate publishing on the drift limits."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +42,7 @@ class Assessed:
     partitions: tuple[PartitionQuality, ...]
     baseline_note: str
     crossed: tuple[str, ...]  # drift limits crossed: "partition: kind column 'c' psi 0.3 > 0.25"
+    seconds: float = 0.0  # what the step took (make bench reports it against the whole run)
 
     @property
     def max_psi(self) -> float | None:
@@ -65,6 +67,7 @@ def targets(scoring: ScoringPlan, with_challenger: bool) -> list[profiles.Target
 def assess(spark: SparkSession, settings: Settings, staging: StagingArea, scoring: ScoringPlan,
            keys: Sequence[str], staged: Sequence[StagedPartition], run_id: str, model_run_id: str | None,
            challenger_name: str | None, rejected: int) -> Assessed:
+    started = time.monotonic()
     parts = scoring.partition_columns
     fields = [f for f in staging.schema.fields if f.name in parts]
     paths = {p.values: _partition_path(p) for p in staged if p.outcome in (SCORED, REJECTED)}
@@ -93,7 +96,7 @@ def assess(spark: SparkSession, settings: Settings, staging: StagingArea, scorin
     crossed = gate(found, settings.max_drift)
     for line in crossed:
         log.warning("drift over the limit: %s", line)
-    return Assessed(tuple(found), note, crossed)
+    return Assessed(tuple(found), note, crossed, time.monotonic() - started)
 
 
 def _partition_path(p: StagedPartition) -> str:

@@ -48,7 +48,8 @@ def _quality(result: RunResult) -> list[str]:
     q = result.quality
     if q is None:
         return []
-    lines = [f"drift baseline: {q.baseline_note}"]
+    lines = [f"quality: {len(q.partitions)} partition(s) profiled in {q.seconds:.1f} s",
+             f"drift baseline: {q.baseline_note}"]
     drifted = [(p.drift.psi, part.partition, p.kind, p.column) for part in q.partitions for p in part.profiles
                if p.drift is not None and p.kind != "challenger"]
     if drifted:
