@@ -252,6 +252,10 @@ class JobConfig(CommonConfig):
     # quality: profiles and drift (spark_jobs.quality), champion vs challenger, the run in MLflow
     profiles_table: str | None = option(None, flag="--profiles-table", metavar=TABLE,
                                         help="profiles and drift of each run (default: <output-table>_profiles)")
+    profile_rows: int = option(25_000, flag="--profile-rows", flag_type=int, metavar="N",
+                               check=(_is_int, "a whole number of rows"),
+                               help="profile a partition of more rows on a sample of about N rows (default "
+                                    "25000, at most 1000000); its row count stays exact")
     baseline: Baseline = option("previous", flag="--baseline", choices=BASELINES,
                                 help="drift against the previous published version of each partition (default) "
                                      "or the training profile stored with the model version")
@@ -519,6 +523,9 @@ def validate(cfg: JobConfig) -> JobConfig:
         raise UsageError(f"engine {cfg.engine!r} is not one of {', '.join(ENGINES)}")
     if not _is_int(cfg.verify_rows) or not 1 <= cfg.verify_rows <= 1_000_000:
         raise UsageError(f"verify_rows {cfg.verify_rows!r} must be a whole number of rows from 1 to 1000000")
+    if not _is_int(cfg.profile_rows) or not 1 <= cfg.profile_rows <= 1_000_000:
+        # each partition's sample is profiled by one Python worker: bounded, so that it fits in one
+        raise UsageError(f"profile_rows {cfg.profile_rows!r} must be a whole number of rows from 1 to 1000000")
     tolerance = cfg.engine_tolerance
     if not _is_number(tolerance) or not 0 <= tolerance < 1:
         raise UsageError(f"engine_tolerance {tolerance!r} must be a number from 0 to below 1")

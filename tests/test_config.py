@@ -365,7 +365,8 @@ def test_bad_profile_values_are_usage_errors_naming_the_key(tmp_path: Path, text
 @pytest.mark.parametrize(("flag", "value", "named"), [
     ("--batch-size", "99999999999", "batch size"), ("--batch-size", "2147483648", "batch size"),
     ("--max-bad-fraction", "nan", "max-bad-fraction"), ("--max-bad-fraction", "-0.1", "max-bad-fraction"),
-    ("--keep-versions", "-1", "keep_versions"),
+    ("--keep-versions", "-1", "keep_versions"), ("--profile-rows", "0", "profile_rows"),
+    ("--profile-rows", "1000001", "profile_rows"),
 ])
 def test_bad_numeric_flags_are_usage_errors(flag: str, value: str, named: str) -> None:
     with pytest.raises(UsageError, match=re.escape(named)):

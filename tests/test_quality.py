@@ -19,8 +19,8 @@ from pyspark.testing import assertDataFrameEqual
 from scipy import stats
 
 from spark_jobs.cli import main
-from spark_jobs.quality import metrics, report
-from spark_jobs.quality.records import QUANTILES
+from spark_jobs.quality import metrics, profiles, report
+from spark_jobs.quality.records import INPUT, QUANTILES
 from tests import browser
 from tests.support import DAYS, FEATURES, base, create_table, fit, pyfunc_predictions, register_sklearn, score
 
@@ -238,3 +238,32 @@ def test_report_shows_the_profiles_in_a_browser(spark: SparkSession, source: str
             value = int(value) if metric in ("rows", "nulls") else value
             key = (f"ds={r.ds}", r.kind, r.column_name, "count" if metric == "rows" else metric)
             assert shown[key] == report.number(value), key
+
+
+def test_a_large_partition_is_profiled_on_a_sample_with_its_count_exact(spark: SparkSession) -> None:
+    """Two days of 40,000 rows profiled on about 4,000 each: the count is the day's, the statistics are the
+    sample's (counts of the sampled rows, bins summing to them) and close to the whole day's (numpy); the
+    second day takes the first day's bins (its baseline in the same run), so drift is measured on them."""
+    rng = np.random.default_rng(3)
+    n = 40_000
+    frame = pd.DataFrame({"x": np.concatenate([rng.normal(0, 1, n), rng.normal(0.5, 1, n)]),
+                          "ds": ["d1"] * n + ["d2"] * n})
+    frame.loc[::97, "x"] = np.nan
+    rows = spark.createDataFrame(frame).withColumn("x", F.when(~F.isnan("x"), F.col("x")))  # NaN as null
+    target = profiles.Target("x", INPUT, rows.schema["x"].dataType, F.lit(True))
+    days = [("d1",), ("d2",)]
+    earlier = {("d2",): profiles.Baseline("the day before", earlier=("d1",))}
+    made = profiles.profile(rows, ["ds"], [target], earlier.get, days, {d: {INPUT: n} for d in days}, 4_000)
+    first, second = made[("d1",)][0], made[("d2",)][0]
+    for p, day in ((first, "d1"), (second, "d2")):
+        values = frame.loc[frame["ds"] == day, "x"].dropna().to_numpy()
+        assert p.count == n and p.profiled is not None and 3_000 < p.profiled < 5_000
+        assert sum(b.count for b in p.histogram) == p.profiled - p.nulls
+        assert p.nulls / p.profiled == pytest.approx(1 / 97, abs=0.01)
+        assert p.mean == pytest.approx(values.mean(), abs=0.1) and p.stddev == pytest.approx(values.std(), abs=0.1)
+        assert p.quantiles["p50"] == pytest.approx(np.median(values), abs=0.1)
+    assert profiles.edges_of(second.histogram) == profiles.edges_of(first.histogram)
+    assert second.drift is not None and first.drift is None
+    base, cur = [b.count for b in first.histogram], [b.count for b in second.histogram]
+    assert second.drift.psi == pytest.approx(metrics.psi(base, cur), rel=1e-12)
+    assert 0.1 < second.drift.psi < 0.6  # half a standard deviation: a real shift, well above sampling noise

@@ -35,6 +35,7 @@ class Settings:
     max_drift: Mapping[str, float]  # metric -> limit
     drift_action: str  # fail | warn
     output_table: str
+    profile_rows: int = 25_000  # a larger partition is profiled on a sample of about this many rows
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,8 @@ def assess(spark: SparkSession, settings: Settings, staging: StagingArea, scorin
     ordered = sorted(paths, key=baseline._order)
     rows = staging.every_row(spark)
     find, note = _baselines(spark, settings, staging, fields, paths, model_run_id)
-    made = profiles.profile(rows, parts, targets(scoring, challenger_name is not None), find, ordered)
+    made = profiles.profile(rows, parts, targets(scoring, challenger_name is not None), find, ordered,
+                            _totals(staged), settings.profile_rows)
     reasons = _reasons(rows, parts) if rejected else {}
     compared = challenger.outputs_compared(scoring.outputs)
     found: list[PartitionQuality] = []
@@ -97,6 +99,21 @@ def assess(spark: SparkSession, settings: Settings, staging: StagingArea, scorin
     for line in crossed:
         log.warning("drift over the limit: %s", line)
     return Assessed(tuple(found), note, crossed, time.monotonic() - started)
+
+
+def _totals(staged: Sequence[StagedPartition]) -> dict[Values, dict[str, int]]:
+    """Each partition's rows by target kind, as the staging write counted them: inputs over every row read,
+    outputs over the scored rows, a challenger's over its own."""
+    found: dict[Values, dict[str, int]] = {}
+    for p in staged:
+        here = found.setdefault(p.values, {INPUT: 0, OUTPUT: 0})
+        if p.outcome in (SCORED, REJECTED):
+            here[INPUT] += p.rows
+        if p.outcome == SCORED:
+            here[OUTPUT] += p.rows
+        if p.outcome == challenger.CHALLENGER:
+            here[CHALLENGER] = here.get(CHALLENGER, 0) + p.rows
+    return found
 
 
 def _partition_path(p: StagedPartition) -> str:
@@ -151,7 +168,8 @@ def _reasons(rows: DataFrame, parts: Sequence[str]) -> dict[Values, dict[str, in
     return found
 
 
-def profile_table(rows: DataFrame, columns: Sequence[T.StructField]) -> list[ColumnProfile]:
-    """A training profile: the model's inputs over every row of a table (no partitions, no baseline)."""
+def profile_table(rows: DataFrame, columns: Sequence[T.StructField], sample: int = 100_000) -> list[ColumnProfile]:
+    """A training profile: the model's inputs over a table (no partitions, no baseline; a sample of about
+    `sample` rows of a larger one, as a run profiles its partitions)."""
     wanted = [profiles.Target(f.name, INPUT, f.dataType, F.lit(True)) for f in columns]
-    return profiles.profile(rows, (), wanted, lambda _v: None, [()])[()]
+    return profiles.profile(rows, (), wanted, lambda _v: None, [()], {(): {INPUT: rows.count()}}, sample)[()]

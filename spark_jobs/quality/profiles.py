@@ -1,9 +1,15 @@
-"""Profiles of a run's columns, per partition, computed in Spark from the rows the run staged: aggregates
-only, no row reaches the driver, and the number of Spark jobs does not grow with the partitions. Three grouped
-passes over the staged files (by partition): the quantiles (an approximate-percentile aggregate, which Spark
-cannot compile into generated code, so it runs alone); then counts, moments and the histogram, compiled into
-one aggregate, each row's bin found on its partition's edges (the baseline's, or the partition's own deciles);
-and one grouped count for the categories of string and boolean columns."""
+"""Profiles of a run's columns, per partition, computed in Spark from the rows the run staged: no row reaches
+the driver. Each partition's rows (a sample of about `sample` rows when it has more) go, as one group, to a
+pandas function on an executor, which returns its profile: counts, moments, quantiles, histogram counts and
+category counts, one row per column. numpy does in milliseconds what Spark's aggregates did in seconds: a
+profile is about 17 aggregates per column, and Spark stops generating code for an aggregate that wide (it
+then interprets it, about a microsecond per row and column; benchmarks/RESULTS.md).
+
+One Spark job in the steady state; two when a partition's histogram bins come from another partition of the
+same run that has no baseline of its own (a backfill's first day gets its own deciles; later days take its
+bins). The sample is a seeded filter over the same files, so both jobs see the same rows; its row count stays
+exact (the staging write counted it), and with it a profile of 100,000 rows differs from the whole
+partition's by less than the drift that matters (PSI noise about (bins - 1) / rows)."""
 
 from __future__ import annotations
 
@@ -12,7 +18,7 @@ from dataclasses import dataclass, replace
 from itertools import pairwise
 from typing import Any
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -21,9 +27,18 @@ from spark_jobs.quality import metrics
 from spark_jobs.quality.records import DECILES, OTHER, QUANTILES, TOP_CATEGORIES, Bin, ColumnProfile, Drift
 from udfs.compat import col
 
-ACCURACY = 10_000  # percentile_approx's default: relative rank error 1/10,000
+SEED = 20_231  # the sample's: the same rows in every pass of a run
 Key = tuple[str, str]  # (kind, column)
 Values = tuple[Any, ...]
+GROUP, PART = "__profile_group", "__profile_partition"
+RESULT = T.StructType([
+    T.StructField("g", T.IntegerType()), T.StructField("t", T.IntegerType()), T.StructField("rows", T.LongType()),
+    T.StructField("nulls", T.LongType()), T.StructField("nans", T.LongType()),
+    *[T.StructField(m, T.DoubleType()) for m in ("min", "max", "mean", "stddev")],
+    T.StructField("quantiles", T.ArrayType(T.DoubleType())), T.StructField("edges", T.ArrayType(T.DoubleType())),
+    T.StructField("bins", T.ArrayType(T.LongType())), T.StructField("labels", T.ArrayType(T.StringType())),
+    T.StructField("counts", T.ArrayType(T.LongType())),
+])
 
 
 @dataclass(frozen=True)
@@ -59,22 +74,29 @@ class Baseline:
     earlier: Values | None = None
 
 
+@dataclass(frozen=True)
+class _Bins:
+    """A target's bins in one partition: numbers on `edges`, categories on `labels` (plus their top ones);
+    None: the partition's own (deciles; top categories)."""
+
+    edges: tuple[float, ...] | None = None
+    labels: tuple[str, ...] | None = None
+
+
 def profile(rows: DataFrame, partition_columns: Sequence[str], targets: Sequence[Target],
-            baselines: Callable[[Values], Baseline | None], partitions: Sequence[Values]
+            baselines: Callable[[Values], Baseline | None], partitions: Sequence[Values],
+            totals: Mapping[Values, Mapping[str, int]] | None = None, sample: int | None = None
             ) -> dict[Values, list[ColumnProfile]]:
     """Every target's profile in every partition, with drift against the partition's baseline where it has
     a profile of the same shape (numbers against numbers, categories against categories). `partitions` in
-    the order baselines are taken (an `earlier` baseline must come before the partition that uses it)."""
-    groups = [col(c) for c in partition_columns]
-    numeric = [t for t in targets if t.numeric]
-    quantiles = _quantiles(rows, groups, partition_columns, numeric)
+    the order baselines are taken (an `earlier` baseline must come before the partition that uses it).
+    `totals`: each partition's rows by target kind (known from the staging write), so that a partition of
+    more than `sample` rows is profiled on a sample of about `sample` rows; without them, all rows."""
+    fractions = _fractions(partitions, totals, sample)
     chosen = {v: baselines(v) for v in partitions}
-    edges: dict[Values, dict[Key, tuple[float, ...]]] = {}
-    for v in partitions:
-        base = chosen[v]
-        edges[v] = {t.key: _edges(t.key, base, edges, quantiles.get(v, {}).get(t.key, {})) for t in numeric}
-    counted = _aggregate(rows, groups, partition_columns, targets, edges, partitions)
-    categories = _categories(rows, partition_columns, [t for t in targets if t.categorical], chosen)
+    roots = {v: _root(v, chosen) for v in partitions}
+    plan = {v: [_bins(t, chosen[v]) for t in targets] for v in partitions if roots[v] == v}
+    found = _run(rows, partition_columns, targets, partitions, roots, plan, fractions)
     made: dict[Values, list[ColumnProfile]] = {}
     for v in partitions:
         base = chosen[v]
@@ -83,35 +105,208 @@ def profile(rows: DataFrame, partition_columns: Sequence[str], targets: Sequence
             against = {(p.kind, p.column): p for p in made.get(base.earlier, [])}
         elif base is not None:
             against = base.profiles or {}
-        made[v] = [_assemble(i, t, counted.get(v, {}), quantiles.get(v, {}), edges[v], categories.get(v, {}),
-                             against.get(t.key), base.name if base else "") for i, t in enumerate(targets)]
-    return made
+        exact = (totals or {}).get(v, {}) if fractions.get(v, 1.0) < 1.0 else {}
+        made[v] = [_assemble(t, found.get((v, i)), against.get(t.key), base.name if base else "",
+                             exact.get(t.kind)) for i, t in enumerate(targets)]
+    return {v: made[v] for v in partitions}
 
 
-def _assemble(i: int, t: Target, got: Mapping[str, Any], quantiles: Mapping[Key, dict[str, float]],
-              edges: Mapping[Key, tuple[float, ...]], categories: Mapping[str, dict[str, int]],
-              baseline: ColumnProfile | None, name: str) -> ColumnProfile:
-    def get(what: str) -> Any:
-        return got.get(f"{i}_{what}")
+def _root(v: Values, chosen: Mapping[Values, Baseline | None]) -> Values:
+    """The partition whose bins `v` is profiled on: itself, or the first of its chain of earlier ones."""
+    seen = {v}
+    while (base := chosen.get(v)) is not None and base.earlier is not None and base.earlier not in seen:
+        v = base.earlier
+        seen.add(v)
+    return v
 
-    counted, nulls, nans = int(get("rows") or 0), int(get("nulls") or 0), int(get("nans") or 0)
+
+def _bins(t: Target, stored: Baseline | None) -> _Bins:
+    """The bins of a target in a partition that is its own root: its stored baseline's, else its own."""
+    source = (stored.profiles or {}).get(t.key) if stored is not None else None
+    if source is None or not source.histogram or source.numeric != t.numeric:
+        return _Bins()
     if t.numeric:
-        bins = _numeric_bins(edges[t.key], [int(get(f"bin{b}") or 0) for b in range(len(edges[t.key]) + 1)])
+        return _Bins(edges=edges_of(source.histogram))
+    return _Bins(labels=tuple(b.label for b in source.histogram if b.label != OTHER))
+
+
+def _run(rows: DataFrame, partition_columns: Sequence[str], targets: Sequence[Target], step: Sequence[Values],
+         roots: Mapping[Values, Values], plan: Mapping[Values, Sequence[_Bins]], fractions: Mapping[Values, float]
+         ) -> dict[tuple[Values, int], Mapping[str, Any]]:
+    """One Spark job: the partitions, sampled, a chain of them (a root and the partitions that take its bins)
+    as one pandas group, profiled in order; their profiles back."""
+    chains = list(dict.fromkeys(roots[v] for v in step))
+    group: Column = F.lit(0)
+    part: Column = F.lit(0)
+    if partition_columns and len(step) > 1:
+        for p, v in enumerate(step):
+            g = F.lit(chains.index(roots[v]))
+            group = F.when(matches(partition_columns, v), g) if p == 0 else \
+                group.when(matches(partition_columns, v), g)  # type: ignore[attr-defined]
+            part = F.when(matches(partition_columns, v), F.lit(p)) if p == 0 else \
+                part.when(matches(partition_columns, v), F.lit(p))  # type: ignore[attr-defined]
+    keep: Column = F.lit(True)
+    if partition_columns:
+        keep = matches(partition_columns, step[0])
+        for v in step[1:]:
+            keep = keep | matches(partition_columns, v)
+    share = _share(partition_columns, step, fractions)
+    if share is not None:
+        keep = keep & (F.rand(SEED) < share)
+    # as few columns as the profiles need (each crosses to Python): one flag per distinct set of rows (the
+    # inputs share theirs), the value (null outside its rows), and for floating columns a null flag (pandas
+    # shows null and NaN alike)
+    columns: list[Column] = [group.alias(GROUP), part.alias(PART)]
+    flags: dict[str, str] = {}
+    names: list[tuple[str, str | None]] = []  # per target: its rows flag, its null flag (floating only)
+    for i, t in enumerate(targets):
+        if str(t.rows) not in flags:
+            flags[str(t.rows)] = f"r{len(flags)}"
+            columns.append(t.rows.alias(flags[str(t.rows)]))
+        flag = flags[str(t.rows)]
+        floating = isinstance(t.data_type, T.FloatType | T.DoubleType)
+        if floating:
+            columns.append((t.rows & col(t.column).isNull()).alias(f"n{i}"))
+        if t.numeric:
+            columns.append(F.when(t.rows, col(t.column).cast(T.DoubleType())).alias(f"v{i}"))
+        else:
+            columns.append(F.when(t.rows, col(t.column).cast(T.StringType())).alias(f"v{i}"))
+        names.append((flag, f"n{i}" if floating else None))
+    kinds = [("numeric" if t.numeric else "categorical" if t.categorical else "other", *n) for t, n in
+             zip(targets, names, strict=True)]
+    # per chain, in order: (partition index, its bins; None: its root's, as the root's profile made them)
+    plans = {g: [(p, [(b.edges, b.labels) for b in plan[v]] if v in plan else None)
+                 for p, v in enumerate(step) if roots[v] == root] for g, root in enumerate(chains)}
+    where = rows.where(keep) if partition_columns or share is not None else rows
+    result = where.select(*columns).groupBy(GROUP).applyInPandas(_profiler(kinds, plans), RESULT)
+    return {(step[r["g"]], r["t"]): r.asDict() for r in result.collect()}  # g: the partition's index
+
+
+def _share(partition_columns: Sequence[str], step: Sequence[Values], fractions: Mapping[Values, float]
+           ) -> Column | None:
+    """Each partition's sampling fraction as a column (None: every row of every partition)."""
+    wanted = {v: fractions.get(v, 1.0) for v in step}
+    if all(f >= 1.0 for f in wanted.values()):
+        return None
+    if len(set(wanted.values())) == 1 or not partition_columns:
+        return F.lit(next(iter(wanted.values())))
+    share: Any = None
+    for v, f in wanted.items():
+        share = F.when(matches(partition_columns, v), F.lit(f)) if share is None else \
+            share.when(matches(partition_columns, v), F.lit(f))
+    found: Column = share.otherwise(F.lit(1.0))
+    return found
+
+
+Plan = list[tuple[tuple[float, ...] | None, tuple[str, ...] | None]]  # per target: (edges, labels)
+
+
+def _profiler(kinds: Sequence[tuple[str, str, str | None]], plans: Mapping[int, Sequence[tuple[int, Plan | None]]]
+              ) -> Callable[[Any], Any]:
+    """The function each chain of partitions goes through, on an executor (numpy and pandas only: a worker
+    that scores with the udf engine has both)."""
+    probabilities = [p for _, p in QUANTILES]
+    decile_at = [dict(QUANTILES)[d] for d in DECILES]
+
+    def one(pdf: Any, p: int, plan: Plan) -> tuple[list[dict[str, Any]], Plan]:
+        """A partition's profiles, and the bins it used (a later partition of its chain takes them)."""
+        import numpy as np
+
+        out, used = [], []
+        for i, (kind, flag, null_flag) in enumerate(kinds):
+            edges, labels = plan[i]
+            here = pdf[flag].to_numpy(dtype=bool)
+            row: dict[str, Any] = {**dict.fromkeys(RESULT.names), "g": p, "t": i, "rows": int(here.sum()),
+                                   "nans": 0}
+            if kind == "numeric":
+                x = pdf[f"v{i}"].to_numpy(dtype="float64")[here]
+                missing = np.isnan(x)
+                if null_flag is not None:  # a floating column: NaN apart from null
+                    row["nulls"] = int(pdf[null_flag].sum())
+                    row["nans"] = int(missing.sum()) - row["nulls"]
+                else:
+                    row["nulls"] = int(missing.sum())
+                x = np.sort(x[~missing])
+                if len(x):
+                    row.update(min=float(x[0]), max=float(x[-1]), mean=float(x.mean()),
+                               stddev=float(x.std(ddof=1)) if len(x) > 1 else None,
+                               quantiles=[float(q) for q in np.quantile(x, probabilities, method="inverted_cdf")])
+                    if edges is None:
+                        edges = tuple(sorted({float(q) for q in np.quantile(x, decile_at, method="inverted_cdf")}))
+                bounds = np.asarray(edges or (), dtype="float64")
+                row.update(edges=list(bounds), bins=[int(c) for c in np.bincount(
+                    np.searchsorted(bounds, x, side="right"), minlength=len(bounds) + 1)])
+            else:
+                values = pdf[f"v{i}"][here]
+                row["nulls"] = int(values.isna().sum())
+            if kind == "categorical":
+                counts = values.dropna().value_counts()
+                ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+                if labels is None:
+                    labels = tuple(str(k) for k, _ in ranked[:TOP_CATEGORIES])
+                wanted = dict(ranked[:TOP_CATEGORIES])
+                for label in labels:
+                    wanted[label] = int(counts.get(label, 0))
+                row.update(labels=list(wanted), counts=[int(n) for n in wanted.values()])
+            used.append((edges, labels))
+            out.append(row)
+        return out, used
+
+    def run(pdf: Any) -> Any:
+        import pandas as pd
+
+        rows: list[dict[str, Any]] = []
+        root: Plan = []
+        for p, plan in plans[int(pdf[GROUP].iloc[0])]:
+            found, used = one(pdf[pdf[PART].to_numpy() == p], p, plan if plan is not None else root)
+            root = used if plan is not None else root
+            rows += found
+        return pd.DataFrame(rows, columns=RESULT.names)
+
+    return run
+
+
+def _assemble(t: Target, got: Mapping[str, Any] | None, baseline: ColumnProfile | None, name: str,
+              total: int | None) -> ColumnProfile:
+    """One target's profile from its row of the job; `total`: its exact rows when a sample was profiled."""
+    got = got or {}
+    counted, nulls, nans = int(got.get("rows") or 0), int(got.get("nulls") or 0), int(got.get("nans") or 0)
+    if t.numeric:
+        edges = tuple(got.get("edges") or ())
+        bins = _numeric_bins(edges, list(got.get("bins") or [0] * (len(edges) + 1)))
     elif t.categorical:
-        bins = _category_bins(categories.get(t.column, {}), counted - nulls, baseline)
+        counts = dict(zip(got.get("labels") or (), got.get("counts") or (), strict=True))
+        bins = _category_bins(counts, counted - nulls, baseline)
     else:
         bins = ()
+    quantiles = dict(zip([q for q, _ in QUANTILES], got.get("quantiles") or (), strict=False))
     p = ColumnProfile(
-        column=t.column, kind=t.kind, dtype=t.data_type.simpleString(), numeric=t.numeric, count=counted,
-        nulls=nulls, nans=nans, min=_float(get("min")), max=_float(get("max")), mean=_float(get("mean")),
-        stddev=_float(get("stddev")), quantiles=quantiles.get(t.key, {}), histogram=bins)
+        column=t.column, kind=t.kind, dtype=t.data_type.simpleString(), numeric=t.numeric,
+        count=counted if total is None else total, nulls=nulls, nans=nans, min=_float(got.get("min")),
+        max=_float(got.get("max")), mean=_float(got.get("mean")), stddev=_float(got.get("stddev")),
+        quantiles=quantiles, histogram=bins, profiled=None if total is None else counted)
     return replace(p, drift=drift(p, baseline, name))
+
+
+def _fractions(partitions: Sequence[Values], totals: Mapping[Values, Mapping[str, int]] | None,
+               sample: int | None) -> dict[Values, float]:
+    """The share of each partition's rows to profile: 1 up to `sample` rows, then about `sample` rows."""
+    if not totals or not sample:
+        return {}
+    found = {}
+    for v in partitions:
+        most = max(totals.get(v, {}).values(), default=0)
+        found[v] = min(1.0, sample / most) if most else 1.0
+    return found
 
 
 def drift(current: ColumnProfile, baseline: ColumnProfile | None, name: str) -> Drift | None:
     """The column against its baseline on the baseline's bins; None when there is nothing to compare."""
     if baseline is None or baseline.numeric != current.numeric or not baseline.histogram or not current.histogram:
         return None
+    if [(b.label, b.lower, b.upper) for b in baseline.histogram if b.label != OTHER] != \
+            [(b.label, b.lower, b.upper) for b in current.histogram if b.label != OTHER]:
+        return None  # not on the same bins: nothing to compare bin by bin
     base, cur = [b.count for b in baseline.histogram], [b.count for b in current.histogram]
     if len(base) != len(cur) or not sum(base) or not sum(cur):
         return None
@@ -124,97 +319,12 @@ def edges_of(histogram: Sequence[Bin]) -> tuple[float, ...]:
     return tuple(b.upper for b in histogram[:-1] if b.upper is not None)
 
 
-def _edges(key: Key, base: Baseline | None, made: Mapping[Values, Mapping[Key, tuple[float, ...]]],
-           own: Mapping[str, float]) -> tuple[float, ...]:
-    """The baseline's edges, so that both histograms share bins; without one, the partition's own deciles."""
-    if base is not None and base.earlier is not None and key in made.get(base.earlier, {}):
-        return made[base.earlier][key]
-    stored = (base.profiles or {}).get(key) if base is not None else None
-    if stored is not None and stored.numeric and stored.histogram:
-        return edges_of(stored.histogram)
-    return tuple(sorted({own[d] for d in DECILES if d in own}))
-
-
-def _partition_of(row: Any, partition_columns: Sequence[str]) -> Values:
-    return tuple(row[f"__p{j}"] for j in range(len(partition_columns)))
-
-
-def _group_names(groups: Sequence[Column]) -> list[Column]:
-    return [g.alias(f"__p{j}") for j, g in enumerate(groups)]
-
-
-def _quantiles(rows: DataFrame, groups: Sequence[Column], partition_columns: Sequence[str],
-               targets: Sequence[Target]) -> dict[Values, dict[Key, dict[str, float]]]:
-    if not targets:
-        return {}
-    probabilities = [p for _, p in QUANTILES]
-    found: dict[Values, dict[Key, dict[str, float]]] = {}
-    aggregates = [F.percentile_approx(_value(t), probabilities, ACCURACY).alias(str(i)) for i, t in enumerate(targets)]
-    for row in rows.groupBy(*_group_names(groups)).agg(*aggregates).collect():
-        here = found.setdefault(_partition_of(row, partition_columns), {})
-        for i, t in enumerate(targets):
-            if row[str(i)] is not None:
-                here[t.key] = {name: float(v) for (name, _), v in zip(QUANTILES, row[str(i)], strict=True)}
-    return found
-
-
 def _value(t: Target) -> Column:
     """The column's value where it counts: its rows, not null, not NaN; as a double."""
     keep = t.rows & col(t.column).isNotNull()
     if isinstance(t.data_type, T.FloatType | T.DoubleType):
         keep = keep & ~F.isnan(col(t.column))
     return F.when(keep, col(t.column).cast(T.DoubleType()))
-
-
-def _aggregate(rows: DataFrame, groups: Sequence[Column], partition_columns: Sequence[str],
-               targets: Sequence[Target], edges: Mapping[Values, Mapping[Key, tuple[float, ...]]],
-               partitions: Sequence[Values]) -> dict[Values, dict[str, Any]]:
-    """Counts, moments and histogram counts of every target, per partition, in one compiled aggregate. Bin
-    counts are per bin index; a row's index is the number of its partition's edges at or below its value."""
-    aggregates: list[Column] = []
-    for i, t in enumerate(targets):
-        aggregates += _aggregates(i, t, [edges[v].get(t.key, ()) for v in partitions], partitions,
-                                  partition_columns)
-    found = {}
-    for row in rows.groupBy(*_group_names(groups)).agg(*aggregates).collect():
-        found[_partition_of(row, partition_columns)] = row.asDict()
-    return found
-
-
-def _aggregates(i: int, t: Target, edges: Sequence[tuple[float, ...]], partitions: Sequence[Values],
-                partition_columns: Sequence[str]) -> list[Column]:
-    def n(condition: Column, name: str) -> Column:
-        return F.count(F.when(condition, F.lit(1))).alias(f"{i}_{name}")
-
-    found = [n(t.rows, "rows"), n(t.rows & col(t.column).isNull(), "nulls")]
-    if isinstance(t.data_type, T.FloatType | T.DoubleType):
-        found.append(n(t.rows & F.isnan(col(t.column)), "nans"))
-    if not t.numeric:
-        return found
-    v = _value(t)
-    found += [F.min(v).alias(f"{i}_min"), F.max(v).alias(f"{i}_max"), F.mean(v).alias(f"{i}_mean"),
-              F.stddev(v).alias(f"{i}_stddev")]
-    index: Column | None = None
-    for values, mine in zip(partitions, edges, strict=True):
-        here = _bin_index(v, mine)
-        if len(set(edges)) == 1:  # every partition on the same bins: no need to ask which partition a row is in
-            index = here
-            break
-        condition = matches(partition_columns, values) if partition_columns else F.lit(True)
-        index = F.when(condition, here) if index is None else index.when(condition, here)  # type: ignore[attr-defined]
-    most = max((len(e) for e in edges), default=0)
-    for b in range(most + 1):
-        found.append(n(v.isNotNull() & (index == F.lit(b)), f"bin{b}") if index is not None else
-                     n(F.lit(False), f"bin{b}"))
-    return found
-
-
-def _bin_index(v: Column, edges: Sequence[float]) -> Column:
-    """Which bin of (-inf, e0), [e0, e1), ..., [e_last, +inf) holds v: the number of edges at or below it."""
-    index: Column = F.lit(0)
-    for e in edges:
-        index = index + F.when(v >= F.lit(e), F.lit(1)).otherwise(F.lit(0))
-    return index
 
 
 def _float(v: Any) -> float | None:
@@ -228,38 +338,6 @@ def _numeric_bins(edges: Sequence[float], counts: Sequence[int]) -> tuple[Bin, .
 
 def _label(lo: float | None, hi: float | None) -> str:
     return f"[{'-inf' if lo is None else f'{lo:.6g}'}, {'+inf' if hi is None else f'{hi:.6g}'})"
-
-
-def _categories(rows: DataFrame, partition_columns: Sequence[str], targets: Sequence[Target],
-                baselines: Mapping[Values, Baseline | None]) -> dict[Values, dict[str, dict[str, int]]]:
-    """Per partition and categorical column: its top categories by rows, and the categories of any baseline
-    (so that the two histograms can share bins), in one grouped count."""
-    if not targets:
-        return {}
-    pairs = F.array(*[F.when(t.rows & col(t.column).isNotNull(),
-                             F.struct(F.lit(i).alias("t"), col(t.column).cast(T.StringType()).alias("v")))
-                      for i, t in enumerate(targets)])
-    groups = _group_names([col(c) for c in partition_columns])
-    keys = [F.col(f"__p{j}") for j in range(len(partition_columns))]
-    counted = (rows.select(*groups, F.explode(pairs).alias("p")).where(col("p").isNotNull())
-               .groupBy(*keys, F.col("p.t").alias("t"), F.col("p.v").alias("v")).count())
-    wanted = col("rank") <= TOP_CATEGORIES
-    for i, t in enumerate(targets):
-        labels = sorted({b.label for base in baselines.values() if base is not None and base.profiles
-                         for p in [base.profiles.get(t.key)] if p is not None and not p.numeric
-                         for b in p.histogram if b.label != OTHER})
-        if labels:
-            wanted = wanted | ((col("t") == F.lit(i)) & col("v").isin(labels))
-    rank = F.row_number().over(Window.partitionBy(*keys, "t").orderBy(F.desc("count"), F.asc("v")))
-    # a category among the top ones of any partition is counted in every partition (one may be the other's
-    # baseline)
-    anywhere = F.max((col("rank") <= TOP_CATEGORIES).cast("int")).over(Window.partitionBy("t", "v")) == 1
-    found: dict[Values, dict[str, dict[str, int]]] = {}
-    ranked = counted.withColumn("rank", rank).withColumn("anywhere", anywhere)
-    for r in ranked.where(wanted | col("anywhere")).collect():
-        here = found.setdefault(_partition_of(r, partition_columns), {})
-        here.setdefault(targets[r["t"]].column, {})[r["v"]] = int(r["count"])
-    return found
 
 
 def _category_bins(counts: Mapping[str, int], values: int, baseline: ColumnProfile | None) -> tuple[Bin, ...]:

@@ -61,6 +61,13 @@ class ColumnProfile:
     quantiles: Mapping[str, float]  # QUANTILES names -> value (numbers only)
     histogram: tuple[Bin, ...]
     drift: Drift | None = None
+    # rows the other statistics were computed on (a sample of a partition larger than the run's profile
+    # sample); None: all of them. nulls, nans, the histogram and the categories count these rows.
+    profiled: int | None = None
+
+    @property
+    def rows_profiled(self) -> int:
+        return self.count if self.profiled is None else self.profiled
 
 
 @dataclass(frozen=True)

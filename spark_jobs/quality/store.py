@@ -26,6 +26,9 @@ SCHEMA = T.StructType([
     T.StructField("data_type", T.StringType()),
     T.StructField("numeric", T.BooleanType()),
     T.StructField("rows", T.LongType()),
+    # rows the statistics below were computed on: a sample of a large partition (nulls, nans and the
+    # histogram count these rows); null when every row was profiled
+    T.StructField("profiled_rows", T.LongType()),
     T.StructField("nulls", T.LongType()),
     T.StructField("nans", T.LongType()),
     T.StructField("min", T.DoubleType()),
@@ -95,7 +98,8 @@ def _file(run_id: str) -> str:
 def _row(p: ColumnProfile) -> dict[str, Any]:
     d = p.drift
     return {"column_name": p.column, "kind": p.kind, "data_type": p.dtype, "numeric": p.numeric, "rows": p.count,
-            "nulls": p.nulls, "nans": p.nans, "min": p.min, "max": p.max, "mean": p.mean, "stddev": p.stddev,
+            "profiled_rows": p.profiled, "nulls": p.nulls, "nans": p.nans, "min": p.min, "max": p.max,
+            "mean": p.mean, "stddev": p.stddev,
             "quantiles": dict(p.quantiles), "histogram": [asdict(b) for b in p.histogram],
             "baseline": d.baseline if d else None, "psi": d.psi if d else None, "js": d.js if d else None,
             "ks": d.ks if d else None}
@@ -108,7 +112,8 @@ def _profile(r: Mapping[str, Any]) -> ColumnProfile:
     return ColumnProfile(
         column=r["column_name"], kind=r["kind"], dtype=r["data_type"], numeric=bool(r["numeric"]), count=r["rows"],
         nulls=r["nulls"], nans=r["nans"], min=r["min"], max=r["max"], mean=r["mean"], stddev=r["stddev"],
-        quantiles=dict(r["quantiles"] or {}), histogram=tuple(Bin(**b) for b in r["histogram"] or ()), drift=drift)
+        quantiles=dict(r["quantiles"] or {}), histogram=tuple(Bin(**b) for b in r["histogram"] or ()), drift=drift,
+        profiled=r.get("profiled_rows"))
 
 
 def to_json(profiles: Sequence[ColumnProfile]) -> str:

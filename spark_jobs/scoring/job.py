@@ -137,7 +137,8 @@ def _locked(spark: SparkSession, cfg: JobConfig, job: Prepared, lineage: RunLine
 def _assess(spark: SparkSession, cfg: JobConfig, job: Prepared, lineage: RunLineage, staging: StagingArea,
             staged: list[StagedPartition], counts: audit.Counts) -> assess.Assessed:
     """Profiles, drift and the challenger's comparison, from the staged rows; stored before publishing."""
-    settings = assess.Settings(cfg.profiles, cfg.baseline, cfg.max_drift, cfg.drift_action, cfg.output_table)
+    settings = assess.Settings(cfg.profiles, cfg.baseline, cfg.max_drift, cfg.drift_action, cfg.output_table,
+                               cfg.profile_rows)
     name = None
     if job.challenger is not None:
         ref = job.challenger.model.ref
