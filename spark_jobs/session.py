@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -115,3 +116,39 @@ def runtime_conf(spark: SparkSession, settings: Mapping[str, str]) -> Iterator[N
                 spark.conf.unset(key)
             else:
                 spark.conf.set(key, before)
+
+
+@contextmanager
+def python_workers_started(spark: SparkSession, wanted: bool = True) -> Iterator[None]:
+    """Around a job that runs in the JVM only (the sql engine's scoring write): start the executors' Python
+    workers while its last tasks run, for the step after it (the profiles' pandas function), which would
+    otherwise wait for a worker's start and its pandas and pyarrow imports (3-4 s on 2 cores). The workers'
+    job is submitted once the block's first job is running, so the scheduler (first in, first out) gives it
+    the cores that job's tail leaves idle; idle workers stay for the next task."""
+    if not wanted:
+        yield
+        return
+    sc = spark.sparkContext
+    group = f"score-table-{os.getpid()}-{id(spark)}"
+    sc.setJobGroup(group, "score-table: the run's write", interruptOnCancel=False)
+    done = threading.Event()
+
+    def start() -> None:
+        try:
+            while not done.is_set() and not sc.statusTracker().getJobIdsForGroup(group):
+                done.wait(0.1)
+            if not done.is_set():
+                slots = sc.defaultParallelism
+                spark.range(0, slots, 1, slots).mapInPandas(lambda batches: batches, "id long").collect()
+        except Exception:  # only a head start: the step that needs the workers starts them itself
+            log.debug("could not start the Python workers ahead", exc_info=True)
+
+    thread = threading.Thread(target=start, name="python-workers", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        sc.setLocalProperty("spark.jobGroup.id", None)  # type: ignore[arg-type]
+        sc.setLocalProperty("spark.job.description", None)  # type: ignore[arg-type]
+        thread.join()

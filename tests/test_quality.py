@@ -19,6 +19,7 @@ from pyspark.testing import assertDataFrameEqual
 from scipy import stats
 
 from spark_jobs.cli import main
+from spark_jobs.publishing.output import location as output_location
 from spark_jobs.quality import metrics, profiles, report
 from spark_jobs.quality.records import INPUT, QUANTILES
 from tests import browser
@@ -238,6 +239,30 @@ def test_report_shows_the_profiles_in_a_browser(spark: SparkSession, source: str
             value = int(value) if metric in ("rows", "nulls") else value
             key = (f"ds={r.ds}", r.kind, r.column_name, "count" if metric == "rows" else metric)
             assert shown[key] == report.number(value), key
+
+
+def test_the_write_draws_the_profile_sample_and_leaves_no_copy_behind(
+        spark: SparkSession, drifting: str, output: str, model: dict[str, str],
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A 300-row day with --profile-rows 100 (its footers say 300 rows): the staging write copies about 125
+    rows aside, the profile is made from about 100 of them with the day's exact count and statistics within
+    the day's; the copies are deleted before publishing, and the published rows are every row, once."""
+    caplog.set_level("INFO", logger="score_table.quality")
+    result = score(spark, *base(drifting, output), "--no-mlflow-run", "--profile-rows", "100")
+    assert "profiled on the sample drawn by the write" in caplog.text
+    stored = profiles_of(spark, f"{output}_profiles", result.lineage.scoring_run_id).set_index("column_name")
+    day = source_frame(spark, drifting, DAYS[0])
+    for name in FEATURES.values():
+        row, values = stored.loc[name], day[name].astype(float).to_numpy()
+        assert row["rows"] == 300 and 50 < row["profiled_rows"] < 160
+        assert values.min() <= row["min"] <= row["max"] <= values.max()
+        assert row["mean"] == pytest.approx(values.mean(), rel=0.2)
+        assert sum(b["count"] for b in row["histogram"]) == row["profiled_rows"]
+    published = spark.table(output)
+    assertDataFrameEqual(published.select("customer_id"), spark.table(drifting).select("customer_id"))
+    where = Path(output_location(spark, output).removeprefix("file:"))
+    folders = [str(p) for p in where.rglob("*") if p.is_dir() and "sample_" in p.name]
+    assert folders == []
 
 
 def test_a_large_partition_is_profiled_on_a_sample_with_its_count_exact(spark: SparkSession) -> None:

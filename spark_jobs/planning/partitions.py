@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import unquote
 
+from py4j.protocol import Py4JJavaError
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -17,6 +18,7 @@ from spark_jobs.planning.tables import TableInfo
 from udfs.compat import col
 
 _CASE_LIMIT = 32  # partitions per run up to which fingerprints are a CASE rather than a join
+_FOOTERS = 16  # Parquet footers read per partition for its row estimate
 Values = tuple[Any, ...]
 
 
@@ -60,14 +62,33 @@ def selected(spark: SparkSession, table: TableInfo, selection: Selection) -> lis
     return [tuple(r) for r in probe.where(selection.condition).collect()]
 
 
-def fingerprint(spark: SparkSession, table: TableInfo, values: Values) -> str:
+def fingerprint(spark: SparkSession, table: TableInfo, values: Values) -> tuple[str, int | None]:
+    """The partition's fingerprint, and its rows as the Parquet footers of its files tell (None: a view,
+    files of another format, a footer that cannot be read), from one listing of its files: the rows let the
+    run draw its profile sample while it writes (quality.sampling)."""
     files = spark.table(table.name).where(matches(table.partition_columns, values)).inputFiles()
-    sizes, newest = 0, 0.0
+    sizes, newest = [], 0.0
     for f in files:  # inputFiles() gives URIs (a Hive-escaped `%` is `%25` there): read back as URIs
         status = fs.status(spark, f, uri=True)
-        sizes += status[0]
+        sizes.append(status[0])
         newest = max(newest, status[1])
-    return f"files={len(files)};bytes={sizes};newest={newest:.3f}"
+    found = f"files={len(files)};bytes={sum(sizes)};newest={newest:.3f}"
+    return found, (None if table.view else _footer_rows(spark, files, sizes))
+
+
+def _footer_rows(spark: SparkSession, files: Sequence[str], sizes: Sequence[int]) -> int | None:
+    """Rows of Parquet files from their footers: every file's up to _FOOTERS files, else the first ones'
+    rows per byte times all the bytes (an estimate is all the sample needs)."""
+    if not files or not all(f.endswith(".parquet") for f in files):
+        return None
+    try:
+        rows = [fs.parquet_rows(spark, f) for f in files[:_FOOTERS]]
+    except Py4JJavaError:
+        return None
+    if len(files) <= _FOOTERS:
+        return sum(rows)
+    read = sum(sizes[:_FOOTERS])
+    return round(sum(rows) / read * sum(sizes)) if read else None
 
 
 def with_fingerprints(df: DataFrame, table: TableInfo, fingerprints: dict[Values, str]) -> DataFrame:

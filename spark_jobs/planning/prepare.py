@@ -4,7 +4,7 @@ Every usage error is raised here, before the lock is taken or any data is read."
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from py4j.protocol import Py4JJavaError
@@ -43,6 +43,7 @@ class Prepared:
     skipped: int  # partitions an incremental run found up to date
     engine: engine.Choice  # translated (sql) or not (udf), before verification on the run's rows
     challenger: Challenger | None = None
+    estimates: dict[partitions.Values, int] = field(default_factory=dict)  # rows, from Parquet footers
 
     @property
     def partitions(self) -> list[partitions.Values]:
@@ -69,8 +70,9 @@ def prepare(spark: SparkSession, cfg: JobConfig, model: model_ref.LocalModel | N
     params = plan.typed_params(model.signature, cfg.params)
     keys = _key_columns(cfg, source)
     chosen = partitions.selected(spark, source, scoring.selection)
-    prints = {v: partitions.fingerprint(spark, source, v) for v in chosen}
-    prints = {v: fp for v, fp in prints.items() if not fp.startswith("files=0;")}
+    scanned = {v: partitions.fingerprint(spark, source, v) for v in chosen}
+    prints = {v: fp for v, (fp, _) in scanned.items() if not fp.startswith("files=0;")}
+    estimates = {v: rows for v, (_, rows) in scanned.items() if rows is not None}
     if not prints:
         raise UsageError(f"partition selection {scoring.selection.text} matches no rows in {cfg.input_table}")
     skipped = 0
@@ -84,7 +86,8 @@ def prepare(spark: SparkSession, cfg: JobConfig, model: model_ref.LocalModel | N
             text = " or ".join(partitions.describe(source.partition_columns, v) for v in stale)
             scoring = replace(scoring, selection=partitions.selection_of(source.partition_columns, list(stale),
                                                                          f"new or changed: {text}"))
-    job = Prepared(source, model, scoring, params, keys, prints, skipped, engine.Choice("udf", "not planned"))
+    job = Prepared(source, model, scoring, params, keys, prints, skipped, engine.Choice("udf", "not planned"),
+                   estimates={v: estimates[v] for v in prints if v in estimates})
     if prints and not _holds_rows(spark, job):  # files, but no rows in them
         raise UsageError(f"partition selection {scoring.selection.text} matches no rows in {cfg.input_table} "
                          "(its files are empty)")
@@ -139,6 +142,8 @@ def _holds_rows(spark: SparkSession, job: Prepared) -> bool:
     """Whether the selected partitions hold a row: from the Parquet footers of a table's selected files (no
     Spark job; the first file with rows answers), else by reading at most one row (a view, whose files
     include other tables', another format, a footer that cannot be read)."""
+    if any(rows > 0 for rows in job.estimates.values()):  # the footers read for the fingerprints
+        return True
     rows = job.selected(spark)
     if not job.source.view:
         files = rows.inputFiles()

@@ -1,11 +1,13 @@
 """A run's staging area: the one owner of where a run's rows wait before publishing, and of how they are laid
 out there:
 
-    <table location>/_runs/<scoring_run_id>/__outcome=scored|rejected/<partition path>/part-*.parquet
+    <table location>/_runs/<scoring_run_id>/__outcome=scored|rejected|challenger/<partition path>/part-*.parquet
 
 The run writes every row once, split by outcome and partition; the audit counts them from the Parquet
 footers; publishing points partitions at these folders (they are the published versions afterwards), and
-retention and rollback find older versions by the same layout."""
+retention and rollback find older versions by the same layout. The same write copies a seeded sample of a
+large partition's rows under `__outcome=sample_<outcome>` (the profile sample, quality.sampling): the quality
+step reads those instead of every row, and deletes them before anything is published."""
 
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from udfs.compat import col
 
 RUNS_DIR = "_runs"  # underscore: Spark, Hive and Parquet tools skip it when they list a table's folder
 SCORED, REJECTED = "scored", "rejected"
+SAMPLE = "sample_"  # outcome prefix of the rows copied for the profiles: `sample_scored` holds scored rows
 
 
 @dataclass(frozen=True)
@@ -64,9 +67,18 @@ class StagingArea:
     def partitions(self, spark: SparkSession) -> list[StagedPartition]:
         """Rows and folder of every staged partition, counted from the Parquet footers of the files written
         (independent of the job that wrote them, and no row is read again)."""
+        return [p for p in self._counted(spark, self.root) if not p.outcome.startswith(SAMPLE)]
+
+    def samples(self, spark: SparkSession) -> list[StagedPartition]:
+        """The profile sample's folders, counted like `partitions` (outcome without its `sample_` prefix)."""
+        found = [p for folder in fs.glob(spark, f"{self.root}/{OUTCOME}={SAMPLE}*")
+                 for p in self._counted(spark, folder)]
+        return [replace(p, outcome=p.outcome[len(SAMPLE):]) for p in found]
+
+    def _counted(self, spark: SparkSession, root: str) -> list[StagedPartition]:
         fields = [next(f for f in self.schema.fields if f.name == c) for c in self.partition_columns]
         rows_in: dict[str, int] = {}
-        for path, rows in fs.parquet_row_counts(spark, self.root):
+        for path, rows in fs.parquet_row_counts(spark, root):
             folder = path.rsplit("/", 1)[0]
             rows_in[folder] = rows_in.get(folder, 0) + rows
         staged = []
@@ -74,6 +86,16 @@ class StagingArea:
             outcome, _, values = folder.split(f"/{OUTCOME}=", 1)[1].partition("/")
             staged.append(StagedPartition(outcome, from_path(fields, values), rows, folder))
         return sorted(staged, key=lambda p: (p.outcome, [str(v) for v in p.values]))
+
+    def sample_rows(self, spark: SparkSession) -> DataFrame:
+        """The profile sample's rows, as `every_row` gives them (the outcome that the rows copied have)."""
+        picked = self.every_row(spark).where(col(OUTCOME).startswith(SAMPLE))
+        return picked.withColumn(OUTCOME, F.substring(col(OUTCOME), len(SAMPLE) + 1, 1_000))
+
+    def drop_samples(self, spark: SparkSession) -> None:
+        """The sample is the quality step's alone: gone before the run's folders become published versions."""
+        for folder in fs.glob(spark, f"{self.root}/{OUTCOME}={SAMPLE}*"):
+            fs.delete(spark, folder)
 
     def rows(self, spark: SparkSession, outcome: str, columns: T.StructType | None = None) -> DataFrame:
         """The staged rows of one outcome, in the given table's columns (default: as staged)."""

@@ -18,7 +18,7 @@ from spark_jobs.errors import ScoringError
 from spark_jobs.planning import partitions
 from spark_jobs.planning.plan import REJECT_REASON, ScoringPlan
 from spark_jobs.publishing.staging import REJECTED, SCORED, StagedPartition, StagingArea, split_location
-from spark_jobs.quality import baseline, challenger, profiles, store
+from spark_jobs.quality import baseline, challenger, profiles, sampling, store
 from spark_jobs.quality.records import CHALLENGER, INPUT, OUTPUT, ColumnProfile, PartitionQuality
 from spark_jobs.scoring.bad_rows import OUTCOME
 from udfs.compat import col
@@ -75,8 +75,13 @@ def assess(spark: SparkSession, settings: Settings, staging: StagingArea, scorin
     ordered = sorted(paths, key=baseline._order)
     rows = staging.every_row(spark)
     find, note = _baselines(spark, settings, staging, fields, paths, model_run_id)
-    made = profiles.profile(rows, parts, targets(scoring, challenger_name is not None), find, ordered,
-                            _totals(staged), settings.profile_rows)
+    totals = _totals(staged)
+    drawn = _drawn(staging.samples(spark), totals, settings.profile_rows)
+    if drawn:
+        log.info("quality: %d partition(s) profiled on the sample drawn by the write", len(drawn))
+    made = profiles.profile(_profiled(spark, staging, parts, drawn), parts,
+                            targets(scoring, challenger_name is not None), find, ordered, totals,
+                            settings.profile_rows, drawn)
     reasons = _reasons(rows, parts) if rejected else {}
     compared = challenger.outputs_compared(scoring.outputs)
     found: list[PartitionQuality] = []
@@ -114,6 +119,31 @@ def _totals(staged: Sequence[StagedPartition]) -> dict[Values, dict[str, int]]:
         if p.outcome == challenger.CHALLENGER:
             here[CHALLENGER] = here.get(CHALLENGER, 0) + p.rows
     return found
+
+
+def _drawn(samples: Sequence[StagedPartition], totals: Mapping[Values, Mapping[str, int]], wanted: int
+           ) -> dict[Values, dict[str, int]]:
+    """The partitions whose sample drawn by the write is large enough (its largest kind of rows, as the
+    fraction profiled is set by), with its rows by kind."""
+    found = _totals(samples)
+    return {v: n for v, n in found.items()
+            if max(n.values()) >= sampling.ENOUGH * min(wanted, max(totals[v].values()))}
+
+
+def _profiled(spark: SparkSession, staging: StagingArea, parts: Sequence[str], drawn: Mapping[Values, Any]
+              ) -> DataFrame:
+    """The rows to profile: the write's sample of the partitions in `drawn`, the staged rows of the others
+    (each read prunes to its partitions' folders)."""
+    rows = staging.every_row(spark)
+    if not drawn:
+        return rows
+    sampled = staging.sample_rows(spark)
+    if not parts:
+        return sampled
+    chosen = F.lit(False)
+    for v in drawn:
+        chosen = chosen | partitions.matches(parts, v)
+    return sampled.where(chosen).unionByName(rows.where(~chosen))
 
 
 def _partition_path(p: StagedPartition) -> str:

@@ -5,11 +5,11 @@ category counts, one row per column. numpy does in milliseconds what Spark's agg
 profile is about 17 aggregates per column, and Spark stops generating code for an aggregate that wide (it
 then interprets it, about a microsecond per row and column; benchmarks/RESULTS.md).
 
-One Spark job in the steady state; two when a partition's histogram bins come from another partition of the
-same run that has no baseline of its own (a backfill's first day gets its own deciles; later days take its
-bins). The sample is a seeded filter over the same files, so both jobs see the same rows; its row count stays
-exact (the staging write counted it), and with it a profile of 100,000 rows differs from the whole
-partition's by less than the drift that matters (PSI noise about (bins - 1) / rows)."""
+One Spark job: a chain of partitions (one with a baseline of its own, and the partitions of the same run
+that take its bins, as a backfill's later days take its first day's deciles) is one group, profiled in
+order. The sample is a seeded filter, over the copies the staging write drew (quality.sampling) or over
+the staged rows; the counts stay exact (the staging write counted them), and a profile of 25,000 rows
+differs from the whole partition's by less than the drift that matters (PSI noise about (bins - 1) / rows)."""
 
 from __future__ import annotations
 
@@ -23,11 +23,10 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from spark_jobs.planning.partitions import matches
-from spark_jobs.quality import metrics
+from spark_jobs.quality import metrics, sampling
 from spark_jobs.quality.records import DECILES, OTHER, QUANTILES, TOP_CATEGORIES, Bin, ColumnProfile, Drift
 from udfs.compat import col
 
-SEED = 20_231  # the sample's: the same rows in every pass of a run
 Key = tuple[str, str]  # (kind, column)
 Values = tuple[Any, ...]
 GROUP, PART = "__profile_group", "__profile_partition"
@@ -85,14 +84,17 @@ class _Bins:
 
 def profile(rows: DataFrame, partition_columns: Sequence[str], targets: Sequence[Target],
             baselines: Callable[[Values], Baseline | None], partitions: Sequence[Values],
-            totals: Mapping[Values, Mapping[str, int]] | None = None, sample: int | None = None
-            ) -> dict[Values, list[ColumnProfile]]:
+            totals: Mapping[Values, Mapping[str, int]] | None = None, sample: int | None = None,
+            drawn: Mapping[Values, Mapping[str, int]] | None = None) -> dict[Values, list[ColumnProfile]]:
     """Every target's profile in every partition, with drift against the partition's baseline where it has
     a profile of the same shape (numbers against numbers, categories against categories). `partitions` in
     the order baselines are taken (an `earlier` baseline must come before the partition that uses it).
     `totals`: each partition's rows by target kind (known from the staging write), so that a partition of
-    more than `sample` rows is profiled on a sample of about `sample` rows; without them, all rows."""
-    fractions = _fractions(partitions, totals, sample)
+    more than `sample` rows is profiled on a sample of about `sample` rows; without them, all rows.
+    `drawn`: the partitions whose rows in `rows` are a sample drawn already (quality.sampling), with that
+    sample's rows by target kind: cut to about `sample` rows likewise, their counts taken from `totals`."""
+    drawn = drawn or {}
+    fractions = _fractions(partitions, {**(totals or {}), **drawn}, sample)
     chosen = {v: baselines(v) for v in partitions}
     roots = {v: _root(v, chosen) for v in partitions}
     plan = {v: [_bins(t, chosen[v]) for t in targets] for v in partitions if roots[v] == v}
@@ -105,7 +107,7 @@ def profile(rows: DataFrame, partition_columns: Sequence[str], targets: Sequence
             against = {(p.kind, p.column): p for p in made.get(base.earlier, [])}
         elif base is not None:
             against = base.profiles or {}
-        exact = (totals or {}).get(v, {}) if fractions.get(v, 1.0) < 1.0 else {}
+        exact = (totals or {}).get(v, {}) if fractions.get(v, 1.0) < 1.0 or v in drawn else {}
         made[v] = [_assemble(t, found.get((v, i)), against.get(t.key), base.name if base else "",
                              exact.get(t.kind)) for i, t in enumerate(targets)]
     return {v: made[v] for v in partitions}
@@ -152,7 +154,7 @@ def _run(rows: DataFrame, partition_columns: Sequence[str], targets: Sequence[Ta
             keep = keep | matches(partition_columns, v)
     share = _share(partition_columns, step, fractions)
     if share is not None:
-        keep = keep & (F.rand(SEED) < share)
+        keep = keep & (F.rand(sampling.SEED) < share)
     # as few columns as the profiles need (each crosses to Python): one flag per distinct set of rows (the
     # inputs share theirs), the value (null outside its rows), and for floating columns a null flag (pandas
     # shows null and NaN alike)
@@ -188,14 +190,7 @@ def _share(partition_columns: Sequence[str], step: Sequence[Values], fractions: 
     wanted = {v: fractions.get(v, 1.0) for v in step}
     if all(f >= 1.0 for f in wanted.values()):
         return None
-    if len(set(wanted.values())) == 1 or not partition_columns:
-        return F.lit(next(iter(wanted.values())))
-    share: Any = None
-    for v, f in wanted.items():
-        share = F.when(matches(partition_columns, v), F.lit(f)) if share is None else \
-            share.when(matches(partition_columns, v), F.lit(f))
-    found: Column = share.otherwise(F.lit(1.0))
-    return found
+    return sampling.per_partition(partition_columns, wanted, 1.0)
 
 
 Plan = list[tuple[tuple[float, ...] | None, tuple[str, ...] | None]]  # per target: (edges, labels)

@@ -23,13 +23,13 @@ from spark_jobs.planning.tables import ORIGINAL
 from spark_jobs.publishing import output, serving
 from spark_jobs.publishing.publish import Publisher, publisher_for
 from spark_jobs.publishing.staging import REJECTED, SCORED, StagedPartition, StagingArea
-from spark_jobs.quality import assess, challenger, report_file, tracking
+from spark_jobs.quality import assess, challenger, report_file, sampling, tracking
 from spark_jobs.runs import history
 from spark_jobs.runs.locked_run import locked_run
 from spark_jobs.scoring import audit, bad_rows
 from spark_jobs.scoring.lineage import RunLineage, with_lineage
 from spark_jobs.scoring.summary import summary
-from spark_jobs.session import runtime_conf
+from spark_jobs.session import python_workers_started, runtime_conf
 from udfs import ModelSpec, model_cache
 from udfs.compat import col
 from udfs.model_udf import fixed_width_inputs
@@ -101,6 +101,7 @@ def _locked(spark: SparkSession, cfg: JobConfig, job: Prepared, lineage: RunLine
         try:
             staged, counts, chosen = _score_and_stage(spark, cfg, job, lineage, staging)
             quality = _assess(spark, cfg, job, lineage, staging, staged, counts)
+            staging.drop_samples(spark)
             partial = RunResult(lineage, job.scoring.selection.text, job.source.partition_columns, staged, counts,
                                 cfg.rejects if cfg.on_bad_rows == "quarantine" else None,
                                 time.monotonic() - started, job.skipped, chosen, quality,
@@ -270,7 +271,10 @@ def _write(spark: SparkSession, cfg: JobConfig, job: Prepared, lineage: RunLinea
             .transform(_stored_values_of_rejects_only, job.source.replaced))
     if second is not None:
         rows = rows.transform(challenger.with_rows, job.scoring, job.keys, second.lineage)
-    with runtime_conf(spark, settings):
+    rows = rows.transform(sampling.with_sample, job.scoring.partition_columns,
+                          sampling.rates(job.estimates, cfg.profile_rows))
+    in_jvm = chosen.engine == "sql" and (second is None or second.choice.engine == "sql")
+    with runtime_conf(spark, settings), python_workers_started(spark, in_jvm):
         staging.write(rows)
     return int(read.get["rows"])
 
