@@ -102,7 +102,7 @@ def verify(spark: SparkSession, choice: Choice, selected: DataFrame, reasons: Co
         got: pd.DataFrame = compiled.toPandas()
     # the model's own outputs, and its own errors: rows it raises on are bisected out, as the UDF does
     expected = predict_batch(model_cache.load(spec.model_file), got[names], replace(spec, isolate_errors=True))
-    result = compare(expected, got[[*outputs, MODEL_ERROR]], [*outputs, MODEL_ERROR], tolerance)
+    result = compare(expected, got[[*outputs, MODEL_ERROR]], [*outputs, MODEL_ERROR], tolerance, [MODEL_ERROR])
     if not result.equal:
         return _mismatch(choice, f"differs from the model: {result.mismatch}", result.max_diff, requested)
     return replace(choice, reason=f"translated, verified on {len(got)} rows (largest difference {result.max_diff:.1e})",

@@ -82,10 +82,18 @@ def translate(model: Any, features: Sequence[Feature], outputs: T.StructType, pr
     for name, step in steps:
         block = _transform(program, step, block, f"{owner}: Pipeline step {name!r}")
     where = f"{owner}: final estimator {final_name!r}" if steps or final is not model else owner
-    translator = ESTIMATORS.get(type(final))
+    translator = estimator_translator(final)
     if translator is None:
         raise Unsupported(f"{where}: {type(final).__name__} is not supported")
-    block = _select(block, final, where)
+    library = type(final).__module__.split(".")[0]
+    if library == "lightgbm":  # LightGBM takes columns by position, whatever their names
+        block = _select(Block(block.values, None, block.sparse), final, where)
+        if block.dtype() not in ("float32", "float64"):  # integers reach it as float32 or float64 by batch
+            raise Unsupported(f"{where}: {type(final).__name__} on {block.dtype()} columns")
+    else:
+        block = _select(block, final, where)
+        if library == "xgboost" and block.sparse:  # a sparse matrix's absent entries are missing to XGBoost
+            raise Unsupported(f"{where}: a sparse matrix reaches {type(final).__name__}")
     if any(v.text for v in block.values):
         raise Unsupported(f"{where}: string columns reach {type(final).__name__}")
     if type(final) in linear.ESTIMATORS:
@@ -99,6 +107,18 @@ def translate(model: Any, features: Sequence[Feature], outputs: T.StructType, pr
                           f"{len(outputs.fields)} ({', '.join(outputs.fieldNames())})")
     program.outputs = columns
     return program
+
+
+def estimator_translator(final: Any) -> linear.Translator | None:
+    """The translator of a final estimator: scikit-learn's own, or XGBoost's and LightGBM's scikit-learn
+    wrappers (their libraries imported only when the model is one of theirs)."""
+    found = ESTIMATORS.get(type(final))
+    library = type(final).__module__.split(".")[0]
+    if found is None and library in ("xgboost", "lightgbm"):
+        from udfs.compiled import lgbm, xgb
+
+        found = (xgb.estimators() if library == "xgboost" else lgbm.estimators()).get(type(final))
+    return found
 
 
 def _steps(model: Any, owner: str) -> tuple[list[tuple[str, Any]], tuple[str, Any]]:
