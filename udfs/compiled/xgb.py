@@ -31,7 +31,8 @@ from udfs.compiled.verify import TIMESTAMP
 RULE = SplitRule("<", as_float32, threshold=lambda t: float(np.float32(t)))  # src/predictor: fvalue < split
 _LOGIT = ("binary:logistic", "reg:logistic")
 _EXP = ("count:poisson", "reg:gamma", "reg:tweedie")
-_IDENTITY = ("binary:logitraw", "reg:squarederror", "reg:linear", "reg:absoluteerror", "reg:pseudohubererror", "reg:squaredlogerror")
+_IDENTITY = ("binary:logitraw", "reg:squarederror", "reg:linear", "reg:absoluteerror", "reg:pseudohubererror",
+             "reg:squaredlogerror")
 _SOFTMAX = ("multi:softprob", "multi:softmax")
 OBJECTIVES = (*_LOGIT, *_EXP, *_IDENTITY, *_SOFTMAX)
 
