@@ -21,7 +21,8 @@ setup(
     extras_require={
         "demo": ["scikit-learn>=1.4"],
         "dev": [
-            "scikit-learn>=1.4", "pytest>=8", "pytest-xdist>=3.5", "chispa>=0.10", "duckdb>=1.0", "psutil",
+            "scikit-learn>=1.4", "xgboost>=2.0", "lightgbm>=4.0", "pytest>=8", "pytest-xdist>=3.5", "chispa>=0.10",
+            "duckdb>=1.0", "psutil",
             "ruff", "mypy", "types-PyYAML",
         ],
     },
