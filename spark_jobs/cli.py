@@ -1,6 +1,7 @@
 """The command line: argv -> config -> (model, while Spark starts) -> run -> summary on stdout and exit code 0,
 or one line on stderr and the error's exit code (2: bad input, found before any data is read; 1: a failure
-while running). Subcommands: `score-table [score flags]` and `score-table rollback ...`."""
+while running). Subcommands: `score-table [score flags]`, `score-table rollback ...`, `score-table baseline ...` and
+`score-table view ...`."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Generic, TypeVar
 
-from spark_jobs.config import parse_args, parse_baseline_args, parse_rollback_args
+from spark_jobs.config import parse_args, parse_baseline_args, parse_rollback_args, parse_view_args
 from spark_jobs.errors import ScoringError, one_line
 from spark_jobs.session import get_session, session_for
 
@@ -28,6 +29,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _guarded(lambda: _rollback(args[1:]), "--verbose" in args)
     if args[:1] == ["baseline"]:
         return _guarded(lambda: _baseline(args[1:]), "--verbose" in args)
+    if args[:1] == ["view"]:
+        return _guarded(lambda: _view(args[1:]), "--verbose" in args)
     return _guarded(lambda: _score(args), "--verbose" in args)
 
 
@@ -87,6 +90,13 @@ def _baseline(args: list[str]) -> str:
 
     cfg = parse_baseline_args(args)
     return make_baseline(session_for(cfg.local_defaults, cfg.local_home, cfg.spark_conf, "--verbose" in args), cfg)
+
+
+def _view(args: list[str]) -> str:
+    from spark_jobs.publishing.scoring_view import create_view
+
+    cfg = parse_view_args(args)
+    return create_view(session_for(cfg.local_defaults, cfg.local_home, cfg.spark_conf, "--verbose" in args), cfg)
 
 
 def _rollback(args: list[str]) -> str:

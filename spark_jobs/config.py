@@ -145,14 +145,9 @@ PARTITION_HELP = "partition to score; repeat it: values of one column are OR-ed,
 
 
 @dataclass(frozen=True, kw_only=True)
-class CommonConfig:
-    """Options every writing command has: the output table and its side tables, Spark, the lock."""
+class SparkOptions:
+    """Where Spark runs: every command has them."""
 
-    output_table: str = option(flag="--output-table", metavar=TABLE, help="scored table to create or update")
-    rejects_table: str | None = option(None, flag="--rejects-table", metavar=TABLE,
-                                       help="quarantined rows (default: <output-table>_rejects)")
-    runs_table: str | None = option(None, flag="--runs-table", metavar=TABLE,
-                                    help="run history (default: <output-table>_runs)")
     # Embedded-default settings (local master, Derby metastore, warehouse under local_home) are applied
     # only where Spark has no setting of its own (spark-submit --conf, spark-defaults.conf, a live session).
     local_defaults: bool = option(True, profile="spark.local_defaults",
@@ -161,6 +156,39 @@ class CommonConfig:
     spark_conf: Mapping[str, str] = option({}, profile="spark.conf",
                                            check=(_is_scalar_map, "a mapping of Spark settings to values"),
                                            convert=lambda raw, _: _spark_conf(raw))
+
+
+@dataclass(frozen=True, kw_only=True)
+class RegistryOptions:
+    """Where the model is: the commands that resolve one."""
+
+    tracking_uri: str | None = option(None, flag="--tracking-uri", profile="mlflow.tracking_uri",
+                                      env="MLFLOW_TRACKING_URI",
+                                      help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, then profile)")
+    registry_uri: str | None = option(None, flag="--registry-uri", profile="mlflow.registry_uri",
+                                      env="MLFLOW_REGISTRY_URI",
+                                      help="MLflow registry URI (default: MLFLOW_REGISTRY_URI, then profile)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class VerifyOptions:
+    """How a translated model is checked against the model's own predictions (udfs.compiled.verify)."""
+
+    verify_rows: int = option(10_000, flag="--verify-rows", flag_type=int, metavar="N", help=VERIFY_HELP,
+                              check=(_is_int, "a whole number of rows"))
+    # how far a floating output of the sql engine may be from the model's own
+    engine_tolerance: float = option(1e-9, check=(_is_number, "a number from 0 to 1"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class CommonConfig(SparkOptions):
+    """Options every writing command has: the output table and its side tables, Spark, the lock."""
+
+    output_table: str = option(flag="--output-table", metavar=TABLE, help="scored table to create or update")
+    rejects_table: str | None = option(None, flag="--rejects-table", metavar=TABLE,
+                                       help="quarantined rows (default: <output-table>_rejects)")
+    runs_table: str | None = option(None, flag="--runs-table", metavar=TABLE,
+                                    help="run history (default: <output-table>_runs)")
     lock_stale_after_s: float = option(600.0, check=(_is_number, "a number of seconds"),
                                        convert=lambda raw, _: check_stale_after(raw))
     break_lock: bool = option(False, flag="--break-lock", switch=True, profile=None,
@@ -180,7 +208,7 @@ class CommonConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
-class JobConfig(CommonConfig):
+class JobConfig(CommonConfig, RegistryOptions, VerifyOptions):
     """`score-table`: score partitions of a table and publish them."""
 
     model_uri: str = option(flag="--model-uri",
@@ -206,12 +234,6 @@ class JobConfig(CommonConfig):
                                          help="format of a new output table")
     batch_size: int = option(50_000, flag="--batch-size", flag_type=int, metavar="ROWS",
                              check=(_is_int, "a whole number of rows"), help="rows per Arrow batch sent to the model")
-    tracking_uri: str | None = option(None, flag="--tracking-uri", profile="mlflow.tracking_uri",
-                                      env="MLFLOW_TRACKING_URI",
-                                      help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, then profile)")
-    registry_uri: str | None = option(None, flag="--registry-uri", profile="mlflow.registry_uri",
-                                      env="MLFLOW_REGISTRY_URI",
-                                      help="MLflow registry URI (default: MLFLOW_REGISTRY_URI, then profile)")
     on_bad_rows: BadRowPolicy = option("fail", flag="--on-bad-rows", choices=BAD_ROW_POLICIES,
                                        help="rows with null/NaN/infinite/uncastable features: fail the run "
                                             "(default), quarantine them in the rejects table, or pass them to "
@@ -245,10 +267,6 @@ class JobConfig(CommonConfig):
         None, check=(lambda v: isinstance(v, list), "[low, high]"), convert=lambda raw, _: _range(raw))
     latest_view: str | None = option(None)  # newest score per key_columns; default <output_table>_latest
     engine: Engine = option("auto", flag="--engine", choices=ENGINES, help=ENGINE_HELP)
-    verify_rows: int = option(10_000, flag="--verify-rows", flag_type=int, metavar="N", help=VERIFY_HELP,
-                              check=(_is_int, "a whole number of rows"))
-    # how far a floating output of the sql engine may be from the model's own (udfs.compiled.verify)
-    engine_tolerance: float = option(1e-9, check=(_is_number, "a number from 0 to 1"))
     # quality: profiles and drift (spark_jobs.quality), champion vs challenger, the run in MLflow
     profiles_table: str | None = option(None, flag="--profiles-table", metavar=TABLE,
                                         help="profiles and drift of each run (default: <output-table>_profiles)")
@@ -303,7 +321,7 @@ class RollbackConfig(CommonConfig):
 
 
 @dataclass(frozen=True, kw_only=True)
-class BaselineConfig:
+class BaselineConfig(SparkOptions, RegistryOptions):
     """`score-table baseline`: profile a (training) table's model inputs and store the profile with the
     model version, for `--baseline training`."""
 
@@ -313,28 +331,31 @@ class BaselineConfig:
     partitions: Mapping[str, tuple[str, ...]] = option(
         {}, flag="--partition", repeat=True, metavar="COL=VALUE", profile=None, help=PARTITION_HELP,
         convert=_partitions)
-    tracking_uri: str | None = option(None, flag="--tracking-uri", profile="mlflow.tracking_uri",
-                                      env="MLFLOW_TRACKING_URI", help="MLflow tracking URI")
-    registry_uri: str | None = option(None, flag="--registry-uri", profile="mlflow.registry_uri",
-                                      env="MLFLOW_REGISTRY_URI", help="MLflow registry URI")
-    local_defaults: bool = option(True, profile="spark.local_defaults",
-                                  check=(lambda v: isinstance(v, bool), "true or false"))
-    local_home: str = option(".local", profile="spark.local_home")
-    spark_conf: Mapping[str, str] = option({}, profile="spark.conf",
-                                           check=(_is_scalar_map, "a mapping of Spark settings to values"),
-                                           convert=lambda raw, _: _spark_conf(raw))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ViewConfig(SparkOptions, RegistryOptions, VerifyOptions):
+    """`score-table view`: a view over a table whose query computes the translated model, verified first."""
+
+    model_uri: str = option(flag="--model-uri", help="MLflow model URI, e.g. models:/churn@champion")
+    input_table: str = option(flag="--input-table", metavar=TABLE, help="the table (or view) the view reads")
+    view: str = option(flag="--view", metavar=TABLE, help="the view to create or replace")
 
 
 Config = TypeVar("Config", JobConfig, RollbackConfig)
+Verified = TypeVar("Verified", JobConfig, ViewConfig)
 COMMANDS: dict[str, tuple[type[Any], str]] = {
     "score-table": (JobConfig, "Score partitions of a warehouse table with an MLflow model and publish a scored "
-                               "table. Subcommands: rollback, baseline (score-table rollback --help)."),
+                               "table. Subcommands: rollback, baseline, view (score-table view --help)."),
     "score-table rollback": (RollbackConfig, "Republish the previous kept version of a partition of an output "
                                              "table (and of its rejects and serving copy)."),
     "score-table baseline": (BaselineConfig, "Profile the model's inputs in a (training) table and store the "
                                              "profile with the model version (for --baseline training)."),
+    "score-table view": (ViewConfig, "Create or replace a view over a table that scores every row with the model "
+                                     "translated into SQL (verified on a sample first), for ad-hoc queries."),
 }
-REQUIRED = {"output_table": "--output-table", "model_uri": "--model-uri", "input_table": "--input-table"}
+REQUIRED = {"output_table": "--output-table", "model_uri": "--model-uri", "input_table": "--input-table",
+            "view": "--view"}
 
 
 def options(cls: type[Any]) -> list[tuple[dataclasses.Field[Any], Option]]:
@@ -395,6 +416,26 @@ def parse_baseline_args(argv: Sequence[str]) -> BaselineConfig:
     return cfg
 
 
+def parse_view_args(argv: Sequence[str]) -> ViewConfig:
+    cfg: ViewConfig = parse_command("score-table view", argv)
+    validate_table_name(cfg.input_table, "--input-table")
+    validate_table_name(cfg.view, "--view")
+    if _normalized(cfg.view) == _normalized(cfg.input_table):
+        raise UsageError(f"--view {cfg.view!r} is the input table")
+    if not cfg.model_uri.strip():
+        raise UsageError("--model-uri is empty")
+    return validate_verification(cfg)
+
+
+def validate_verification(cfg: Verified) -> Verified:
+    if not _is_int(cfg.verify_rows) or not 1 <= cfg.verify_rows <= 1_000_000:
+        raise UsageError(f"verify_rows {cfg.verify_rows!r} must be a whole number of rows from 1 to 1000000")
+    tolerance = cfg.engine_tolerance
+    if not _is_number(tolerance) or not 0 <= tolerance < 1:
+        raise UsageError(f"engine_tolerance {tolerance!r} must be a number from 0 to below 1")
+    return cfg
+
+
 def parse_command(command: str, argv: Sequence[str] | None) -> Any:
     """Merge every option of `command`: flag, else its environment variable, else the profile, else the
     default; then convert it. Cross-option rules are `validate`'s."""
@@ -415,7 +456,8 @@ def parse_command(command: str, argv: Sequence[str] | None) -> Any:
         elif raw is not None:
             values[f.name] = o.convert(raw, from_flag) if o.convert else raw
     cfg = cls(**values)
-    if isinstance(cfg, JobConfig | BaselineConfig) and cfg.tracking_uri is None and cfg.local_defaults is True:
+    if isinstance(cfg, RegistryOptions) and isinstance(cfg, SparkOptions) and cfg.tracking_uri is None \
+            and cfg.local_defaults is True:
         cfg = dataclasses.replace(cfg, tracking_uri=embedded_tracking_uri(cfg.local_home))
     return cfg
 
@@ -521,14 +563,10 @@ def validate(cfg: JobConfig) -> JobConfig:
         raise UsageError("--model-uri is empty")
     if cfg.engine not in ENGINES:
         raise UsageError(f"engine {cfg.engine!r} is not one of {', '.join(ENGINES)}")
-    if not _is_int(cfg.verify_rows) or not 1 <= cfg.verify_rows <= 1_000_000:
-        raise UsageError(f"verify_rows {cfg.verify_rows!r} must be a whole number of rows from 1 to 1000000")
+    validate_verification(cfg)
     if not _is_int(cfg.profile_rows) or not 1 <= cfg.profile_rows <= 1_000_000:
         # each partition's sample is profiled by one Python worker: bounded, so that it fits in one
         raise UsageError(f"profile_rows {cfg.profile_rows!r} must be a whole number of rows from 1 to 1000000")
-    tolerance = cfg.engine_tolerance
-    if not _is_number(tolerance) or not 0 <= tolerance < 1:
-        raise UsageError(f"engine_tolerance {tolerance!r} must be a number from 0 to below 1")
     return cfg
 
 

@@ -47,14 +47,15 @@ class Choice:
 
 
 def plan(requested: str, model_path: str, scoring: ScoringPlan, params: dict[str, Any],
-         inputs_checked: bool) -> Choice:
+         inputs_checked: bool, max_nodes: int | None = MAX_TREE_NODES) -> Choice:
     """Translate the model, from metadata alone. `--engine sql` on a model that does not translate raises
     UsageError (exit 2) naming the part that does not; `auto` falls back to `udf` with that reason.
-    `inputs_checked`: bad rows (null, NaN, infinite inputs) never reach the model."""
+    `inputs_checked`: bad rows (null, NaN, infinite inputs) never reach the model; `max_nodes`: the largest
+    ensemble taken (None: any)."""
     if requested == "udf":
         return Choice("udf", "--engine udf")
     try:
-        program = _translate(model_path, scoring, params, inputs_checked)
+        program = _translate(model_path, scoring, params, inputs_checked, max_nodes)
     except Unsupported as e:
         if requested == "sql":
             raise UsageError(f"--engine sql: the model does not translate: {e}") from None
@@ -62,7 +63,8 @@ def plan(requested: str, model_path: str, scoring: ScoringPlan, params: dict[str
     return Choice("sql", "translated", program)
 
 
-def _translate(model_path: str, scoring: ScoringPlan, params: dict[str, Any], inputs_checked: bool) -> Program:
+def _translate(model_path: str, scoring: ScoringPlan, params: dict[str, Any], inputs_checked: bool,
+               max_nodes: int | None) -> Program:
     if scoring.tensor is not None:
         raise Unsupported("a model with a tensor input (only named columns translate)")
     if params:
@@ -74,7 +76,7 @@ def _translate(model_path: str, scoring: ScoringPlan, params: dict[str, Any], in
         if not isinstance(o.dataType, _TRANSLATABLE):
             raise Unsupported(f"output '{o.name}' of type {o.dataType.simpleString()}")
     features = [Feature(f.name, try_cast(f.column, f.spark_type), f.spark_type) for f in scoring.features]
-    return translate(model_path, features, scoring.outputs, inputs_checked, MAX_TREE_NODES)
+    return translate(model_path, features, scoring.outputs, inputs_checked, max_nodes)
 
 
 def spark_settings(choice: Choice) -> dict[str, str]:
@@ -93,11 +95,22 @@ def verify(spark: SparkSession, choice: Choice, selected: DataFrame, reasons: Co
     if choice.program is None:
         return choice
     sample = selected if reasons is None else selected.where(reasons.isNull())
+    scored = apply(sample.limit(rows), choice.program, spec.outputs, None, isolate_errors=True)
+    return check(spark, choice, scored, spec, tolerance, requested)
+
+
+def model_inputs(spec: ModelSpec) -> list[Column]:
+    """The model's inputs as the pyfunc receives them, named as its signature names them."""
+    return [try_cast(f.column, f.spark_type).alias(f.name) for f in spec.features]
+
+
+def check(spark: SparkSession, choice: Choice, scored: DataFrame, spec: ModelSpec, tolerance: float,
+          requested: str) -> Choice:
+    """Compare rows scored by the translation (the input columns, the outputs and MODEL_ERROR) with the
+    model's own pyfunc predictions for the same rows."""
     names = [f.name for f in spec.features]
-    inputs = [try_cast(f.column, f.spark_type).alias(f.name) for f in spec.features]
     outputs = [f.name for f in spec.outputs.fields]
-    compiled = (apply(sample.limit(rows), choice.program, spec.outputs, None, isolate_errors=True)
-                .select(*inputs, *outputs, MODEL_ERROR))
+    compiled = scored.select(*model_inputs(spec), *outputs, MODEL_ERROR)
     with runtime_conf(spark, {**VERIFY_SETTINGS, **spark_settings(choice)}):
         got: pd.DataFrame = compiled.toPandas()
     # the model's own outputs, and its own errors: rows it raises on are bisected out, as the UDF does
