@@ -175,7 +175,7 @@ def _translate(program: Program, model: Any, columns: list[Column], fn: str) -> 
 
 
 @pytest.fixture(scope="module")
-def scored(spark: SparkSession) -> dict[tuple[str, str], tuple[pd.DataFrame, pd.DataFrame, Any]]:
+def scored(spark: SparkSession) -> dict[tuple[str, str], Any]:
     rng = np.random.default_rng(11)
     X, score = _training_data(rng)
     models = {case: fit(X, _target(kind, score)) for case, fit, kind, _ in CASES}

@@ -152,6 +152,20 @@ def scored_by_console_script(home: Path, mlflow_server: str, tmp_path_factory: p
     return "scored_server"
 
 
+@pytest.fixture(scope="module")
+def view_by_console_script(home: Path, mlflow_server: str, scored_by_console_script: str,
+                           tmp_path_factory: pytest.TempPathFactory) -> str:
+    """`score-table view` from the console script: the run's model as a view over the same input, for the SQL
+    clients' test (after the run: Derby admits one process)."""
+    done = call([str(BIN / "score-table"), "view", "--config", str(home / "profile.yaml"), "--model-uri",
+                 "models:/churn_server@champion", "--input-table", "lake.customer_features", "--view",
+                 "lake.churn_now"], home, tmp_path_factory.mktemp("view"),
+                {"MLFLOW_TRACKING_URI": mlflow_server, "MLFLOW_REGISTRY_URI": mlflow_server})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "view lake.churn_now: churn_server version 1 over lake.customer_features, in SQL" in done.stdout
+    return "lake.churn_now"
+
+
 def test_console_script_scores_with_a_profile_and_a_model_from_an_mlflow_tracking_server(
         spark: SparkSession, home: Path, mlflow_server: str, scored_by_console_script: str) -> None:
     from mlflow.tracking import MlflowClient
@@ -174,6 +188,15 @@ def test_console_script_scores_with_a_profile_and_a_model_from_an_mlflow_trackin
     assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["report.html"]
 
 
+def beeline(port: int, query: str) -> str:
+    """One query through the Thrift server with beeline; its rows as CSV."""
+    out = subprocess.run([str(BIN / "beeline"), "-u", f"jdbc:hive2://127.0.0.1:{port}/default", "-n", "test",
+                          "--silent=true", "--showHeader=false", "--outputformat=csv2", "-e", query],
+                         capture_output=True, text=True, timeout=120, env={**os.environ})
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout
+
+
 @contextmanager
 def thrift(home: Path, tmp_path: Path) -> Iterator[int]:
     """Spark's Thrift JDBC server over the test's own metastore, on 127.0.0.1."""
@@ -190,7 +213,7 @@ def thrift(home: Path, tmp_path: Path) -> Iterator[int]:
 
 
 def test_sql_over_results_with_beeline_and_duckdb(spark: SparkSession, home: Path, scored_by_console_script: str,
-                                                  tmp_path: Path) -> None:
+                                                  view_by_console_script: str, tmp_path: Path) -> None:
     import duckdb
 
     table = scored_by_console_script  # every partition
@@ -208,11 +231,16 @@ def test_sql_over_results_with_beeline_and_duckdb(spark: SparkSession, home: Pat
     with thrift(home, tmp_path) as port:
         query = (f"SELECT ds, count(*) AS n, round(sum(prediction), 6) AS total FROM lake.{table} "
                  "GROUP BY ds ORDER BY ds")
-        out = subprocess.run([str(BIN / "beeline"), "-u", f"jdbc:hive2://127.0.0.1:{port}/default", "-n", "test",
-                              "--silent=true", "--showHeader=false", "--outputformat=csv2", "-e", query],
-                             capture_output=True, text=True, timeout=120, env={**os.environ})
-    assert out.returncode == 0, out.stderr[-2000:]
-    got = [line.split(",") for line in out.stdout.split() if line.count(",") == 2]
+        out = beeline(port, query)
+        # the scoring view: fresh scores for any slice, the same as the run's
+        day = DEMO_DAYS[1]
+        view_rows = beeline(port, f"SELECT customer_id, prediction, model_version FROM {view_by_console_script} "
+                                  f"WHERE ds = '{day}' AND customer_id % 7 = 0 ORDER BY customer_id")
+    got = [line.split(",") for line in out.split() if line.count(",") == 2]
+    in_view = [line.split(",") for line in view_rows.split() if line.count(",") == 2]
+    run = expected.where((F.col("ds") == day) & (F.col("customer_id") % 7 == 0)).orderBy("customer_id").collect()
+    assert len(run) > 10
+    assert [(int(c), float(p), v) for c, p, v in in_view] == [(r.customer_id, r.prediction, "1") for r in run]
     want = expected.groupBy("ds").agg({"prediction": "sum", "*": "count"}).orderBy("ds").collect()
     assert len(want) == len(DEMO_DAYS)
     assert [(d, int(n), round(float(t), 4)) for d, n, t in got] == [

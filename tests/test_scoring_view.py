@@ -80,6 +80,7 @@ def test_the_view_gives_a_runs_predictions_and_follows_the_alias(spark: SparkSes
     ("view is a table", "--view lake.features_copy is a table, not a view"),
     ("view is the input", "--view 'lake.features' is the input table"),
     ("bad name", "--view 'lake.scores-now' is not a valid table name"),
+    ("too long for Derby", "characters; the metastore in Derby stores at most 32,700"),
 ])
 def test_a_view_that_cannot_be_made_exits_2_and_creates_nothing(spark: SparkSession, source: str, model: dict[str, str],
                                                                 tracking_uri: str, view: str,
@@ -95,6 +96,12 @@ def test_a_view_that_cannot_be_made_exits_2_and_creates_nothing(spark: SparkSess
         target = source
     elif case == "bad name":
         target = "lake.scores-now"
+    elif case == "too long for Derby":  # 150 trees of depth 3: about 72,000 characters of SQL
+        from sklearn.ensemble import HistGradientBoostingRegressor
+
+        X = pd.DataFrame(np.random.default_rng(0).uniform(0, 50, size=(400, 3)), columns=list(FEATURES))
+        hgb = HistGradientBoostingRegressor(max_iter=150, max_depth=3, random_state=0).fit(X, X["Tenure"] ** 2)
+        uri = log_model(hgb, infer_signature(X, hgb.predict(X)))
     try:
         assert main(view_args(source, uri, target)) == 2
         assert message in capsys.readouterr().err

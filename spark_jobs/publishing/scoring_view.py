@@ -27,6 +27,7 @@ from udfs.model_udf import MODEL_ERROR
 log = logging.getLogger("score_table")
 MODEL_ERROR_COLUMN = "model_error"
 LINEAGE = ("model_name", "model_version", "model_run_id")
+DERBY_VIEW_TEXT = 32_700  # characters of a LONG VARCHAR
 PROPERTY = "score_table."  # the view's properties: model_uri, model_name, model_version, model_run_id
 
 
@@ -52,6 +53,7 @@ def create_view(spark: SparkSession, cfg: ViewConfig) -> str:
     spec = ModelSpec(model.path, scoring.features, scoring.outputs, isolate_errors=True)
     sample = spark.sql(text).limit(cfg.verify_rows).withColumn(
         MODEL_ERROR, F.concat(F.lit("model error: "), F.col(MODEL_ERROR_COLUMN)))
+    _check_length(spark, text)
     checked = engine.check(spark, choice, sample, spec, cfg.engine_tolerance, "sql")
     properties = {f"{PROPERTY}model_uri": cfg.model_uri, **{f"{PROPERTY}{k}": v or "" for k, v in lineage.items()}}
     spark.sql(f"CREATE OR REPLACE VIEW {_quoted(cfg.view)} TBLPROPERTIES ({_properties(spark, properties)}) "
@@ -68,6 +70,15 @@ def _check_target(spark: SparkSession, cfg: ViewConfig, source: tables.TableInfo
     existing = tables.describe(spark, cfg.view)
     if existing is not None and not existing.view:
         raise UsageError(f"--view {cfg.view} is a table, not a view: choose another name")
+
+
+def _check_length(spark: SparkSession, text: str) -> None:
+    """A Hive metastore in Derby (the embedded default) keeps a view's text in a LONG VARCHAR: longer text
+    fails inside the metastore, which retries for minutes. MySQL and PostgreSQL metastores have no such limit."""
+    url = spark.sparkContext._jsc.hadoopConfiguration().get("javax.jdo.option.ConnectionURL") or ""
+    if str(url).startswith("jdbc:derby:") and len(text) > DERBY_VIEW_TEXT:
+        raise UsageError(f"the view's query is {len(text):,} characters; the metastore in Derby stores at most "
+                         f"{DERBY_VIEW_TEXT:,} (a smaller model, or a metastore in MySQL or PostgreSQL)")
 
 
 def _query(spark: SparkSession, cfg: ViewConfig, source: tables.TableInfo, choice: engine.Choice,
