@@ -4,11 +4,11 @@ single-process predict, interleaved and repeated; medians, rows/s, the targets' 
 JSON and a PNG chart under benchmarks/results/.
 
     python -m benchmarks.bench [--rows 4000000] [--features 20] [--partitions 4] [--repeats 3]
-                               [--scaling 1000000,8000000] [--models lr,hgb,rf] [--small 10000]
+                               [--scaling 1000000,8000000] [--models lr,hgb,rf,xgb,lgbm] [--small 10000] [--sql]
                                [--home .local/bench]
 
 The job runs twice per model and round: `job` with the default engine (auto) and `job_udf` with
---engine udf. `small`: one partition of `--small` rows of a 4-partition table, the whole job (engine auto)
+--engine udf (and `job_sql` with --engine sql, given --sql). `small`: one partition of `--small` rows of a 4-partition table, the whole job (engine auto)
 against a spark-submit that reads and writes that partition with no model.
 """
 
@@ -84,7 +84,7 @@ class Bench:
 
     def job(self, model: str, rows: int, batch_size: int | None, engine: str = "auto",
             ds: str | None = None) -> dict[str, Any]:
-        variant = {"auto": "job", "udf": "job_udf"}[engine] if ds is None else "small"
+        variant = {"auto": "job", "udf": "job_udf", "sql": "job_sql"}[engine] if ds is None else "small"
         cmd = [*SUBMIT, "spark_jobs/score_table.py", "--config", str(self.home / "profile.yaml"),
                "--model-uri", f"models:/{MODELS[model]}@champion", "--input-table", table_name(rows),
                "--output-table", f"bench.scored_{variant}_{model}_{rows}", "--engine", engine]
@@ -140,15 +140,20 @@ def summarize(records: list[dict[str, Any]], rows: int, models: list[str], scali
     table = [row_of(records, "floor", "-", rows)]
     targets: dict[str, Any] = {}
     for m in models:
-        table += [row_of(records, variant, m, rows) for variant in ("job", "job_udf", "spark_udf")]
+        variants = ("job", "job_udf", "job_sql", "spark_udf") if any(
+            (r["variant"], r["model"]) == ("job_sql", m) for r in records) else ("job", "job_udf", "spark_udf")
+        table += [row_of(records, variant, m, rows) for variant in variants]
         raw = median(records, "raw_predict", m, rows)
         table.append({"variant": "raw_predict", "model": m, "seconds": raw, "rows_per_s": rows / raw,
                       "pyfunc_seconds": median(records, "raw_predict", m, rows, "pyfunc_seconds")})
         job, job_udf, udf = (median(records, v, m, rows) for v in ("job", "job_udf", "spark_udf"))
         engine = engine_of(records, "job", m, rows)
-        if m in ("lr", "hgb"):
+        if m in ("lr", "hgb", "xgb", "lgbm"):
             over = (job - floor) / (udf - floor)
             targets[f"{m}: (job - floor) / (spark_udf - floor) <= 0.3 (engine {engine})"] = over
+        if "job_sql" in variants:
+            targets[f"{m}: engine sql: (job_sql - floor) / (spark_udf - floor)"] = (
+                (median(records, "job_sql", m, rows) - floor) / (udf - floor))
         targets[f"{m}: engine udf: (job_udf - floor) / (spark_udf - floor) <= 1.0"] = (
             (job_udf - floor) / (udf - floor))
         targets[f"{m}: auto / udf <= 1.1"] = job / job_udf
@@ -193,7 +198,7 @@ def chart(records: list[dict[str, Any]], summary: dict[str, Any], rows: int, sca
     ax = axes[0][0]
     bars = [r for r in summary["table"]]
     labels = [f"{r['variant']}\n{r['model']}" for r in bars]
-    colors = {"job": "tab:green", "job_udf": "tab:olive", "spark_udf": "tab:red", "floor": "tab:gray",
+    colors = {"job": "tab:green", "job_udf": "tab:olive", "job_sql": "tab:cyan", "spark_udf": "tab:red", "floor": "tab:gray",
               "raw_predict": "tab:blue", "small": "tab:green", "small_floor": "tab:gray"}
     ax.bar(labels, [r["seconds"] for r in bars], color=[colors[r["variant"]] for r in bars])
     ax.set_ylabel("seconds (median, whole spark-submit)")
@@ -221,10 +226,12 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--scaling", default="1000000,8000000", help="row counts for the scaling runs ('' for none)")
     p.add_argument("--scaling-repeats", type=int, default=1)
-    p.add_argument("--models", default="lr,hgb,rf")
+    p.add_argument("--models", default="lr,hgb,rf,xgb,lgbm")
     p.add_argument("--small", type=int, default=40_000,
                    help="rows of the 4-partition table whose one partition is the small run (0: none)")
     p.add_argument("--batch-size", type=int, default=None, help="the job's --batch-size (default: its own)")
+    p.add_argument("--sql", action="store_true",
+                   help="also run the job with --engine sql (what a model over auto's node budget costs in the JVM)")
     p.add_argument("--home", default=".local/bench")
     p.add_argument("--out", default="benchmarks/results")
     args = p.parse_args()
@@ -254,6 +261,8 @@ def main() -> None:
         for m in models:
             bench.job(m, args.rows, args.batch_size)
             bench.job(m, args.rows, args.batch_size, engine="udf")
+            if args.sql:
+                bench.job(m, args.rows, args.batch_size, engine="sql")
             bench.plain(m, args.rows)
         if args.small:
             bench.plain(None, args.small, ds=small_ds)
@@ -266,7 +275,7 @@ def main() -> None:
             bench.job("hgb" if "hgb" in models else models[0], n, args.batch_size)
 
     identical = json.loads(bench.call([sys.executable, "-m", "benchmarks.compare", "--home", str(home), *[
-        a for m in models for v in ("job", "job_udf")
+        a for m in models for v in ("job", "job_udf", *(["job_sql"] if args.sql else []))
         for a in ("--pair", f"bench.scored_{v}_{m}_{args.rows}:bench.scored_udf_{m}_{args.rows}")]]))
     summary = summarize(bench.records, args.rows, models, scaling, cores, args.small)
     result = {
@@ -287,7 +296,8 @@ def main() -> None:
 def versions() -> dict[str, str]:
     from importlib.metadata import version
 
-    return {p: version(p) for p in ("pyspark", "mlflow", "pandas", "pyarrow", "numpy", "scikit-learn")}
+    return {p: version(p) for p in ("pyspark", "mlflow", "pandas", "pyarrow", "numpy", "scikit-learn", "xgboost",
+                                    "lightgbm")}
 
 
 if __name__ == "__main__":

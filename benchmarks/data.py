@@ -22,7 +22,8 @@ from spark_jobs.config import embedded_tracking_uri
 from spark_jobs.session import session_for
 
 START = dt.date(2026, 11, 1)
-MODELS = {"lr": "bench_lr", "hgb": "bench_hgb", "rf": "bench_rf"}
+MODELS = {"lr": "bench_lr", "hgb": "bench_hgb", "rf": "bench_rf", "xgb": "bench_xgb", "lgbm": "bench_lgbm"}
+TREES = 300  # XGBoost's and LightGBM's rounds: "a few hundred trees", as production models have
 
 
 def feature_names(n: int) -> list[str]:
@@ -49,8 +50,18 @@ def training_frame(features: int, n: int = 20_000, seed: int = 0) -> tuple[pd.Da
 
 def train(kind: str, features: int) -> tuple[Any, pd.DataFrame]:
     """lr (cheap): a logistic regression (class labels); hgb (medium): 100-tree gradient boosting (a score);
-    rf (large): a 200-tree random forest of depth 8 (a score)."""
+    rf (large): a 200-tree random forest of depth 8 (a score); xgb: an XGBoost classifier of 300 trees of
+    depth 6 (class labels); lgbm: a LightGBM regressor of 300 trees of 31 leaves (a score)."""
     X, logit = training_frame(features)
+    if kind == "xgb":
+        import xgboost
+
+        return xgboost.XGBClassifier(n_estimators=TREES, max_depth=6, random_state=0, n_jobs=2).fit(
+            X, (logit > 0).astype(int)), X
+    if kind == "lgbm":
+        import lightgbm
+
+        return lightgbm.LGBMRegressor(n_estimators=TREES, num_leaves=31, random_state=0, verbose=-1).fit(X, logit), X
     if kind == "lr":
         from sklearn.linear_model import LogisticRegression
 
@@ -74,12 +85,21 @@ def register(home: str, features: int, kinds: Sequence[str]) -> None:
     for kind in kinds:
         name = MODELS[kind]
         model, X = train(kind, features)
+        signature = infer_signature(X.head(100), model.predict(X.head(100)))
         with mlflow.start_run(run_name=f"bench-{kind}"):
-            info = mlflow.sklearn.log_model(
-                model, name="model", signature=infer_signature(X.head(100), model.predict(X.head(100))),
-                registered_model_name=name, serialization_format="cloudpickle",
-                pip_requirements=mlflow.sklearn.get_default_pip_requirements(include_cloudpickle=True),
-            )
+            if kind in ("xgb", "lgbm"):  # each library's own MLflow flavor
+                import mlflow.lightgbm
+                import mlflow.xgboost
+
+                flavor = mlflow.xgboost if kind == "xgb" else mlflow.lightgbm
+                info = flavor.log_model(model, name="model", signature=signature, registered_model_name=name,
+                                        pip_requirements=[])
+            else:
+                info = mlflow.sklearn.log_model(
+                    model, name="model", signature=signature, registered_model_name=name,
+                    serialization_format="cloudpickle",
+                    pip_requirements=mlflow.sklearn.get_default_pip_requirements(include_cloudpickle=True),
+                )
         client.set_registered_model_alias(name, "champion", str(info.registered_model_version))
         print(f"registered models:/{name}@champion -> version {info.registered_model_version}")
 

@@ -51,11 +51,11 @@ def plan(requested: str, model_path: str, scoring: ScoringPlan, params: dict[str
     """Translate the model, from metadata alone. `--engine sql` on a model that does not translate raises
     UsageError (exit 2) naming the part that does not; `auto` falls back to `udf` with that reason.
     `inputs_checked`: bad rows (null, NaN, infinite inputs) never reach the model; `max_nodes`: the largest
-    ensemble taken (None: any)."""
+    ensemble `auto` takes (None: any); `--engine sql` takes any, as asked."""
     if requested == "udf":
         return Choice("udf", "--engine udf")
     try:
-        program = _translate(model_path, scoring, params, inputs_checked, max_nodes)
+        program = _translate(model_path, scoring, params, inputs_checked, None if requested == "sql" else max_nodes)
     except Unsupported as e:
         if requested == "sql":
             raise UsageError(f"--engine sql: the model does not translate: {e}") from None
