@@ -73,6 +73,7 @@ MODELS = {"xgboost Booster": xgb_booster, "XGBClassifier": xgb_classifier, "LGBM
           "lightgbm Booster": lgbm_booster_binary, "Pipeline + XGBClassifier, predict_proba": pipeline_proba}
 
 
+@pytest.mark.spark35
 @pytest.mark.parametrize("case", list(MODELS))
 def test_library_models_score_in_sql_with_mlflows_own_predictions(spark: SparkSession, source: str, output: str,
                                                                   tracking_uri: str, case: str,

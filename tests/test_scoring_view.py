@@ -45,6 +45,7 @@ def xgb_model(name: str, seed: int) -> str:
     return str(info.registered_model_version)
 
 
+@pytest.mark.spark35
 def test_the_view_gives_a_runs_predictions_and_follows_the_alias(spark: SparkSession, source: str, output: str,
                                                                   tracking_uri: str, view: str,
                                                                   capsys: pytest.CaptureFixture[str]) -> None:

@@ -20,7 +20,7 @@ from pyspark.sql import Column
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from udfs.compiled.program import Program, Unsupported, argmax_label, chain_sum, missing, sigmoid, softmax
+from udfs.compiled.program import Program, Unsupported, argmax_label, missing, running_sum, sigmoid, softmax
 from udfs.compiled.trees import SplitRule, Tree, tree_columns
 
 RULE = SplitRule("<=", lambda c: c)
@@ -113,7 +113,7 @@ def raw_scores(program: Program, ensemble: Ensemble, X: list[Column]) -> list[Co
     names = _stage_features(program, X)
     columns = tree_columns(program, ensemble.trees, names, RULE)
     k = ensemble.per_iteration
-    raws = [program.let(chain_sum(columns[c::k]) if columns[c::k] else F.lit(0.0)) for c in range(k)]
+    raws = [program.let(running_sum(program, columns[c::k]) if columns[c::k] else F.lit(0.0)) for c in range(k)]
     program.next_stage()
     return raws
 

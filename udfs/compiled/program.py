@@ -104,6 +104,23 @@ def chain_sum(terms: Sequence[Column]) -> Column:
     return functools.reduce(lambda a, b: a + b, terms)
 
 
+SUM_CHUNK = 64  # terms per stage of a running sum
+
+
+def running_sum(program: Program, terms: Sequence[Column]) -> Column:
+    """chain_sum of any number of terms, in the same order and with the same roundings, as partial sums of
+    SUM_CHUNK terms in successive stages: one expression of hundreds of nested additions (a 300-tree
+    ensemble) overflows the stack of Spark's analysis. Adds stages when the terms are many."""
+    if len(terms) <= SUM_CHUNK:
+        return chain_sum(terms)
+    total = program.let(chain_sum(terms[:SUM_CHUNK]))
+    program.next_stage()
+    for start in range(SUM_CHUNK, len(terms), SUM_CHUNK):
+        total = program.let(chain_sum([total, *terms[start : start + SUM_CHUNK]]))
+        program.next_stage()
+    return total
+
+
 def sigmoid(x: Column) -> Column:
     """scipy.special.expit: 1 / (1 + exp(-x))."""
     return F.lit(1.0) / (F.lit(1.0) + F.exp(-x))

@@ -27,7 +27,7 @@ from udfs.compiled.program import (
     argmax_label,
     as_double,
     as_float32,
-    chain_sum,
+    running_sum,
     sigmoid,
     softmax,
 )
@@ -200,7 +200,7 @@ def _classify(program: Program, estimator: Any, raws: list[Column], predict_fn: 
 
 def _raw_sums(program: Program, init: Sequence[float], columns: Sequence[Sequence[Column]]) -> list[Column]:
     """raw[k] = init[k] + tree_0k + tree_1k + ... in that order, as boosting accumulates into one array."""
-    raws = [program.let(chain_sum([F.lit(float(i)), *cols])) for i, cols in zip(init, columns, strict=True)]
+    raws = [program.let(running_sum(program, [F.lit(float(i)), *cols])) for i, cols in zip(init, columns, strict=True)]
     program.next_stage()
     return raws
 
@@ -222,9 +222,9 @@ def _forest(program: Program, estimator: Any, X: list[Column], predict_fn: str) 
     trees = tree_columns(program, [_sklearn_tree(m) for m in members], names, SKLEARN_TREE)
     count = F.lit(float(len(members)))
     if not classifier:
-        return [chain_sum(trees) / count]
+        return [running_sum(program, trees) / count]
     width = len(estimator.classes_)
-    means = [program.let(chain_sum([t[k] for t in trees]) / count) for k in range(width)]
+    means = [program.let(running_sum(program, [t[k] for t in trees]) / count) for k in range(width)]
     program.next_stage()
     return means if predict_fn == "predict_proba" else [argmax_label(means, [_label(c) for c in estimator.classes_])]
 

@@ -24,7 +24,15 @@ from pyspark.sql import Column
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from udfs.compiled.program import Program, Unsupported, argmax_label, as_double, as_float32, chain_sum
+from udfs.compiled.program import (
+    Program,
+    Unsupported,
+    argmax_label,
+    as_double,
+    as_float32,
+    chain_sum,
+    running_sum,
+)
 from udfs.compiled.trees import SplitRule, Tree, stage_features, tree_columns
 from udfs.compiled.verify import TIMESTAMP
 
@@ -141,7 +149,7 @@ def margins(program: Program, ensemble: Ensemble, X: Sequence[Column]) -> list[C
     sums = []
     for g, base in enumerate(ensemble.base):
         terms = [f32(F.lit(base))] + [f32(c) for c, group in zip(columns, ensemble.groups, strict=True) if group == g]
-        sums.append(program.let(f32(chain_sum(terms))))
+        sums.append(program.let(f32(running_sum(program, terms))))
     program.next_stage()
     return sums
 
