@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import json
 import math
 from collections.abc import Callable, Sequence
@@ -102,6 +103,7 @@ def _tree(tree: dict[str, Any], owner: str) -> Tree:
                 np.where(left < 0, values, 0.0).reshape(-1, 1))
 
 
+@functools.cache
 def _libm() -> Any:
     path = ctypes.util.find_library("m")
     lib = ctypes.CDLL(path) if path else None
