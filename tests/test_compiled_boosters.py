@@ -235,13 +235,42 @@ def test_float32_outputs_are_bit_exact_but_for_expf(scored: dict[Any, Any]) -> N
             assert differ.mean() < 0.01, f"{case} {fn}: {differ.sum()} of {len(differ)} rows differ"
 
 
-def test_categorical_splits_are_refused(spark: SparkSession) -> None:
+@pytest.mark.parametrize("make", [
+    lambda: lgb.LGBMRegressor(n_estimators=4, verbose=-1, min_child_samples=5, min_data_per_group=5, cat_smooth=1),
+    lambda: lgb.LGBMClassifier(n_estimators=4, verbose=-1, min_child_samples=5, min_data_per_group=5, cat_smooth=1),
+], ids=["regressor", "classifier"])
+def test_lightgbm_categorical_splits_match(spark: SparkSession, make: Callable[[], Any]) -> None:
+    """Integer-coded categories (NaN among them) against the model, probed with NaN, negatives, fractions,
+    unseen and huge codes, +-inf: LightGBM truncates a value to int, and anything not a known code goes right."""
+    rng = np.random.default_rng(5)
+    codes = rng.integers(0, 8, 2000).astype(float)
+    codes[rng.random(2000) < 0.1] = np.nan
+    X = np.column_stack([codes, rng.normal(size=2000), rng.normal(size=2000)])
+    score = np.where(np.isnan(codes), 3.0, np.nan_to_num(codes) % 3) + 0.2 * X[:, 1]
+    model = make().fit(X, score if isinstance(make(), lgb.LGBMRegressor) else (score > 1).astype(int),
+                       categorical_feature=[0])
+    assert any(info["num_cat"] for info in model.booster_.dump_model()["tree_info"])
+    probes = [np.nan, None, -0.5, -1.0, -1.5, 0.0, -0.0, 0.5, 0.9999, 1.0, 2.7, 3.0, 7.0, 8.0, 100.0, 1e10,
+              2147483647.0, 2147483648.0, np.inf, -np.inf, 1e-36]
+    rows = [[v, 0.3, -0.2] for v in probes] + X[:50].tolist()
+    program = Program()
+    out = lgbm.translate_estimator(program, model, [F.col(n).cast("double") for n in FEATURES], "predict")
+    df = spark.createDataFrame([[i, *(None if v is None else float(v) for v in r)] for i, r in enumerate(rows)],
+                               "id long, " + ", ".join(f"{n} double" for n in FEATURES))
+    for stage in program.stages:
+        df = df.withColumns(dict(stage))
+    got = pd.DataFrame({"o0": [r.p for r in sorted(df.select("id", out[0].alias("p")).collect(),
+                                                   key=lambda r: r.id)]})
+    matrix = np.array([[np.nan if v is None else v for v in r] for r in rows], dtype=np.float64)
+    expected = pd.DataFrame({"o0": model.predict(matrix)})
+    result = compare(expected, got, ["o0"])
+    assert result.equal, f"{result.mismatch} (max diff {result.max_diff})"
+
+
+def test_categorical_xgboost_is_refused(spark: SparkSession) -> None:
     rng = np.random.default_rng(0)
     X = np.column_stack([rng.integers(0, 5, 300), rng.normal(size=300)]).astype(float)
     y = (X[:, 0] % 2 == 0).astype(int) + (X[:, 1] > 0)
-    model = lgb.LGBMRegressor(n_estimators=3, verbose=-1, min_child_samples=5).fit(X, y, categorical_feature=[0])
-    with pytest.raises(Unsupported, match="LGBMRegressor: categorical splits"):
-        lgbm.translate_estimator(Program(), model, [F.col(n).cast("double") for n in ("a", "b")], "predict")
     frame = pd.DataFrame({"a": pd.Categorical(X[:, 0].astype(int)), "b": X[:, 1]})
     xmodel = xgb.XGBRegressor(n_estimators=3, enable_categorical=True, tree_method="hist").fit(frame, y)
     with pytest.raises(Unsupported, match="XGBRegressor: categorical"):

@@ -62,6 +62,15 @@ def lgbm_booster_binary() -> str:
     return _log(mlflow.lightgbm, booster, X, booster.predict)
 
 
+def lgbm_categorical() -> str:
+    """Visits as integer codes, a categorical feature: odd and even codes apart, so the trees split on it."""
+    X, score_ = _data()
+    X["Visits"] = np.floor(X["Visits"] / 10)
+    model = lgb.LGBMRegressor(n_estimators=6, verbose=-1, min_child_samples=5, min_data_per_group=5).fit(
+        X, score_ + 10 * (X["Visits"] % 2), categorical_feature=[2])
+    return _log(mlflow.lightgbm, model, X, model.predict)
+
+
 def pipeline_proba() -> str:
     X, score_ = _data()
     model = make_pipeline(StandardScaler(), xgb.XGBClassifier(n_estimators=6, max_depth=3)).fit(X, score_ > 2)
@@ -70,7 +79,8 @@ def pipeline_proba() -> str:
 
 
 MODELS = {"xgboost Booster": xgb_booster, "XGBClassifier": xgb_classifier, "LGBMRegressor": lgbm_regressor,
-          "lightgbm Booster": lgbm_booster_binary, "Pipeline + XGBClassifier, predict_proba": pipeline_proba}
+          "lightgbm Booster": lgbm_booster_binary, "LGBMRegressor, categorical": lgbm_categorical,
+          "Pipeline + XGBClassifier, predict_proba": pipeline_proba}
 
 
 @pytest.mark.spark35
@@ -93,21 +103,20 @@ def test_library_models_score_in_sql_with_mlflows_own_predictions(spark: SparkSe
     assertDataFrameEqual(actual, expected, rtol=1e-9, atol=1e-9)
 
 
-def test_a_categorical_lightgbm_model_falls_back_and_sql_exits_2(spark: SparkSession, source: str, output: str,
-                                                                  tracking_uri: str,
-                                                                  caplog: pytest.LogCaptureFixture,
-                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_untranslatable_lightgbm_model_falls_back_and_sql_exits_2(spark: SparkSession, source: str, output: str,
+                                                                     tracking_uri: str,
+                                                                     caplog: pytest.LogCaptureFixture,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
     X, score_ = _data()
-    X["Visits"] = np.floor(X["Visits"] / 10)
-    target = score_ + 10 * (X["Visits"] % 2)  # odd and even categories apart: a categorical split
-    model = lgb.LGBMRegressor(n_estimators=4, verbose=-1, min_child_samples=5).fit(X, target,
-                                                                                  categorical_feature=[2])
+    model = lgb.LGBMRegressor(boosting_type="rf", bagging_freq=1, bagging_fraction=0.8, n_estimators=4,
+                              verbose=-1).fit(X, score_)
     uri = _log(mlflow.lightgbm, model, X, model.predict)
     assert main([*base(source, output, uri), "--partition", f"ds={DAYS[0]}", "--engine", "sql"]) == 2
-    assert "--engine sql: the model does not translate: LGBMRegressor: categorical splits" in capsys.readouterr().err
+    assert ("--engine sql: the model does not translate: LGBMRegressor: boosting rf (averaged trees)"
+            in capsys.readouterr().err)
     assert not spark.catalog.tableExists(output)
     with caplog.at_level(logging.INFO, logger="score_table"):
         result = score(spark, *base(source, output, uri), "--partition", f"ds={DAYS[0]}")
     assert result.engine is not None and result.engine.engine == "udf"
-    assert any("engine: udf (not translated: LGBMRegressor: categorical splits" in r.getMessage()
+    assert any("engine: udf (not translated: LGBMRegressor: boosting rf (averaged trees)" in r.getMessage()
                for r in caplog.records)

@@ -4,10 +4,12 @@ the best iteration when there is one, as predict does), reproducing its double a
 - a value with |x| <= 1e-35f becomes 0 (the dense row is made sparse before prediction);
 - per node, by its missing type: `NaN` sends NaN the default way; `Zero` reads NaN as 0 and sends 0 the
   default way; `None` reads NaN as 0; then `value <= threshold` goes left (tree.h NumericalDecision);
+- a categorical split sends a value left when its integer part (C's truncating cast) is one of the split's
+  categories; NaN, values of -1 and below and values past int's range go right (CategoricalDecision);
 - raw score per class = tree + tree + ... from 0, iteration by iteration; then the objective's conversion
   (binary: 1 / (1 + exp(-sigmoid * x)); multiclass: softmax; poisson, gamma, tweedie: exp).
 
-Categorical splits, random-forest averaging and objectives outside that list raise Unsupported."""
+Pandas categorical columns, random-forest averaging and objectives outside that list raise Unsupported."""
 
 from __future__ import annotations
 
@@ -50,6 +52,8 @@ def read(booster: Any, owner: str, n_features: int) -> Ensemble:
     options = dict(w.split(":", 1) for w in words[1:] if ":" in w)
     if objective not in ("binary", "multiclass", "cross_entropy", *_IDENTITY, *_EXP) or "sqrt" in words[1:]:
         raise Unsupported(f"{owner}: objective {dump['objective']!r}")
+    if dump.get("pandas_categorical"):
+        raise Unsupported(f"{owner}: pandas categorical columns (their codes are the training frame's)")
     trees = [_tree(info["tree_structure"], owner, n_features) for info in dump["tree_info"]]
     return Ensemble(trees, int(dump["num_tree_per_iteration"]), objective, float(options.get("sigmoid", 1.0)), owner)
 
@@ -62,6 +66,7 @@ def _tree(root: dict[str, Any], owner: str, n_features: int) -> Tree:
     right: list[int] = []
     default_left: list[bool] = []
     value: list[float] = []
+    categories: list[tuple[int, ...] | None] = []
 
     def add(node: dict[str, Any]) -> int:
         i = len(feature)
@@ -71,21 +76,27 @@ def _tree(root: dict[str, Any], owner: str, n_features: int) -> Tree:
         right.append(-1)
         default_left.append(False)
         value.append(float(node.get("leaf_value", 0.0)))
+        categories.append(None)
         if "split_feature" not in node:
             return i
-        if node["decision_type"] != "<=":
-            raise Unsupported(f"{owner}: categorical splits")
-        kind = _MISSING.index(node["missing_type"])
-        feature[i] = int(node["split_feature"]) + n_features * kind
-        threshold[i] = float(node["threshold"])
-        default_left[i] = bool(node["default_left"])
+        if node["decision_type"] == "==":  # CategoricalDecision: NaN goes right whatever the missing type
+            feature[i] = int(node["split_feature"])  # the NaN variant: null for NaN, never taken left
+            categories[i] = tuple(int(c) for c in str(node["threshold"]).split("||"))
+        elif node["decision_type"] == "<=":
+            kind = _MISSING.index(node["missing_type"])
+            feature[i] = int(node["split_feature"]) + n_features * kind
+            threshold[i] = float(node["threshold"])
+            default_left[i] = bool(node["default_left"])
+        else:
+            raise Unsupported(f"{owner}: decision type {node['decision_type']!r}")
         left[i] = add(node["left_child"])
         right[i] = add(node["right_child"])
         return i
 
     add(root)
     return Tree(np.asarray(feature), np.asarray(threshold), np.asarray(left), np.asarray(right),
-                np.asarray(default_left), np.asarray(value, np.float64).reshape(-1, 1))
+                np.asarray(default_left), np.asarray(value, np.float64).reshape(-1, 1),
+                tuple(categories) if any(c is not None for c in categories) else None)
 
 
 def _stage_features(program: Program, X: list[Column]) -> list[str]:

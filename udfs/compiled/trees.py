@@ -50,6 +50,9 @@ class Tree:
     right: np.ndarray
     missing_left: np.ndarray
     value: np.ndarray  # (n_nodes, width), float64
+    # per node, the integer categories that go left (a categorical split: a present value whose integer part
+    # is one of them goes left, anything else right), or None for a threshold split; None: no categorical split
+    categories: tuple[tuple[int, ...] | None, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -97,7 +100,12 @@ def tree_sql(tree: Tree, features: Sequence[str], rule: SplitRule) -> str:
         if tree.left[node] < 0:
             return leaf(node)
         x = f"`{features[int(tree.feature[node])]}`"
-        test = f"{x} {rule.operator} {sql_double(rule.threshold(float(tree.threshold[node])))}"
+        categories = tree.categories[node] if tree.categories is not None else None
+        if categories is not None:  # C's (int) cast: truncation; below 0 or past int's range goes right
+            test = (f"({x} > -1.0D AND {x} < 2147483648.0D AND CAST({x} AS INT) IN "
+                    f"({', '.join(str(int(c)) for c in categories)}))")
+        else:
+            test = f"{x} {rule.operator} {sql_double(rule.threshold(float(tree.threshold[node])))}"
         if tree.missing_left[node]:
             test = f"({x} IS NULL OR {test})"
         return f"IF({test}, {build(int(tree.left[node]))}, {build(int(tree.right[node]))})"
