@@ -8,8 +8,9 @@ JSON and a PNG chart under benchmarks/results/.
                                [--home .local/bench]
 
 The job runs twice per model and round: `job` with the default engine (auto) and `job_udf` with
---engine udf (and `job_sql` with --engine sql, given --sql). `small`: one partition of `--small` rows of a 4-partition table, the whole job (engine auto)
-against a spark-submit that reads and writes that partition with no model.
+--engine udf (and `job_sql` with --engine sql, given --sql). `small`: one partition of `--small` rows of a
+4-partition table, the whole job (engine auto) against a spark-submit that reads and writes that partition
+with no model.
 """
 
 from __future__ import annotations
@@ -198,8 +199,8 @@ def chart(records: list[dict[str, Any]], summary: dict[str, Any], rows: int, sca
     ax = axes[0][0]
     bars = [r for r in summary["table"]]
     labels = [f"{r['variant']}\n{r['model']}" for r in bars]
-    colors = {"job": "tab:green", "job_udf": "tab:olive", "job_sql": "tab:cyan", "spark_udf": "tab:red", "floor": "tab:gray",
-              "raw_predict": "tab:blue", "small": "tab:green", "small_floor": "tab:gray"}
+    colors = {"job": "tab:green", "job_udf": "tab:olive", "job_sql": "tab:cyan", "spark_udf": "tab:red",
+              "floor": "tab:gray", "raw_predict": "tab:blue", "small": "tab:green", "small_floor": "tab:gray"}
     ax.bar(labels, [r["seconds"] for r in bars], color=[colors[r["variant"]] for r in bars])
     ax.set_ylabel("seconds (median, whole spark-submit)")
     ax.set_title(f"{rows:,} rows: this job vs spark_udf, floor, raw predict (1 thread)")
