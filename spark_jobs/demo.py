@@ -164,7 +164,18 @@ WHERE r.challenger IS NOT NULL
 ORDER BY r.started_at DESC"""
 
 
+VIEW = "lake.churn_now"
+VIEW_SQL = f"""SELECT customer_id, round(prediction, 4) AS churn_score, model_version
+FROM {VIEW}
+WHERE ds = (SELECT max(ds) FROM {VIEW}) AND contract_months = 1
+ORDER BY prediction DESC
+LIMIT 5"""
+
+
 def report(args: argparse.Namespace) -> None:
+    from spark_jobs.config import ViewConfig
+    from spark_jobs.publishing.scoring_view import create_view
+
     spark = session_for(True, args.home)
     print("Example SQL over the scored table (spark-sql, beeline, or any Hive-metastore client):\n")
     for title, sql in (("Scores per day", REPORT_SQL), ("The latest run's most drifted columns", DRIFT_SQL),
@@ -176,6 +187,12 @@ def report(args: argparse.Namespace) -> None:
     latest = spark.sql(f"SELECT max_by(report_path, started_at) AS path FROM {OUTPUT_TABLE}_runs").first()
     if latest is not None and latest["path"]:
         print(f"The latest run's report (open it in a browser): {latest['path']}")
+    print(f"\nA scoring view: the champion as SQL over {INPUT_TABLE} (score-table view), fresh scores for any slice\n")
+    print(create_view(spark, ViewConfig(model_uri=f"models:/{MODEL_NAME}@champion", input_table=INPUT_TABLE,
+                                        view=VIEW, tracking_uri=embedded_tracking_uri(args.home),
+                                        local_home=args.home)))
+    print(f"\n{VIEW_SQL};\n")
+    spark.sql(VIEW_SQL).show(truncate=False)
     spark.stop()
 
 
