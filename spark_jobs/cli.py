@@ -10,15 +10,13 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
-from typing import Generic, TypeVar
 
+from spark_jobs.background import Background
 from spark_jobs.config import parse_args, parse_baseline_args, parse_rollback_args, parse_view_args
 from spark_jobs.errors import ScoringError, one_line
 from spark_jobs.session import get_session, session_for
 
 log = logging.getLogger("score_table")
-T = TypeVar("T")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -53,24 +51,6 @@ def _score(args: list[str]) -> str:
     if cfg.engine != "udf" and has_translator(model.path):  # translating and verifying load it on the driver
         threading.Thread(target=_load_early, args=(model.path,), name="model-load", daemon=True).start()
     return summary(cfg, run(session.result(), cfg, model, challenger))
-
-
-class Background(Generic[T]):
-    """A function run on a daemon thread: the process may end (a usage error found meanwhile) without
-    waiting for it; `result()` waits and returns its value or raises its error."""
-
-    def __init__(self, fn: Callable[[], T], name: str) -> None:
-        self._future: Future[T] = Future()
-        threading.Thread(target=self._run, args=(fn,), name=name, daemon=True).start()
-
-    def _run(self, fn: Callable[[], T]) -> None:
-        try:
-            self._future.set_result(fn())
-        except BaseException as e:  # handed to whoever waits for the result
-            self._future.set_exception(e)
-
-    def result(self) -> T:
-        return self._future.result()
 
 
 def _load_early(path: str) -> None:

@@ -118,13 +118,35 @@ def runtime_conf(spark: SparkSession, settings: Mapping[str, str]) -> Iterator[N
                 spark.conf.set(key, before)
 
 
+def _start_workers(spark: SparkSession) -> None:
+    """One tiny pandas job over every slot: each executor core forks its Python worker and imports pandas
+    and pyarrow, and the idle workers stay for the next task (Spark keeps them a minute)."""
+    slots = spark.sparkContext.defaultParallelism
+    spark.range(0, slots, 1, slots).mapInPandas(lambda batches: batches, "id long").collect()
+
+
+def start_python_workers(spark: SparkSession) -> None:
+    """Start the executors' Python workers now, on a daemon thread, while the driver plans the run (catalog
+    and metastore calls, a few seconds in which the cores are idle): the run's first pandas step (the UDF's
+    write, the profiles) then finds them up instead of waiting 1-3 s for their start."""
+    def start() -> None:
+        try:
+            spark.sparkContext.setLocalProperty("spark.job.description", "score-table: Python workers' start")
+            _start_workers(spark)
+        except Exception:  # only a head start: the step that needs the workers starts them itself
+            log.debug("could not start the Python workers ahead", exc_info=True)
+
+    threading.Thread(target=start, name="python-workers", daemon=True).start()
+
+
 @contextmanager
 def python_workers_started(spark: SparkSession, wanted: bool = True) -> Iterator[None]:
     """Around a job that runs in the JVM only (the sql engine's scoring write): start the executors' Python
     workers while its last tasks run, for the step after it (the profiles' pandas function), which would
     otherwise wait for a worker's start and its pandas and pyarrow imports (3-4 s on 2 cores). The workers'
     job is submitted once the block's first job is running, so the scheduler (first in, first out) gives it
-    the cores that job's tail leaves idle; idle workers stay for the next task."""
+    the cores that job's tail leaves idle; idle workers stay for the next task. The block does not wait for
+    that job: the driver's next steps (the audit's footers) overlap the workers' start."""
     if not wanted:
         yield
         return
@@ -138,8 +160,7 @@ def python_workers_started(spark: SparkSession, wanted: bool = True) -> Iterator
             while not done.is_set() and not sc.statusTracker().getJobIdsForGroup(group):
                 done.wait(0.1)
             if not done.is_set():
-                slots = sc.defaultParallelism
-                spark.range(0, slots, 1, slots).mapInPandas(lambda batches: batches, "id long").collect()
+                _start_workers(spark)
         except Exception:  # only a head start: the step that needs the workers starts them itself
             log.debug("could not start the Python workers ahead", exc_info=True)
 
@@ -151,4 +172,3 @@ def python_workers_started(spark: SparkSession, wanted: bool = True) -> Iterator
         done.set()
         sc.setLocalProperty("spark.jobGroup.id", None)  # type: ignore[arg-type]
         sc.setLocalProperty("spark.job.description", None)  # type: ignore[arg-type]
-        thread.join()

@@ -26,6 +26,7 @@ from udfs import model_cache
 from udfs.compat import ARROW_UDF, try_cast
 
 MODEL_ERROR = "__model_error"
+MODEL_ERROR_PREFIX = "model error: "  # of the message in MODEL_ERROR (and of a rejected row's reason)
 _SKIP = "__skip"
 _RESULT = "__result"
 _NUMPY_DTYPES: dict[type[T.DataType], str] = {
@@ -196,7 +197,7 @@ def _bisect(run: Any, batch: pd.DataFrame, outputs: T.StructType) -> pd.DataFram
     except Exception as e:
         if len(batch) == 1:
             row: dict[str, Any] = {f.name: [None] for f in outputs.fields}
-            row[MODEL_ERROR] = [f"model error: {type(e).__name__}: {_first_line(e)}"]
+            row[MODEL_ERROR] = [f"{MODEL_ERROR_PREFIX}{type(e).__name__}: {_first_line(e)}"]
             return pd.DataFrame(row, dtype=object)
     mid = len(batch) // 2
     halves = [_bisect(run, batch.iloc[:mid].reset_index(drop=True), outputs),

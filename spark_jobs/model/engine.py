@@ -16,13 +16,13 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from spark_jobs.errors import ScoringError, UsageError
-from spark_jobs.planning.plan import ScoringPlan
+from spark_jobs.planning.plan import REJECT_REASON, ScoringPlan
 from spark_jobs.session import runtime_conf
 from udfs import ModelSpec, model_cache, score
-from udfs.compat import try_cast
+from udfs.compat import col, try_cast
 from udfs.compiled import Feature, Program, Unsupported, translate
 from udfs.compiled.verify import compare
-from udfs.model_udf import MODEL_ERROR, predict_batch
+from udfs.model_udf import MODEL_ERROR, MODEL_ERROR_PREFIX, predict_batch
 
 log = logging.getLogger("score_table")
 Name = Literal["sql", "udf"]
@@ -99,6 +99,18 @@ def verify(spark: SparkSession, choice: Choice, selected: DataFrame, reasons: Co
     return check(spark, choice, scored, spec, tolerance, requested)
 
 
+def verify_written(spark: SparkSession, choice: Choice, written: DataFrame, spec: ModelSpec, rows: int,
+                   tolerance: float, requested: str) -> Choice:
+    """The same comparison on up to `rows` of the rows as the run wrote them (`written`: the staged columns),
+    so that `auto` makes no second pass over the input: the rows the model saw (not those rejected for their
+    inputs), with the error it raised on a row, which the run isolated into the reject reason."""
+    if choice.program is None:
+        return choice
+    error = F.when(col(REJECT_REASON).startswith(F.lit(MODEL_ERROR_PREFIX)), col(REJECT_REASON))
+    seen = written.where(col(REJECT_REASON).isNull() | error.isNotNull()).withColumn(MODEL_ERROR, error)
+    return check(spark, choice, seen.limit(rows), spec, tolerance, requested)
+
+
 def model_inputs(spec: ModelSpec) -> list[Column]:
     """The model's inputs as the pyfunc receives them, named as its signature names them."""
     return [try_cast(f.column, f.spark_type).alias(f.name) for f in spec.features]
@@ -141,12 +153,13 @@ def apply(df: DataFrame, program: Program, outputs: T.StructType, skip: Column |
     for i, f in enumerate(outputs.fields):
         value = program.outputs[i].cast(f.dataType)
         if error is not None and not isolate_errors and i == 0:
-            value = F.when(error.isNotNull(), F.raise_error(F.concat(F.lit("model error: "), error))).otherwise(value)
+            raised = F.raise_error(F.concat(F.lit(MODEL_ERROR_PREFIX), error))
+            value = F.when(error.isNotNull(), raised).otherwise(value)
         if error is not None and isolate_errors:
             value = F.when(error.isNull(), value)
         columns[f.name] = F.when(scored, value)
     if isolate_errors:
-        columns[MODEL_ERROR] = F.when(scored, F.concat(F.lit("model error: "), error)) if error is not None \
+        columns[MODEL_ERROR] = F.when(scored, F.concat(F.lit(MODEL_ERROR_PREFIX), error)) if error is not None \
             else F.lit(None).cast(T.StringType())
     return df.withColumns(columns).drop(*program.columns)
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import types as T
 
+from spark_jobs import compat
 from spark_jobs.errors import UsageError
 from spark_jobs.planning import transforms as row_transforms
 from udfs.compat import col
@@ -65,10 +66,9 @@ def _data_columns(schema: T.StructType, partition_columns: Sequence[str]) -> tup
 def describe(spark: SparkSession, name: str) -> TableInfo | None:
     if not spark.catalog.tableExists(name):
         return None
-    columns = spark.catalog.listColumns(name)
     schema = spark.table(name).schema  # analysis only
     view = spark.catalog.getTable(name).tableType in ("VIEW", "TEMPORARY")
-    return TableInfo(name, schema, tuple(c.name for c in columns if c.isPartition), view)
+    return TableInfo(name, schema, compat.partition_columns(spark, name), view)
 
 
 def source(spark: SparkSession, name: str, partition_columns: Sequence[str],

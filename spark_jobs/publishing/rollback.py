@@ -54,7 +54,7 @@ def rollback(spark: SparkSession, cfg: RollbackConfig) -> str:
             served = serving.serve(spark, _version_rows(spark, cfg.output_table, spec, target.scored), cfg.serve,
                                    run_id)
             log.info("served %d rows of run %s to %s", served, target.run_id, cfg.serve.table)
-        this.publishing = True
+        this.start_publishing()
         output.point_at(spark, cfg.output_table, spec, target.scored, exists=True)
         spark.catalog.refreshTable(cfg.output_table)
         output.update_manifest(spark, table_location, table.partition_columns,

@@ -22,7 +22,7 @@ from spark_jobs.model import engine, model_ref
 from spark_jobs.planning import plan, tables
 from udfs import ModelSpec
 from udfs.compiled import sql_text
-from udfs.model_udf import MODEL_ERROR
+from udfs.model_udf import MODEL_ERROR, MODEL_ERROR_PREFIX
 
 log = logging.getLogger("score_table")
 MODEL_ERROR_COLUMN = "model_error"
@@ -52,7 +52,7 @@ def create_view(spark: SparkSession, cfg: ViewConfig) -> str:
     text = _query(spark, cfg, source, choice, scoring, lineage)
     spec = ModelSpec(model.path, scoring.features, scoring.outputs, isolate_errors=True)
     sample = spark.sql(text).limit(cfg.verify_rows).withColumn(
-        MODEL_ERROR, F.concat(F.lit("model error: "), F.col(MODEL_ERROR_COLUMN)))
+        MODEL_ERROR, F.concat(F.lit(MODEL_ERROR_PREFIX), F.col(MODEL_ERROR_COLUMN)))
     _check_length(spark, text)
     checked = engine.check(spark, choice, sample, spec, cfg.engine_tolerance, "sql")
     properties = {f"{PROPERTY}model_uri": cfg.model_uri, **{f"{PROPERTY}{k}": v or "" for k, v in lineage.items()}}

@@ -11,7 +11,7 @@ step reads those instead of every row, and deletes them before anything is publi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -20,7 +20,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from spark_jobs import fs
-from spark_jobs.planning.partitions import from_path
+from spark_jobs.planning.partitions import Values, from_path, matches
 from spark_jobs.planning.plan import REJECT_REASON, ScoringPlan
 from spark_jobs.planning.tables import ORIGINAL
 from spark_jobs.scoring.bad_rows import OUTCOME
@@ -91,6 +91,20 @@ class StagingArea:
         """The profile sample's rows, as `every_row` gives them (the outcome that the rows copied have)."""
         picked = self.every_row(spark).where(col(OUTCOME).startswith(SAMPLE))
         return picked.withColumn(OUTCOME, F.substring(col(OUTCOME), len(SAMPLE) + 1, 1_000))
+
+    def sample_or_rows(self, spark: SparkSession, sampled: Collection[Values]) -> DataFrame:
+        """The write's sample of the partitions in `sampled`, the staged rows of the others (each read prunes
+        to its partitions' folders): what the profiles and the verification of a translated model read."""
+        rows = self.every_row(spark)
+        if not sampled:
+            return rows
+        picked = self.sample_rows(spark)
+        if not self.partition_columns:
+            return picked
+        chosen = F.lit(False)
+        for v in sampled:
+            chosen = chosen | matches(self.partition_columns, v)
+        return picked.where(chosen).unionByName(rows.where(~chosen))
 
     def drop_samples(self, spark: SparkSession) -> None:
         """The sample is the quality step's alone: gone before the run's folders become published versions."""

@@ -79,7 +79,7 @@ def assess(spark: SparkSession, settings: Settings, staging: StagingArea, scorin
     drawn = _drawn(staging.samples(spark), totals, settings.profile_rows)
     if drawn:
         log.info("quality: %d partition(s) profiled on the sample drawn by the write", len(drawn))
-    made = profiles.profile(_profiled(spark, staging, parts, drawn), parts,
+    made = profiles.profile(staging.sample_or_rows(spark, drawn), parts,
                             targets(scoring, challenger_name is not None), find, ordered, totals,
                             settings.profile_rows, drawn)
     reasons = _reasons(rows, parts) if rejected else {}
@@ -128,22 +128,6 @@ def _drawn(samples: Sequence[StagedPartition], totals: Mapping[Values, Mapping[s
     found = _totals(samples)
     return {v: n for v, n in found.items()
             if max(n.values()) >= sampling.ENOUGH * min(wanted, max(totals[v].values()))}
-
-
-def _profiled(spark: SparkSession, staging: StagingArea, parts: Sequence[str], drawn: Mapping[Values, Any]
-              ) -> DataFrame:
-    """The rows to profile: the write's sample of the partitions in `drawn`, the staged rows of the others
-    (each read prunes to its partitions' folders)."""
-    rows = staging.every_row(spark)
-    if not drawn:
-        return rows
-    sampled = staging.sample_rows(spark)
-    if not parts:
-        return sampled
-    chosen = F.lit(False)
-    for v in drawn:
-        chosen = chosen | partitions.matches(parts, v)
-    return sampled.where(chosen).unionByName(rows.where(~chosen))
 
 
 def _partition_path(p: StagedPartition) -> str:

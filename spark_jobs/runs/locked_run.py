@@ -11,6 +11,7 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
+from spark_jobs.background import Background
 from spark_jobs.publishing import output
 from spark_jobs.runs import history, lock
 
@@ -22,9 +23,21 @@ class LockedRun:
     spark: SparkSession
     runs_table: str
     record: history.RunRecord
-    folder: str | None = None  # of the run's history row, once written
+    recording: Background[str] | None = None  # the `running` row, written while the run starts its work
     done: bool = False
     publishing: bool = False  # set before the first partition switch: a failure from then on reconciles
+
+    @property
+    def folder(self) -> str:
+        """The folder of the run's history row, once its `running` row is written (its failure raises here)."""
+        assert self.recording is not None
+        return self.recording.result()
+
+    def start_publishing(self) -> None:
+        """From here on partitions may point at the run's folder. The `running` row is on record first, so a
+        run that dies while publishing is never missing from the history."""
+        self.folder  # noqa: B018 (waits for the row)
+        self.publishing = True
 
     def succeeded(self, **fields: Any) -> None:
         """Record the run as succeeded, with its counts (and any lineage learnt while running); what fails
@@ -48,11 +61,12 @@ def locked_run(spark: SparkSession, output_table: str, runs_table: str, record: 
             _abandon(spark, runs_table, previous)
             if manifest:  # it may have died between a partition's switch and its manifest line
                 output.reconcile_manifest(spark, output_table)
-        run.folder = history.write(spark, runs_table, record)
+        # the row's metastore calls (the history table's first creation, its partition) overlap the run's start
+        run.recording = Background(lambda: history.write(spark, runs_table, record), "run-history")
         yield run
     except BaseException as e:
         if not run.done:
-            history.write_failure(spark, runs_table, run.record, e, run.folder)
+            history.write_failure(spark, runs_table, run.record, e, _written(run))
             if manifest and run.publishing:
                 _reconcile_after_failure(spark, output_table)
         raise
@@ -62,6 +76,19 @@ def locked_run(spark: SparkSession, output_table: str, runs_table: str, record: 
         except Exception:  # the run's own outcome stands; the lock goes stale and is taken over
             log.warning("could not release the lock of %s; it goes stale after %.0f s", output_table, stale_after_s,
                         exc_info=True)
+
+
+def _written(run: LockedRun) -> str | None:
+    """The `running` row's folder, or None when that write failed or never started (the failure row is then
+    written as a new one)."""
+    if run.recording is None:
+        return None
+    try:
+        return run.folder
+    except Exception:
+        log.warning("could not record run %s as running in %s", run.record.scoring_run_id, run.runs_table,
+                    exc_info=True)
+        return None
 
 
 def _reconcile_after_failure(spark: SparkSession, output_table: str) -> None:

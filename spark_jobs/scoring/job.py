@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -29,7 +28,7 @@ from spark_jobs.runs.locked_run import locked_run
 from spark_jobs.scoring import audit, bad_rows
 from spark_jobs.scoring.lineage import RunLineage, with_lineage
 from spark_jobs.scoring.summary import summary
-from spark_jobs.session import python_workers_started, runtime_conf
+from spark_jobs.session import python_workers_started, runtime_conf, start_python_workers
 from udfs import ModelSpec, model_cache
 from udfs.compat import col
 from udfs.model_udf import fixed_width_inputs
@@ -58,6 +57,7 @@ def run(spark: SparkSession, cfg: JobConfig, model: model_ref.LocalModel | None 
     """Score and publish; `model` (and `challenger_model`) when the caller resolved it already (the CLI does,
     while Spark starts)."""
     started = time.monotonic()
+    start_python_workers(spark)  # the profiles (and the UDF) need them; the cores are idle while the run plans
     job = prepare(spark, cfg, model, challenger_model)
     lineage = RunLineage.start(job.model.ref)
     if not job.partitions:
@@ -119,7 +119,7 @@ def _locked(spark: SparkSession, cfg: JobConfig, job: Prepared, lineage: RunLine
         except BaseException:
             _discard(spark, staging)
             raise
-        this.publishing = True  # from here on partitions may point at the run's folder: it stays
+        this.start_publishing()  # from here on partitions may point at the run's folder: it stays
         published = _publish_all(spark, cfg, job, publisher, staging, staged)
         if cfg.serve is not None:
             served = serving.serve(spark, staging.rows(spark, SCORED, job.scoring.output_schema), cfg.serve,
@@ -174,9 +174,10 @@ def _score_and_stage(spark: SparkSession, cfg: JobConfig, job: Prepared, lineage
     a run-specific folder; then audit what was written.
 
     A translated model is verified on the run's rows before its output may be published. Under `auto` the
-    verification runs beside the write (its Spark job and the driver's predict overlap the scoring, which
-    is most of a small run's time); on a mismatch the staged rows are deleted and the run writes again
-    with the UDF. Under `sql` a mismatch fails the run, so there it comes first and nothing is written."""
+    verification reads a sample of the rows as written (the profile sample where the write drew one): no
+    second pass over the input, nothing beside the write on the cores; on a mismatch the staged rows are
+    deleted and the run writes again with the UDF. Under `sql` a mismatch fails the run, so there it comes
+    first, on the input's rows, and nothing is written."""
     scoring, quarantine = job.scoring, cfg.on_bad_rows == "quarantine"
     reasons = bad_rows.reasons(scoring) if cfg.on_bad_rows != "pass" else None
     spec = ModelSpec(job.model.path, scoring.features, scoring.outputs, tensor=scoring.tensor, params=job.params,
@@ -189,12 +190,10 @@ def _score_and_stage(spark: SparkSession, cfg: JobConfig, job: Prepared, lineage
     second = _challenger(spark, cfg, job, reasons, lineage) if job.challenger is not None else None
     faults.while_running_jobs(spark)
     if job.engine.program is not None and cfg.engine == "auto":
-        # one setting for every query of the block: each query's own runtime_conf then restores the same values
-        with runtime_conf(spark, {**_query_settings(cfg, spec, job.engine), **engine.VERIFY_SETTINGS}), \
-                ThreadPoolExecutor(1, thread_name_prefix="verify") as pool:
-            verifying = pool.submit(verify)
-            read = _write(spark, cfg, job, lineage, staging, job.engine, spec, reasons, second)
-            chosen = verifying.result()
+        read = _write(spark, cfg, job, lineage, staging, job.engine, spec, reasons, second)
+        written = staging.sample_or_rows(spark, {p.values for p in staging.samples(spark)})
+        chosen = engine.verify_written(spark, job.engine, written.where(col(bad_rows.OUTCOME).isin(SCORED, REJECTED)),
+                                       spec, cfg.verify_rows, cfg.engine_tolerance, cfg.engine)
         log.info("engine: %s (%s)", chosen.engine, chosen.reason)
         if chosen.engine != "sql":
             staging.delete(spark)
