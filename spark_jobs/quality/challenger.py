@@ -43,12 +43,11 @@ def hide_outputs(df: DataFrame, outputs: T.StructType) -> DataFrame:
     return renamed.drop(MODEL_ERROR)
 
 
-def with_rows(df: DataFrame, scoring: ScoringPlan, keys: Sequence[str], lineage: RunLineage) -> DataFrame:
-    """One more row per scored row, of outcome `challenger`; the hidden columns go."""
+def with_rows(df: DataFrame, scoring: ScoringPlan, keys: Sequence[str]) -> DataFrame:
+    """One more row per scored row, of outcome `challenger`; the hidden columns go. (Its lineage is added
+    after the write's sort: `with_lineage`.)"""
     outputs = {f.name for f in scoring.outputs.fields}
-    kept = {*keys, *scoring.partition_columns, "scored_at", "scoring_run_id"}
-    lineage_values = {"model_name": lineage.model_name, "model_version": lineage.model_version,
-                      "model_run_id": lineage.model_run_id}
+    kept = {*keys, *scoring.partition_columns}
     columns = [f for f in df.schema.fields if not f.name.startswith(HIDDEN)]
 
     def as_challenger(f: T.StructField) -> Column:
@@ -56,8 +55,6 @@ def with_rows(df: DataFrame, scoring: ScoringPlan, keys: Sequence[str], lineage:
             return col(f"{HIDDEN}{f.name}").cast(f.dataType).alias(f.name)
         if f.name == OUTCOME:
             return F.lit(CHALLENGER).alias(f.name)
-        if f.name in lineage_values:
-            return F.lit(lineage_values[f.name]).cast(f.dataType).alias(f.name)
         if f.name in kept:
             return col(f.name)
         return F.lit(None).cast(f.dataType).alias(f.name)
@@ -66,6 +63,16 @@ def with_rows(df: DataFrame, scoring: ScoringPlan, keys: Sequence[str], lineage:
     challenger = F.struct(*[as_challenger(f) for f in columns])
     both = F.when(col(OUTCOME) == F.lit("scored"), F.array(champion, challenger)).otherwise(F.array(champion))
     return df.select(F.explode(both).alias("__row")).select(*[F.col("__row")[f.name].alias(f.name) for f in columns])
+
+
+def with_lineage(df: DataFrame, champion: RunLineage, challenger: RunLineage) -> DataFrame:
+    """The lineage columns of a run with a challenger: the challenger's model on its rows (and on their
+    sample copies), the same run and time on every row."""
+    theirs = col(OUTCOME).endswith(CHALLENGER)
+    return df.withColumns({
+        f.name: F.when(theirs, F.lit(getattr(challenger, f.name))).otherwise(F.lit(getattr(champion, f.name)))
+        .cast(f.dataType) for f in LINEAGE.fields
+    })
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 from pyspark.sql import Column, DataFrame, Observation, SparkSession
@@ -264,17 +265,18 @@ def _write(spark: SparkSession, cfg: JobConfig, job: Prepared, lineage: RunLinea
                 .transform(challenger.hide_outputs, job.scoring.outputs))
         settings = {**engine.spark_settings(second.choice), **settings}
     rows = (rows.transform(engine.to_dataframe, chosen, spec, skip)
-            .transform(with_lineage, lineage)
             .transform(partitions.with_fingerprints, job.source, job.fingerprints)
             .transform(bad_rows.with_outcome)
             .transform(_stored_values_of_rejects_only, job.source.replaced))
     if second is not None:
-        rows = rows.transform(challenger.with_rows, job.scoring, job.keys, second.lineage)
+        rows = rows.transform(challenger.with_rows, job.scoring, job.keys)
     rows = rows.transform(sampling.with_sample, job.scoring.partition_columns,
                           sampling.rates(job.estimates, cfg.profile_rows))
     in_jvm = chosen.engine == "sql" and (second is None or second.choice.engine == "sql")
+    constants = partial(with_lineage, lineage=lineage) if second is None else \
+        partial(challenger.with_lineage, champion=lineage, challenger=second.lineage)
     with runtime_conf(spark, settings), python_workers_started(spark, in_jvm):
-        staging.write(rows)
+        staging.write(rows, constants)
     return int(read.get["rows"])
 
 
