@@ -125,20 +125,6 @@ def _start_workers(spark: SparkSession) -> None:
     spark.range(0, slots, 1, slots).mapInPandas(lambda batches: batches, "id long").collect()
 
 
-def start_python_workers(spark: SparkSession) -> None:
-    """Start the executors' Python workers now, on a daemon thread, while the driver plans the run (catalog
-    and metastore calls, a few seconds in which the cores are idle): the run's first pandas step (the UDF's
-    write, the profiles) then finds them up instead of waiting 1-3 s for their start."""
-    def start() -> None:
-        try:
-            spark.sparkContext.setLocalProperty("spark.job.description", "score-table: Python workers' start")
-            _start_workers(spark)
-        except Exception:  # only a head start: the step that needs the workers starts them itself
-            log.debug("could not start the Python workers ahead", exc_info=True)
-
-    threading.Thread(target=start, name="python-workers", daemon=True).start()
-
-
 @contextmanager
 def python_workers_started(spark: SparkSession, wanted: bool = True) -> Iterator[None]:
     """Around a job that runs in the JVM only (the sql engine's scoring write): start the executors' Python

@@ -29,7 +29,7 @@ from spark_jobs.runs.locked_run import locked_run
 from spark_jobs.scoring import audit, bad_rows
 from spark_jobs.scoring.lineage import RunLineage, with_lineage
 from spark_jobs.scoring.summary import summary
-from spark_jobs.session import python_workers_started, runtime_conf, start_python_workers
+from spark_jobs.session import python_workers_started, runtime_conf
 from udfs import ModelSpec, model_cache
 from udfs.compat import col
 from udfs.model_udf import fixed_width_inputs
@@ -58,7 +58,6 @@ def run(spark: SparkSession, cfg: JobConfig, model: model_ref.LocalModel | None 
     """Score and publish; `model` (and `challenger_model`) when the caller resolved it already (the CLI does,
     while Spark starts)."""
     started = time.monotonic()
-    start_python_workers(spark)  # the profiles (and the UDF) need them; the cores are idle while the run plans
     job = prepare(spark, cfg, model, challenger_model)
     lineage = RunLineage.start(job.model.ref)
     if not job.partitions:
