@@ -24,12 +24,12 @@ def reasons(plan: ScoringPlan) -> Column | None:
         source = col(f.column)
         checks.append(F.when(source.isNull(), F.lit(f"column '{f.column}' is null")))
         bad.append(source.isNull())
+        value = try_cast(f.column, f.spark_type)
         if f.column in plan.checked:
-            checks.append(F.when(try_cast(f.column, f.spark_type).isNull(),
+            checks.append(F.when(value.isNull(),
                                  F.lit(f"column '{f.column}' cannot be cast to {f.spark_type.simpleString()}")))
-            bad.append(try_cast(f.column, f.spark_type).isNull())
+            bad.append(value.isNull())
         if isinstance(f.spark_type, (T.DoubleType, T.FloatType)):
-            value = try_cast(f.column, f.spark_type)
             checks.append(F.when(F.isnan(value), F.lit(f"column '{f.column}' is NaN")))
             checks.append(F.when(F.abs(value) == F.lit(float("inf")), F.lit(f"column '{f.column}' is infinite")))
             bad.append(~(F.abs(value) < F.lit(float("inf"))))
