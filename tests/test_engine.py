@@ -143,15 +143,16 @@ def test_model_that_raises_in_sql_rejects_the_rows_it_raises_on(spark: SparkSess
                  T.StructType([T.StructField("id", T.LongType()), T.StructField("segment", T.StringType()),
                                T.StructField("tenure", T.DoubleType()), T.StructField("ds", T.StringType())]))
     outcomes = {}
-    for chosen in ("sql", "udf"):
+    for chosen in ("sql", "auto", "udf"):  # auto: verified on the rows as written, the raising row among them
         table = f"{output}_{chosen}"
         spark.catalog.dropTable(table, ifExists=True)
         result = score(spark, *base("lake.segments", table, uri), "--on-bad-rows", "quarantine", "--engine", chosen)
-        assert result.engine is not None and result.engine.engine == chosen
+        assert result.engine is not None and result.engine.engine == ("sql" if chosen == "auto" else chosen)
         outcomes[chosen] = (spark.table(table).select("id", "prediction"),
                             spark.table(f"{table}_rejects").select("id", "reject_reason"))
-    assertDataFrameEqual(outcomes["sql"][0], outcomes["udf"][0], rtol=1e-9)
-    assertDataFrameEqual(outcomes["sql"][1], outcomes["udf"][1])
+    for chosen in ("sql", "auto"):
+        assertDataFrameEqual(outcomes[chosen][0], outcomes["udf"][0], rtol=1e-9)
+        assertDataFrameEqual(outcomes[chosen][1], outcomes["udf"][1])
     assert outcomes["sql"][1].first().reject_reason.startswith("model error: ValueError: Found unknown categories")
 
 
