@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
@@ -272,11 +273,20 @@ def _write(spark: SparkSession, cfg: JobConfig, job: Prepared, lineage: RunLinea
     rows = rows.transform(sampling.with_sample, job.scoring.partition_columns,
                           sampling.rates(job.estimates, cfg.profile_rows))
     in_jvm = chosen.engine == "sql" and (second is None or second.choice.engine == "sql")
-    constants = partial(with_lineage, lineage=lineage) if second is None else \
-        partial(challenger.with_lineage, champion=lineage, challenger=second.lineage)
     with runtime_conf(spark, settings), python_workers_started(spark, in_jvm):
-        staging.write(rows, constants)
+        staging.write(rows, _lineage_columns(rows.columns, lineage, second))
     return int(read.get["rows"])
+
+
+def _lineage_columns(columns: list[str], lineage: RunLineage, second: _Second | None
+                     ) -> Callable[[DataFrame], DataFrame]:
+    """The lineage columns, as the staging write adds them after its sort, in the scored table's place (before
+    the input fingerprint): readers of the files alone (DuckDB, the manifest's readers) see the table's order."""
+    at = columns.index(plan.FINGERPRINT)
+    order = [*columns[:at], *plan.LINEAGE.fieldNames(), *columns[at:]]
+    add = partial(with_lineage, lineage=lineage) if second is None else \
+        partial(challenger.with_lineage, champion=lineage, challenger=second.lineage)
+    return lambda df: add(df).select(*order)
 
 
 def _stored_values_of_rejects_only(df: DataFrame, replaced: tuple[str, ...]) -> DataFrame:
