@@ -12,12 +12,26 @@ export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 export SPARK_LOCAL_IP ?= 127.0.0.1
 
-.PHONY: venv venv-spark35 check-java demo test test-spark4 test-spark35 test-fast lint dist bench clean
+.PHONY: jar venv venv-spark35 check-java demo test test-spark4 test-spark35 test-fast lint dist bench clean
 
 check-java:
 	@command -v java >/dev/null 2>&1 || { echo "make: Java 17 is required by Spark and 'java' is not on PATH (Debian: apt-get install openjdk-17-jre-headless)" >&2; exit 1; }
 	@v=$$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -n1); \
 	 [ -n "$$v" ] && [ "$$v" -ge 17 ] || { echo "make: Java 17 or newer is required by Spark 4, found: $$(java -version 2>&1 | head -n1)" >&2; exit 1; }
+
+# The JVM tree evaluator (udfs/compiled/native.py): one Java class compiled against the virtualenv's PySpark
+# jars, for Java 8 and newer (Spark 3.5 runtimes too). Needs a JDK's javac; without one the job runs trees as
+# SQL expressions and says so in its log.
+TREES_JAR := udfs/jvm/score-table-trees.jar
+TREES_SRC := $(wildcard udfs/jvm/src/scoretable/*.java)
+
+$(TREES_JAR): $(TREES_SRC) | $(VENV)/.installed
+	@command -v javac >/dev/null 2>&1 || { echo "make: javac (a JDK: apt-get install openjdk-17-jdk-headless) is needed to build $@" >&2; exit 1; }
+	rm -rf build/jvm && mkdir -p build/jvm
+	javac -nowarn --release 8 -Xlint:-options -cp "$$($(PY) -c 'import os, pyspark; print(os.path.join(os.path.dirname(pyspark.__file__), "jars"))')/*" -d build/jvm $(TREES_SRC)
+	jar cf $@ -C build/jvm .
+
+jar: $(TREES_JAR)
 
 $(VENV)/.installed: setup.py
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || { echo "make: Python 3.10+ is required ($(PYTHON))" >&2; exit 1; }
@@ -26,7 +40,7 @@ $(VENV)/.installed: setup.py
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $@
 
-venv: $(VENV)/.installed
+venv: $(VENV)/.installed $(TREES_JAR)
 
 $(VENV35)/.installed: setup.py
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || { echo "make: Python 3.10+ is required ($(PYTHON))" >&2; exit 1; }

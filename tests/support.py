@@ -352,3 +352,20 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+# The two ways a translated tree ensemble runs: SQL expressions (views, and sessions without the jar) and the
+# JVM evaluator (udfs.compiled.native, what runs use). Tests of tree translations run both.
+TREE_ENGINES = ["sql", "native"]
+
+
+def assert_tree_engine(engine: str, programs: Sequence[Any]) -> None:
+    """The programs' trees ran as asked: none as SQL conditionals under the evaluator (whose jar `make`
+    builds: a missing jar fails here rather than testing the SQL path twice)."""
+    from udfs.compiled import native
+
+    if engine == "native":
+        assert native.load(), f"{native.JAR} is not built or does not load (make jar)"
+        assert all(p.size == 0 for p in programs)
+    else:
+        assert any(p.size > 0 for p in programs)

@@ -19,6 +19,7 @@ import xgboost as xgb
 from pyspark.sql import Column, SparkSession
 from pyspark.sql import functions as F
 
+from tests.support import TREE_ENGINES, assert_tree_engine
 from udfs.compiled import lgbm
 from udfs.compiled import xgb as xgb_sql
 from udfs.compiled.program import Program, Unsupported
@@ -174,8 +175,8 @@ def _translate(program: Program, model: Any, columns: list[Column], fn: str) -> 
     return table[type(model)](program, model, columns, fn)
 
 
-@pytest.fixture(scope="module")
-def scored(spark: SparkSession) -> dict[tuple[str, str], Any]:
+@pytest.fixture(scope="module", params=TREE_ENGINES)
+def scored(spark: SparkSession, request: pytest.FixtureRequest) -> dict[tuple[str, str], Any]:
     rng = np.random.default_rng(11)
     X, score = _training_data(rng)
     models = {case: fit(X, _target(kind, score)) for case, fit, kind, _ in CASES}
@@ -190,7 +191,7 @@ def scored(spark: SparkSession) -> dict[tuple[str, str], Any]:
     columns, names, outputs = [F.col(n).cast("double") for n in FEATURES], [], []
     programs = []
     for i, (case, fn) in enumerate(RUNS):
-        programs.append(program := Program(_count=i * 100_000))
+        programs.append(program := Program(_count=i * 100_000, native=request.param == "native"))
         out = _translate(program, models[case], columns, fn)
         names.append([f"r{i}o{k}" for k in range(len(out))])
         outputs += [o.alias(n) for o, n in zip(out, names[i], strict=True)]
@@ -200,6 +201,7 @@ def scored(spark: SparkSession) -> dict[tuple[str, str], Any]:
     for k in range(max(len(p.stages) for p in programs)):
         df = df.withColumns({n: c for p in programs for n, c in (p.stages[k] if k < len(p.stages) else [])})
     collected = sorted(df.select("id", *outputs).collect(), key=lambda r: r["id"])
+    assert_tree_engine(request.param, programs)
 
     matrix = np.array([[np.nan if v is None else v for v in r] for r in rows], dtype=np.float64)
     result = {}
@@ -239,7 +241,8 @@ def test_float32_outputs_are_bit_exact_but_for_expf(scored: dict[Any, Any]) -> N
     lambda: lgb.LGBMRegressor(n_estimators=4, verbose=-1, min_child_samples=5, min_data_per_group=5, cat_smooth=1),
     lambda: lgb.LGBMClassifier(n_estimators=4, verbose=-1, min_child_samples=5, min_data_per_group=5, cat_smooth=1),
 ], ids=["regressor", "classifier"])
-def test_lightgbm_categorical_splits_match(spark: SparkSession, make: Callable[[], Any]) -> None:
+@pytest.mark.parametrize("tree_engine", TREE_ENGINES)
+def test_lightgbm_categorical_splits_match(spark: SparkSession, make: Callable[[], Any], tree_engine: str) -> None:
     """Integer-coded categories (NaN among them) against the model, probed with NaN, negatives, fractions,
     unseen and huge codes, +-inf: LightGBM truncates a value to int, and anything not a known code goes right."""
     rng = np.random.default_rng(5)
@@ -253,8 +256,9 @@ def test_lightgbm_categorical_splits_match(spark: SparkSession, make: Callable[[
     probes = [np.nan, None, -0.5, -1.0, -1.5, 0.0, -0.0, 0.5, 0.9999, 1.0, 2.7, 3.0, 7.0, 8.0, 100.0, 1e10,
               2147483647.0, 2147483648.0, np.inf, -np.inf, 1e-36]
     rows = [[v, 0.3, -0.2] for v in probes] + X[:50].tolist()
-    program = Program()
+    program = Program(native=tree_engine == "native")
     out = lgbm.translate_estimator(program, model, [F.col(n).cast("double") for n in FEATURES], "predict")
+    assert_tree_engine(tree_engine, [program])
     df = spark.createDataFrame([[i, *(None if v is None else float(v) for v in r)] for i, r in enumerate(rows)],
                                "id long, " + ", ".join(f"{n} double" for n in FEATURES))
     for stage in program.stages:

@@ -18,6 +18,7 @@ from pyspark.sql import functions as F
 from sklearn import ensemble as E
 from sklearn import tree as T
 
+from tests.support import TREE_ENGINES, assert_tree_engine
 from udfs.compiled.program import Program, Unsupported
 from udfs.compiled.trees import ESTIMATORS
 from udfs.compiled.verify import compare
@@ -135,8 +136,9 @@ def _expected(model: Any, fn: str, rows: list[list[Any]]) -> tuple[pd.DataFrame,
     return (frame.infer_objects() if fn == "predict" else frame), errors
 
 
-@pytest.fixture(scope="module")
-def scored(spark: SparkSession) -> dict[tuple[str, str], tuple[pd.DataFrame, pd.DataFrame, list[Any], list[Any]]]:
+@pytest.fixture(scope="module", params=TREE_ENGINES)
+def scored(spark: SparkSession, request: pytest.FixtureRequest
+           ) -> dict[tuple[str, str], tuple[pd.DataFrame, pd.DataFrame, list[Any], list[Any]]]:
     """Every (model, predict_fn) translated into one Program and scored in one Spark job."""
     rng = np.random.default_rng(7)
     X, score = _training_data(rng)
@@ -151,7 +153,7 @@ def scored(spark: SparkSession) -> dict[tuple[str, str], tuple[pd.DataFrame, pd.
     columns, names, outputs, programs = [F.col(n).cast("double") for n in FEATURES], [], [], []
     for i, (case, fn) in enumerate(RUNS):
         # a Program per run, its columns numbered apart, so that all runs' k-th stages form one projection
-        programs.append(program := Program(_count=i * 100_000))
+        programs.append(program := Program(_count=i * 100_000, native=request.param == "native"))
         out = ESTIMATORS[type(models[case])](program, models[case], columns, fn)
         names.append([f"r{i}o{k}" for k in range(len(out))])
         outputs += [o.alias(n) for o, n in zip(out, names[i], strict=True)]
@@ -161,6 +163,7 @@ def scored(spark: SparkSession) -> dict[tuple[str, str], tuple[pd.DataFrame, pd.
     for k in range(max(len(p.stages) for p in programs)):
         df = df.withColumns({n: c for p in programs for n, c in (p.stages[k] if k < len(p.stages) else [])})
     collected = sorted(df.select("id", *outputs).collect(), key=lambda r: r["id"])
+    assert_tree_engine(request.param, programs)
 
     result = {}
     for i, (case, fn) in enumerate(RUNS):

@@ -47,15 +47,17 @@ class Choice:
 
 
 def plan(requested: str, model_path: str, scoring: ScoringPlan, params: dict[str, Any],
-         inputs_checked: bool, max_nodes: int | None = MAX_TREE_NODES) -> Choice:
+         inputs_checked: bool, max_nodes: int | None = MAX_TREE_NODES, native: bool = True) -> Choice:
     """Translate the model, from metadata alone. `--engine sql` on a model that does not translate raises
     UsageError (exit 2) naming the part that does not; `auto` falls back to `udf` with that reason.
     `inputs_checked`: bad rows (null, NaN, infinite inputs) never reach the model; `max_nodes`: the largest
-    ensemble `auto` takes (None: any); `--engine sql` takes any, as asked."""
+    ensemble `auto` takes as SQL expressions (None: any; `--engine sql` takes any, as asked); `native`: trees may
+    run as the JVM tree evaluator (udfs.compiled.native), which has no such limit, where this Spark has it."""
     if requested == "udf":
         return Choice("udf", "--engine udf")
     try:
-        program = _translate(model_path, scoring, params, inputs_checked, None if requested == "sql" else max_nodes)
+        program = _translate(model_path, scoring, params, inputs_checked, None if requested == "sql" else max_nodes,
+                             native)
     except Unsupported as e:
         if requested == "sql":
             raise UsageError(f"--engine sql: the model does not translate: {e}") from None
@@ -64,7 +66,7 @@ def plan(requested: str, model_path: str, scoring: ScoringPlan, params: dict[str
 
 
 def _translate(model_path: str, scoring: ScoringPlan, params: dict[str, Any], inputs_checked: bool,
-               max_nodes: int | None) -> Program:
+               max_nodes: int | None, native: bool) -> Program:
     if scoring.tensor is not None:
         raise Unsupported("a model with a tensor input (only named columns translate)")
     if params:
@@ -76,7 +78,7 @@ def _translate(model_path: str, scoring: ScoringPlan, params: dict[str, Any], in
         if not isinstance(o.dataType, _TRANSLATABLE):
             raise Unsupported(f"output '{o.name}' of type {o.dataType.simpleString()}")
     features = [Feature(f.name, try_cast(f.column, f.spark_type), f.spark_type) for f in scoring.features]
-    return translate(model_path, features, scoring.outputs, inputs_checked, max_nodes)
+    return translate(model_path, features, scoring.outputs, inputs_checked, max_nodes, native)
 
 
 def spark_settings(choice: Choice) -> dict[str, str]:

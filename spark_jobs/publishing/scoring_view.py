@@ -38,7 +38,8 @@ def create_view(spark: SparkSession, cfg: ViewConfig) -> str:
     _check_target(spark, cfg, source)
     scoring = plan.build(source, plan.ModelFacts(model.signature, model.output_names), {},
                          case_sensitive=spark.conf.get("spark.sql.caseSensitive", "false") == "true")
-    choice = engine.plan("auto", model.path, scoring, {}, inputs_checked=False, max_nodes=None)
+    # a view's query is stored as SQL text: trees as SQL expressions, never the session's JVM evaluator
+    choice = engine.plan("auto", model.path, scoring, {}, inputs_checked=False, max_nodes=None, native=False)
     if choice.program is None:
         raise UsageError(f"{model.ref.name} version {model.ref.version} cannot be a view, it does not translate "
                          f"into SQL ({choice.reason.removeprefix('not translated: ')})")

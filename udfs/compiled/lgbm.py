@@ -22,8 +22,8 @@ from pyspark.sql import Column
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from udfs.compiled.program import Program, Unsupported, argmax_label, missing, running_sum, sigmoid, softmax
-from udfs.compiled.trees import SplitRule, Tree, tree_columns
+from udfs.compiled.program import Program, Unsupported, argmax_label, missing, sigmoid, softmax
+from udfs.compiled.trees import SplitRule, Tree, tree_sums
 
 RULE = SplitRule("<=", lambda c: c)
 ZERO = float(np.float32(1e-35))  # kZeroThreshold, a float literal widened to double
@@ -122,11 +122,8 @@ def _stage_features(program: Program, X: list[Column]) -> list[str]:
 def raw_scores(program: Program, ensemble: Ensemble, X: list[Column]) -> list[Column]:
     """Per class: tree_0k + tree_1k + ... (GBDT::PredictRaw adds into zeros, iteration by iteration)."""
     names = _stage_features(program, X)
-    columns = tree_columns(program, ensemble.trees, names, RULE)
     k = ensemble.per_iteration
-    raws = [program.let(running_sum(program, columns[c::k]) if columns[c::k] else F.lit(0.0)) for c in range(k)]
-    program.next_stage()
-    return raws
+    return tree_sums(program, ensemble.trees, names, RULE, k, [i % k for i in range(len(ensemble.trees))])
 
 
 def converted(program: Program, ensemble: Ensemble, raws: list[Column]) -> list[Column]:

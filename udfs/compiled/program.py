@@ -45,6 +45,9 @@ class Program:
     # the caller rejects rows whose inputs are null, NaN or infinite before they reach the model, so checks of
     # the raw inputs can be left out (every check is code in the row's generated method)
     inputs_finite: bool = False
+    # trees may run as one JVM UDF over flat arrays (udfs.compiled.native) rather than as SQL expressions:
+    # never for a view, whose query is stored as SQL text
+    native: bool = False
     _count: int = 0
     _errors: list[tuple[Column, Column]] = field(default_factory=list)
 
@@ -91,6 +94,11 @@ def missing(value: Column) -> Column:
 
 def as_double(value: Column) -> Column:
     return value.cast(T.DoubleType())
+
+
+def f32(value: Column) -> Column:
+    """The value as a float32 column (XGBoost's arithmetic is float32 throughout)."""
+    return value.cast(T.FloatType())
 
 
 def as_float32(value: Column) -> Column:

@@ -70,14 +70,14 @@ class Block:
 
 
 def translate(model: Any, features: Sequence[Feature], outputs: T.StructType, predict_fn: str,
-              inputs_finite: bool = False, max_size: int | None = None) -> Program:
-    """`model`'s `predict_fn` as a Program whose outputs fill `outputs` (cast by the caller); `inputs_finite`
-    and `max_size`: see Program."""
+              inputs_finite: bool = False, max_size: int | None = None, native: bool = False) -> Program:
+    """`model`'s `predict_fn` as a Program whose outputs fill `outputs` (cast by the caller); `inputs_finite`,
+    `max_size` and `native`: see Program."""
     owner = type(model).__name__
     if predict_fn not in PREDICT_FNS:
         raise Unsupported(f"{owner}: predict_fn {predict_fn} is not supported")
     steps, (final_name, final) = _steps(model, owner)
-    program = Program(inputs_finite=inputs_finite, max_size=max_size)
+    program = Program(inputs_finite=inputs_finite, max_size=max_size, native=native)
     block = _frame(program, features, owner)
     for name, step in steps:
         block = _transform(program, step, block, f"{owner}: Pipeline step {name!r}")

@@ -35,10 +35,11 @@ def _flavor(model_path: str) -> tuple[str | None, dict[str, Any], bool]:
 
 
 def translate(model_path: str, features: Sequence[Feature], outputs: T.StructType,
-              inputs_finite: bool = False, max_size: int | None = None) -> Program:
+              inputs_finite: bool = False, max_size: int | None = None, native: bool = False) -> Program:
     """The model in `model_path` (an MLflow model folder) as a Program whose outputs fill `outputs`;
     `inputs_finite`: the caller rejects rows with a null, NaN or infinite input before the model sees them;
-    `max_size`: the most tree nodes taken (a larger ensemble is Unsupported)."""
+    `max_size`: the most tree nodes taken as SQL expressions (a larger ensemble is Unsupported); `native`: trees
+    may run as the JVM evaluator (udfs.compiled.native) where the active Spark has it, outside that budget."""
     loader, pyfunc, translatable = _flavor(model_path)
     if not translatable:
         raise Unsupported(f"flavor {loader or 'unknown'}"
@@ -51,12 +52,12 @@ def translate(model_path: str, features: Sequence[Feature], outputs: T.StructTyp
 
         model: Any = mlflow.sklearn.load_model(model_path)
         return sklearn.translate(model, features, outputs, pyfunc.get("predict_fn", "predict"), inputs_finite,
-                                 max_size)
-    return _booster(loader or "", model_path, features, outputs, inputs_finite, max_size)
+                                 max_size, native)
+    return _booster(loader or "", model_path, features, outputs, inputs_finite, max_size, native)
 
 
 def _booster(loader: str, model_path: str, features: Sequence[Feature], outputs: T.StructType,
-             inputs_finite: bool, max_size: int | None) -> Program:
+             inputs_finite: bool, max_size: int | None, native: bool) -> Program:
     """An XGBoost or LightGBM model as its own flavor's pyfunc calls it: `predict` on the frame of inputs."""
     if loader == "mlflow.xgboost":
         import mlflow.xgboost
@@ -73,7 +74,7 @@ def _booster(loader: str, model_path: str, features: Sequence[Feature], outputs:
     for f in features:
         if not isinstance(f.spark_type, allowed):
             raise Unsupported(f"{owner}: input {f.name!r} has type {f.spark_type.simpleString()}")
-    program = Program(inputs_finite=inputs_finite, max_size=max_size)
+    program = Program(inputs_finite=inputs_finite, max_size=max_size, native=native)
     X = [program.let(_pandas_value(f, loader)) for f in features]
     program.next_stage()
     if loader == "mlflow.xgboost":

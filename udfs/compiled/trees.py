@@ -21,12 +21,14 @@ from pyspark.sql import Column
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from udfs.compiled import native
 from udfs.compiled.program import (
     Program,
     Unsupported,
     argmax_label,
     as_double,
     as_float32,
+    f32,
     running_sum,
     sigmoid,
     softmax,
@@ -124,6 +126,38 @@ def tree_columns(program: Program, trees: Sequence[Tree], features: Sequence[str
     return columns
 
 
+def tree_sums(program: Program, trees: Sequence[Tree], features: Sequence[str], rule: SplitRule, outputs: int,
+              first_output: Sequence[int] | None = None, init: Sequence[float] | None = None,
+              float32: bool = False) -> list[Column]:
+    """Per output k: init[k] (when given, else the first term itself) + the leaf values that go to k, tree by
+    tree in the order given, as the library accumulates: in double, or in float32 (`float32`, XGBoost: a float
+    column out). Tree i adds its leaf vector to outputs first_output[i], first_output[i] + 1, ... (default 0);
+    an output nothing adds to is 0. Where the program may and the Spark session can, one JVM UDF walks every
+    tree over flat arrays (udfs.compiled.native), with the same comparisons and the same additions; otherwise
+    each tree is an SQL expression (tree_columns) and the sums are running sums of them."""
+    first = list(first_output) if first_output is not None else [0] * len(trees)
+    if program.native and native.load():
+        packed = native.pack(trees, len(features), rule.operator, rule.threshold, outputs, first, init, float32)
+        sums = program.let(native.ensemble(packed, features))
+        program.next_stage()
+        values = [sums] if outputs == 1 else [sums[k] for k in range(outputs)]
+        result = [program.let(f32(v) if float32 else v) for v in values]
+        program.next_stage()
+        return result
+    columns = tree_columns(program, trees, features, rule)
+    result = []
+    for k in range(outputs):
+        terms = [c if int(t.value.shape[1]) == 1 else c[k - at] for c, t, at in zip(columns, trees, first, strict=True)
+                 if at <= k < at + int(t.value.shape[1])]
+        start = [F.lit(float(init[k]))] if init is not None else []
+        if float32:
+            terms, start = [f32(c) for c in terms], [f32(c) for c in start]
+        total = running_sum(program, [*start, *terms]) if start or terms else F.lit(0.0)
+        result.append(program.let(f32(total) if float32 else total))
+    program.next_stage()
+    return result
+
+
 def _let(program: Program, expr: Column) -> str:
     program.let(expr)
     return program.stages[-1][-1][0]
@@ -206,13 +240,6 @@ def _classify(program: Program, estimator: Any, raws: list[Column], predict_fn: 
     return [F.lit(1.0) - p, p]  # HalfBinomialLoss / ExponentialLoss.predict_proba: [1 - p, p]
 
 
-def _raw_sums(program: Program, init: Sequence[float], columns: Sequence[Sequence[Column]]) -> list[Column]:
-    """raw[k] = init[k] + tree_0k + tree_1k + ... in that order, as boosting accumulates into one array."""
-    raws = [program.let(running_sum(program, [F.lit(float(i)), *cols])) for i, cols in zip(init, columns, strict=True)]
-    program.next_stage()
-    return raws
-
-
 # --- translators --------------------------------------------------------------------------------------------
 
 
@@ -227,12 +254,12 @@ def _forest(program: Program, estimator: Any, X: list[Column], predict_fn: str) 
     _check(estimator, predict_fn, classifier)
     members = list(getattr(estimator, "estimators_", [estimator]))
     names = _sklearn_features(program, estimator, X, get_tags(members[0]).input_tags.allow_nan)
-    trees = tree_columns(program, [_sklearn_tree(m) for m in members], names, SKLEARN_TREE)
+    width = len(estimator.classes_) if classifier else 1
+    sums = tree_sums(program, [_sklearn_tree(m) for m in members], names, SKLEARN_TREE, width)
     count = F.lit(float(len(members)))
     if not classifier:
-        return [running_sum(program, trees) / count]
-    width = len(estimator.classes_)
-    means = [program.let(running_sum(program, [t[k] for t in trees]) / count) for k in range(width)]
+        return [sums[0] / count]
+    means = [program.let(s / count) for s in sums]
     program.next_stage()
     return means if predict_fn == "predict_proba" else [argmax_label(means, [_label(c) for c in estimator.classes_])]
 
@@ -264,10 +291,9 @@ def _gradient_boosting(program: Program, estimator: Any, X: list[Column], predic
     init = _constant_init(estimator)
     names = _sklearn_features(program, estimator, X, allow_nan=False)  # validate_data: all finite
     stages = estimator.estimators_
-    trees = tree_columns(program, [_sklearn_tree(t, float(estimator.learning_rate)) for t in stages.ravel()],
-                         names, SKLEARN_TREE)
-    per_k = [trees[k :: stages.shape[1]] for k in range(stages.shape[1])]
-    raws = _raw_sums(program, init, per_k)
+    k_count = stages.shape[1]
+    raws = tree_sums(program, [_sklearn_tree(t, float(estimator.learning_rate)) for t in stages.ravel()], names,
+                     SKLEARN_TREE, k_count, [i % k_count for i in range(stages.size)], init)
     if not classifier:
         return raws
     return _classify(program, estimator, raws, predict_fn, lambda raw: raw >= F.lit(0.0))
@@ -301,10 +327,10 @@ def _hist_gradient_boosting(program: Program, estimator: Any, X: list[Column], p
         raise Unsupported(f"{_name(estimator)}: categorical splits")  # features reordered by its encoder too
     trees = [[_hist_tree(estimator, p) for p in iteration] for iteration in estimator._predictors]
     names = stage_features(program, X, SKLEARN_HIST)
-    columns = tree_columns(program, [t for iteration in trees for t in iteration], names, SKLEARN_HIST)
     k_count = estimator.n_trees_per_iteration_
-    raws = _raw_sums(program, np.asarray(estimator._baseline_prediction, np.float64).ravel().tolist(),
-                     [columns[k::k_count] for k in range(k_count)])
+    flat = [t for iteration in trees for t in iteration]
+    raws = tree_sums(program, flat, names, SKLEARN_HIST, k_count, [i % k_count for i in range(len(flat))],
+                     np.asarray(estimator._baseline_prediction, np.float64).ravel().tolist())
     if classifier:
         return _classify(program, estimator, raws, predict_fn, lambda raw: raw > F.lit(0.0))
     return [_INVERSE_LINKS[link](raws[0])]

@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 from pyspark.sql import Column
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from udfs.compiled.program import (
     Program,
@@ -32,9 +31,9 @@ from udfs.compiled.program import (
     as_double,
     as_float32,
     chain_sum,
-    running_sum,
+    f32,
 )
-from udfs.compiled.trees import SplitRule, Tree, stage_features, tree_columns
+from udfs.compiled.trees import SplitRule, Tree, stage_features, tree_sums
 from udfs.compiled.verify import TIMESTAMP
 
 RULE = SplitRule("<", as_float32, threshold=lambda t: float(np.float32(t)))  # src/predictor: fvalue < split
@@ -134,10 +133,6 @@ def _prob_to_margin(objective: str, score: float, owner: str) -> float:
     return float(p)
 
 
-def f32(value: Column) -> Column:
-    return value.cast(T.FloatType())
-
-
 def expf(value: Column) -> Column:
     return f32(F.exp(as_double(value)))
 
@@ -147,13 +142,8 @@ def margins(program: Program, ensemble: Ensemble, X: Sequence[Column]) -> list[C
     if ensemble.features is not None and len(ensemble.features) != len(X):
         raise Unsupported(f"{ensemble.owner}: {len(ensemble.features)} features, the model gets {len(X)}")
     names = stage_features(program, X, RULE)
-    columns = tree_columns(program, ensemble.trees, names, RULE)
-    sums = []
-    for g, base in enumerate(ensemble.base):
-        terms = [f32(F.lit(base))] + [f32(c) for c, group in zip(columns, ensemble.groups, strict=True) if group == g]
-        sums.append(program.let(f32(running_sum(program, terms))))
-    program.next_stage()
-    return sums
+    return tree_sums(program, ensemble.trees, names, RULE, len(ensemble.base), ensemble.groups, ensemble.base,
+                     float32=True)
 
 
 def transformed(program: Program, ensemble: Ensemble, raw: list[Column]) -> list[Column]:

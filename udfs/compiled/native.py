@@ -1,0 +1,128 @@
+"""Tree ensembles scored by a class of this package's own inside the JVM (udfs/jvm, built by `make` into
+udfs/jvm/score-table-trees.jar): one Java UDF walks every tree over flat node arrays and returns the sums of
+their leaves, per output, in the library's order and precision. The same `Tree`s the SQL translation writes
+as nested conditionals go in, so the arithmetic is the same; what changes is the cost: Spark's conditionals
+cost about 200 ns per tree and row and stop whole-stage code generation, the array walk a few ns per node.
+
+The jar is optional. Where it is missing, or the session has no JVM of its own (Spark Connect), or the class
+cannot be loaded, `load` says so once in the log and translations write the trees as SQL expressions."""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pyspark import SparkContext
+from pyspark.sql import Column
+from pyspark.sql import functions as F
+
+log = logging.getLogger("score_table")
+JAR = Path(__file__).resolve().parents[1] / "jvm" / "score-table-trees.jar"
+CLASS = "scoretable.TreeEnsemble"
+MAGIC = 0x53545245
+LESS_THAN, FLOAT32, HAS_INIT = 1, 2, 4
+
+_factory: dict[int, Any] = {}  # per JVM gateway: the static TreeEnsemble.column method, or None
+
+
+def pack(trees: Sequence[Any], features: int, operator: str, threshold: Callable[[float], float], outputs: int,
+         first_output: Sequence[int], init: Sequence[float] | None, float32: bool) -> bytes:
+    """The ensemble in the layout TreeEnsemble reads (little-endian): trees' nodes concatenated with their
+    children renumbered, thresholds as the library compares them (`threshold` maps a stored one)."""
+    flags = (LESS_THAN if operator == "<" else 0) | (FLOAT32 if float32 else 0) | (HAS_INIT if init is not None else 0)
+    offsets = np.cumsum([0, *[len(t.feature) for t in trees]])
+    widths = [int(t.value.shape[1]) for t in trees]
+    value_at: list[np.ndarray] = []
+    values: list[np.ndarray] = []
+    next_value = 0
+    for t, w in zip(trees, widths, strict=True):
+        leaf = t.left < 0
+        where = np.full(len(t.feature), -1, np.int64)
+        where[leaf] = next_value + w * np.arange(int(leaf.sum()))
+        value_at.append(where)
+        values.append(np.asarray(t.value, np.float64)[leaf].ravel())
+        next_value += w * int(leaf.sum())
+    feature = np.concatenate([np.where(t.left >= 0, t.feature, 0) for t in trees]).astype("<i4")
+    thresholds = np.array([threshold(float(v)) for t in trees for v in t.threshold], "<f8")
+    left = np.concatenate([np.where(t.left >= 0, t.left + o, -1) for t, o in zip(trees, offsets, strict=False)])
+    right = np.concatenate([np.where(t.left >= 0, t.right + o, -1) for t, o in zip(trees, offsets, strict=False)])
+    categorical = [(int(o) + i, cats) for t, o in zip(trees, offsets, strict=False) if t.categories is not None
+                   for i, cats in enumerate(t.categories) if cats is not None and t.left[i] >= 0]
+    parts = [struct.pack("<7i", MAGIC, flags, outputs, features, len(trees), int(offsets[-1]), next_value)]
+    if init is not None:
+        parts.append(np.asarray(init, "<f8").tobytes())
+    parts += [np.asarray(offsets[:-1], "<i4").tobytes(), np.asarray(first_output, "<i4").tobytes(),
+              np.asarray(widths, "<i4").tobytes(), feature.tobytes(), thresholds.tobytes(),
+              left.astype("<i4").tobytes(), right.astype("<i4").tobytes(),
+              np.concatenate([np.asarray(t.missing_left, bool) for t in trees]).astype(np.uint8).tobytes(),
+              np.concatenate(value_at).astype("<i4").tobytes(),
+              np.concatenate(values).astype("<f8").tobytes() if values else b"",
+              struct.pack("<i", len(categorical))]
+    for node, cats in categorical:
+        parts += [struct.pack("<2i", node, len(cats)), np.asarray(cats, "<i4").tobytes()]
+    return b"".join(parts)
+
+
+def load() -> bool:
+    """Whether the active Spark can run TreeEnsemble: the jar added to the session (driver and executors)
+    once per JVM, the class loaded from it."""
+    return _column_method() is not None
+
+
+def _column_method() -> Any:
+    sc = SparkContext._active_spark_context
+    gateway = getattr(sc, "_gateway", None)
+    if sc is None or gateway is None:
+        return None
+    key = id(gateway)
+    if key not in _factory:
+        _factory[key] = _load(sc)
+    return _factory[key]
+
+
+def _load(sc: SparkContext) -> Any:
+    if not JAR.exists():
+        log.info("the JVM tree evaluator is not built (%s missing): trees run as SQL expressions", JAR.name)
+        return None
+    try:
+        from pyspark.sql import SparkSession
+
+        spark = SparkSession.getActiveSession()
+        if spark is None:
+            return None
+        session = spark._jsparkSession  # type: ignore[attr-defined]
+        session.sessionState().resourceLoader().addJar(str(JAR))  # the driver's loader and every executor's
+        jvm = sc._jvm
+        assert jvm is not None
+        loaded = jvm.java.lang.Class.forName(CLASS, True, session.sharedState().jarClassLoader())
+        return next(m for m in loaded.getMethods() if m.getName() == "column")
+    except Exception as e:  # an old or foreign jar, a locked-down cluster: the SQL expressions still work
+        log.warning("the JVM tree evaluator could not be loaded (%s): trees run as SQL expressions",
+                    str(e).splitlines()[0] if str(e) else type(e).__name__)
+        return None
+
+
+def ensemble(packed: bytes, features: Sequence[str]) -> Column:
+    """The ensemble's sums over the named feature columns (doubles, null where missing)."""
+    method = _column_method()
+    sc = SparkContext._active_spark_context
+    assert method is not None and sc is not None and sc._gateway is not None
+    gateway = sc._gateway
+    row = F.struct(*[F.col(f"`{name}`") for name in features])
+    args = gateway.new_array(gateway.jvm.java.lang.Object, 2)
+    args[0] = bytearray(packed)
+    args[1] = row._jc  # type: ignore[attr-defined]
+    return _column(method.invoke(None, args))
+
+
+def _column(jc: Any) -> Column:
+    try:
+        from pyspark.sql.classic.column import Column as ClassicColumn  # Spark 4
+
+        return ClassicColumn(jc)
+    except ImportError:  # Spark 3.5
+        return Column(jc)
