@@ -85,7 +85,7 @@ test: test-spark4 test-spark35
 test-spark4: check-java venv $(VENV)/spark-classes.jsa
 	$(PY) $(PYTEST) tests
 
-test-spark35: check-java venv-spark35 $(VENV35)/spark-classes.jsa
+test-spark35: check-java venv-spark35 $(VENV35)/spark-classes.jsa $(TREES_JAR)
 	PYSPARK_PYTHON=$(abspath $(PY35)) PYSPARK_DRIVER_PYTHON=$(abspath $(PY35)) $(PY35) $(PYTEST) -m spark35 tests
 
 test-fast: check-java venv $(VENV)/spark-classes.jsa
@@ -100,7 +100,7 @@ lint: venv
 bench: check-java venv
 	$(PY) -m benchmarks.bench $(BENCH_ARGS)
 
-dist: venv
+dist: venv $(TREES_JAR)
 	$(PY) -m pip wheel -q --no-deps -w dist .
 
 clean:

@@ -6,6 +6,8 @@ setup(
     description="Score partitioned warehouse tables with MLflow models on Spark and publish a scored table",
     python_requires=">=3.10",
     packages=find_packages(include=["spark_jobs", "spark_jobs.*", "udfs", "udfs.*"]),
+    # the JVM tree evaluator, built by `make jar` (make dist builds it first); optional at run time
+    package_data={"udfs": ["jvm/*.jar"]},
     install_requires=[
         # The platform's PySpark must satisfy this, or pip installs a second one over it: Spark 3.5 and 4.x
         # (Databricks Runtime 14.3 LTS to 19; tests/test_deployment.py). The floors below are the versions

@@ -359,13 +359,19 @@ def free_port() -> int:
 TREE_ENGINES = ["sql", "native"]
 
 
-def assert_tree_engine(engine: str, programs: Sequence[Any]) -> None:
-    """The programs' trees ran as asked: none as SQL conditionals under the evaluator (whose jar `make`
-    builds: a missing jar fails here rather than testing the SQL path twice)."""
+def native_trees(spark: SparkSession, engine: str) -> bool:
+    """Program.native for a tree engine: the evaluator loaded into the session (its jar is built by `make`:
+    a missing jar fails here rather than testing the SQL path twice)."""
     from udfs.compiled import native
 
     if engine == "native":
-        assert native.load(), f"{native.JAR} is not built or does not load (make jar)"
-        assert all(p.size == 0 for p in programs)
+        assert native.load(spark), f"{native.JAR} is not built or does not load (make jar)"
+    return engine == "native"
+
+
+def assert_tree_engine(engine: str, programs: Sequence[Any]) -> None:
+    """The programs' trees ran as asked: every tree in the evaluator, or none."""
+    if engine == "native":
+        assert all(p.size == 0 for p in programs) and any(p.native_trees for p in programs)
     else:
-        assert any(p.size > 0 for p in programs)
+        assert any(p.size > 0 for p in programs) and not any(p.native_trees for p in programs)

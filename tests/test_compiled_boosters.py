@@ -19,7 +19,7 @@ import xgboost as xgb
 from pyspark.sql import Column, SparkSession
 from pyspark.sql import functions as F
 
-from tests.support import TREE_ENGINES, assert_tree_engine
+from tests.support import TREE_ENGINES, assert_tree_engine, native_trees
 from udfs.compiled import lgbm
 from udfs.compiled import xgb as xgb_sql
 from udfs.compiled.program import Program, Unsupported
@@ -191,7 +191,7 @@ def scored(spark: SparkSession, request: pytest.FixtureRequest) -> dict[tuple[st
     columns, names, outputs = [F.col(n).cast("double") for n in FEATURES], [], []
     programs = []
     for i, (case, fn) in enumerate(RUNS):
-        programs.append(program := Program(_count=i * 100_000, native=request.param == "native"))
+        programs.append(program := Program(_count=i * 100_000, native=native_trees(spark, request.param)))
         out = _translate(program, models[case], columns, fn)
         names.append([f"r{i}o{k}" for k in range(len(out))])
         outputs += [o.alias(n) for o, n in zip(out, names[i], strict=True)]
@@ -256,7 +256,7 @@ def test_lightgbm_categorical_splits_match(spark: SparkSession, make: Callable[[
     probes = [np.nan, None, -0.5, -1.0, -1.5, 0.0, -0.0, 0.5, 0.9999, 1.0, 2.7, 3.0, 7.0, 8.0, 100.0, 1e10,
               2147483647.0, 2147483648.0, np.inf, -np.inf, 1e-36]
     rows = [[v, 0.3, -0.2] for v in probes] + X[:50].tolist()
-    program = Program(native=tree_engine == "native")
+    program = Program(native=native_trees(spark, tree_engine))
     out = lgbm.translate_estimator(program, model, [F.col(n).cast("double") for n in FEATURES], "predict")
     assert_tree_engine(tree_engine, [program])
     df = spark.createDataFrame([[i, *(None if v is None else float(v) for v in r)] for i, r in enumerate(rows)],

@@ -18,7 +18,7 @@ from pyspark.sql import functions as F
 from sklearn import ensemble as E
 from sklearn import tree as T
 
-from tests.support import TREE_ENGINES, assert_tree_engine
+from tests.support import TREE_ENGINES, assert_tree_engine, native_trees
 from udfs.compiled.program import Program, Unsupported
 from udfs.compiled.trees import ESTIMATORS
 from udfs.compiled.verify import compare
@@ -153,7 +153,7 @@ def scored(spark: SparkSession, request: pytest.FixtureRequest
     columns, names, outputs, programs = [F.col(n).cast("double") for n in FEATURES], [], [], []
     for i, (case, fn) in enumerate(RUNS):
         # a Program per run, its columns numbered apart, so that all runs' k-th stages form one projection
-        programs.append(program := Program(_count=i * 100_000, native=request.param == "native"))
+        programs.append(program := Program(_count=i * 100_000, native=native_trees(spark, request.param)))
         out = ESTIMATORS[type(models[case])](program, models[case], columns, fn)
         names.append([f"r{i}o{k}" for k in range(len(out))])
         outputs += [o.alias(n) for o, n in zip(out, names[i], strict=True)]

@@ -5,6 +5,7 @@ predictions; one that does not translate falls back to the UDF under auto and ex
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -92,7 +93,8 @@ def test_library_models_score_in_sql_with_mlflows_own_predictions(spark: SparkSe
     with caplog.at_level(logging.INFO, logger="score_table"):
         result = score(spark, *base(source, output, uri), "--partition", f"ds={DAYS[0]}", "--engine", "sql")
     assert result.engine is not None and result.engine.engine == "sql", result.engine
-    assert any(r.getMessage().startswith("engine: sql (translated, verified on 4 rows") for r in caplog.records)
+    assert any(re.match(r"engine: sql \(translated, \d+ trees in the JVM tree evaluator, verified on 4 rows",
+                        r.getMessage()) for r in caplog.records), [r.getMessage() for r in caplog.records]
     actual = spark.table(output)
     rows = spark.table(source).where(F.col("ds") == DAYS[0]).collect()
     inputs = pd.DataFrame([[float(r[c]) for c in FEATURES.values()] for r in rows], columns=list(FEATURES))

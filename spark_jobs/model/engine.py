@@ -20,16 +20,17 @@ from spark_jobs.planning.plan import REJECT_REASON, ScoringPlan
 from spark_jobs.session import runtime_conf
 from udfs import ModelSpec, model_cache, score
 from udfs.compat import col, try_cast
-from udfs.compiled import Feature, Program, Unsupported, translate
+from udfs.compiled import Feature, Program, Unsupported, native, translate
 from udfs.compiled.verify import compare
 from udfs.model_udf import MODEL_ERROR, MODEL_ERROR_PREFIX, predict_batch
 
 log = logging.getLogger("score_table")
 Name = Literal["sql", "udf"]
-# Tree nodes the sql engine takes. Spark compiles a program's trees into generated Java; the compile time and
-# the per-row cost of the nested conditionals grow with the nodes, and past about this many the UDF is faster
-# (measured by `make bench`: a 100-tree HistGradientBoosting, about 6,100 nodes, took 70 s in sql against 51 s
-# as a UDF on 4M rows; benchmarks/RESULTS.md). Larger ensembles go to the UDF under auto.
+# Tree nodes the sql engine takes as SQL expressions, where the JVM tree evaluator (udfs.compiled.native) is not
+# there to run them. Spark compiles such trees into generated Java; the compile time and the per-row cost of the
+# nested conditionals grow with the nodes, and past about this many the UDF is faster (measured by `make bench`:
+# a 100-tree HistGradientBoosting, about 6,100 nodes, took 70 s in sql against 51 s as a UDF on 4M rows;
+# benchmarks/RESULTS.md). Larger ensembles go to the UDF under auto. The evaluator takes any size.
 MAX_TREE_NODES = 1_000
 VERIFY_SETTINGS = {"spark.sql.execution.arrow.pyspark.enabled": "true"}  # the sample comes back through Arrow
 _TRANSLATABLE = (T.BooleanType, T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.DoubleType,
@@ -47,22 +48,23 @@ class Choice:
 
 
 def plan(requested: str, model_path: str, scoring: ScoringPlan, params: dict[str, Any],
-         inputs_checked: bool, max_nodes: int | None = MAX_TREE_NODES, native: bool = True) -> Choice:
+         inputs_checked: bool, max_nodes: int | None = MAX_TREE_NODES, spark: SparkSession | None = None
+         ) -> Choice:
     """Translate the model, from metadata alone. `--engine sql` on a model that does not translate raises
     UsageError (exit 2) naming the part that does not; `auto` falls back to `udf` with that reason.
     `inputs_checked`: bad rows (null, NaN, infinite inputs) never reach the model; `max_nodes`: the largest
-    ensemble `auto` takes as SQL expressions (None: any; `--engine sql` takes any, as asked); `native`: trees may
-    run as the JVM tree evaluator (udfs.compiled.native), which has no such limit, where this Spark has it."""
+    ensemble `auto` takes as SQL expressions (None: any; `--engine sql` takes any, as asked); `spark`: the run's
+    session, where trees run as the JVM tree evaluator (udfs.compiled.native, no such limit) if it loads."""
     if requested == "udf":
         return Choice("udf", "--engine udf")
     try:
         program = _translate(model_path, scoring, params, inputs_checked, None if requested == "sql" else max_nodes,
-                             native)
+                             spark is not None and native.load(spark))
     except Unsupported as e:
         if requested == "sql":
             raise UsageError(f"--engine sql: the model does not translate: {e}") from None
         return Choice("udf", f"not translated: {e}")
-    return Choice("sql", "translated", program)
+    return Choice("sql", program.described, program)
 
 
 def _translate(model_path: str, scoring: ScoringPlan, params: dict[str, Any], inputs_checked: bool,
@@ -132,7 +134,9 @@ def check(spark: SparkSession, choice: Choice, scored: DataFrame, spec: ModelSpe
     result = compare(expected, got[[*outputs, MODEL_ERROR]], [*outputs, MODEL_ERROR], tolerance, [MODEL_ERROR])
     if not result.equal:
         return _mismatch(choice, f"differs from the model: {result.mismatch}", result.max_diff, requested)
-    return replace(choice, reason=f"translated, verified on {len(got)} rows (largest difference {result.max_diff:.1e})",
+    assert choice.program is not None
+    return replace(choice, reason=f"{choice.program.described}, verified on {len(got)} rows "
+                                  f"(largest difference {result.max_diff:.1e})",
                    max_diff=result.max_diff)
 
 

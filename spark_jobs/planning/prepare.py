@@ -99,7 +99,7 @@ def prepare(spark: SparkSession, cfg: JobConfig, model: model_ref.LocalModel | N
     output.check_compatible(spark, cfg.output_table, job.scoring.output_schema, source.partition_columns)
     if prints:
         job = replace(job, engine=engine.plan(cfg.engine, model.path, job.scoring, params,
-                                              inputs_checked=cfg.on_bad_rows != "pass"))
+                                              inputs_checked=cfg.on_bad_rows != "pass", spark=spark))
     if cfg.on_bad_rows == "quarantine":
         output.check_compatible(spark, cfg.rejects, plan.rejects_schema(source), source.partition_columns,
                                 "rejects table")
@@ -133,7 +133,7 @@ def _challenger(spark: SparkSession, cfg: JobConfig, job: Prepared, model: model
     scoring = replace(scoring, selection=job.scoring.selection, output_schema=job.scoring.output_schema)
     output.check_compatible(spark, cfg.challenger, ch.table_schema(job.scoring, job.keys),
                             job.source.partition_columns, "challenger table")
-    choice = engine.plan(cfg.engine, model.path, scoring, {}, inputs_checked=False)
+    choice = engine.plan(cfg.engine, model.path, scoring, {}, inputs_checked=False, spark=spark)
     log.info("challenger %s resolved to %s version %s", cfg.challenger_uri, model.ref.name, model.ref.version)
     return Challenger(model, scoring, choice)
 

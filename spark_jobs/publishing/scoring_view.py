@@ -39,7 +39,7 @@ def create_view(spark: SparkSession, cfg: ViewConfig) -> str:
     scoring = plan.build(source, plan.ModelFacts(model.signature, model.output_names), {},
                          case_sensitive=spark.conf.get("spark.sql.caseSensitive", "false") == "true")
     # a view's query is stored as SQL text: trees as SQL expressions, never the session's JVM evaluator
-    choice = engine.plan("auto", model.path, scoring, {}, inputs_checked=False, max_nodes=None, native=False)
+    choice = engine.plan("auto", model.path, scoring, {}, inputs_checked=False, max_nodes=None)
     if choice.program is None:
         raise UsageError(f"{model.ref.name} version {model.ref.version} cannot be a view, it does not translate "
                          f"into SQL ({choice.reason.removeprefix('not translated: ')})")

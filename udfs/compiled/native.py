@@ -5,7 +5,8 @@ as nested conditionals go in, so the arithmetic is the same; what changes is the
 cost about 200 ns per tree and row and stop whole-stage code generation, the array walk a few ns per node.
 
 The jar is optional. Where it is missing, or the session has no JVM of its own (Spark Connect), or the class
-cannot be loaded, `load` says so once in the log and translations write the trees as SQL expressions."""
+cannot be loaded, `load` says so once in the log and translations write the trees as SQL expressions.
+Whether a translation may use it is the caller's to say (Program.native), having loaded it into its session."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from typing import Any
 
 import numpy as np
 from pyspark import SparkContext
-from pyspark.sql import Column
+from pyspark.sql import Column, SparkSession
 from pyspark.sql import functions as F
 
 log = logging.getLogger("score_table")
@@ -67,36 +68,25 @@ def pack(trees: Sequence[Any], features: int, operator: str, threshold: Callable
     return b"".join(parts)
 
 
-def load() -> bool:
-    """Whether the active Spark can run TreeEnsemble: the jar added to the session (driver and executors)
-    once per JVM, the class loaded from it."""
-    return _column_method() is not None
+def load(spark: SparkSession) -> bool:
+    """Whether `spark` can run TreeEnsemble: the jar added to the session (driver and executors) once per JVM,
+    the class loaded from it. False for a session without a JVM of its own (Spark Connect)."""
+    gateway = getattr(spark.sparkContext, "_gateway", None) if hasattr(spark, "_jsparkSession") else None
+    if gateway is None:
+        return False
+    if id(gateway) not in _factory:
+        _factory[id(gateway)] = _load(spark)
+    return _factory[id(gateway)] is not None
 
 
-def _column_method() -> Any:
-    sc = SparkContext._active_spark_context
-    gateway = getattr(sc, "_gateway", None)
-    if sc is None or gateway is None:
-        return None
-    key = id(gateway)
-    if key not in _factory:
-        _factory[key] = _load(sc)
-    return _factory[key]
-
-
-def _load(sc: SparkContext) -> Any:
+def _load(spark: SparkSession) -> Any:
     if not JAR.exists():
         log.info("the JVM tree evaluator is not built (%s missing): trees run as SQL expressions", JAR.name)
         return None
     try:
-        from pyspark.sql import SparkSession
-
-        spark = SparkSession.getActiveSession()
-        if spark is None:
-            return None
         session = spark._jsparkSession  # type: ignore[attr-defined]
         session.sessionState().resourceLoader().addJar(str(JAR))  # the driver's loader and every executor's
-        jvm = sc._jvm
+        jvm = spark.sparkContext._jvm
         assert jvm is not None
         loaded = jvm.java.lang.Class.forName(CLASS, True, session.sharedState().jarClassLoader())
         return next(m for m in loaded.getMethods() if m.getName() == "column")
@@ -107,11 +97,12 @@ def _load(sc: SparkContext) -> Any:
 
 
 def ensemble(packed: bytes, features: Sequence[str]) -> Column:
-    """The ensemble's sums over the named feature columns (doubles, null where missing)."""
-    method = _column_method()
+    """The ensemble's sums over the named feature columns (doubles, null where missing), in the session
+    `load` loaded the evaluator into."""
     sc = SparkContext._active_spark_context
-    assert method is not None and sc is not None and sc._gateway is not None
-    gateway = sc._gateway
+    gateway = sc._gateway if sc is not None else None
+    method = _factory.get(id(gateway))
+    assert gateway is not None and method is not None, "native.load(spark) first"
     row = F.struct(*[F.col(f"`{name}`") for name in features])
     args = gateway.new_array(gateway.jvm.java.lang.Object, 2)
     args[0] = bytearray(packed)

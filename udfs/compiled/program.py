@@ -45,9 +45,17 @@ class Program:
     # the caller rejects rows whose inputs are null, NaN or infinite before they reach the model, so checks of
     # the raw inputs can be left out (every check is code in the row's generated method)
     inputs_finite: bool = False
-    # trees may run as one JVM UDF over flat arrays (udfs.compiled.native) rather than as SQL expressions:
-    # never for a view, whose query is stored as SQL text
+    # trees run as one JVM UDF over flat arrays (udfs.compiled.native, loaded into the session by the caller)
+    # rather than as SQL expressions: never for a view, whose query is stored as SQL text
     native: bool = False
+    native_trees: int = 0  # trees the JVM evaluator runs
+
+    @property
+    def described(self) -> str:
+        """How the program runs, for the run's log and summary."""
+        if self.native_trees:
+            return f"translated, {self.native_trees:,} trees in the JVM tree evaluator"
+        return f"translated, {self.size:,} tree nodes as SQL expressions" if self.size else "translated"
     _count: int = 0
     _errors: list[tuple[Column, Column]] = field(default_factory=list)
 

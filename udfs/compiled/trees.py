@@ -136,9 +136,10 @@ def tree_sums(program: Program, trees: Sequence[Tree], features: Sequence[str], 
     tree over flat arrays (udfs.compiled.native), with the same comparisons and the same additions; otherwise
     each tree is an SQL expression (tree_columns) and the sums are running sums of them."""
     first = list(first_output) if first_output is not None else [0] * len(trees)
-    if program.native and native.load():
+    if program.native:
         packed = native.pack(trees, len(features), rule.operator, rule.threshold, outputs, first, init, float32)
         sums = program.let(native.ensemble(packed, features))
+        program.native_trees += len(trees)
         program.next_stage()
         values = [sums] if outputs == 1 else [sums[k] for k in range(outputs)]
         result = [program.let(f32(v) if float32 else v) for v in values]
