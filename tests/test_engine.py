@@ -4,7 +4,9 @@ run history and summary say, and that whatever the engine the table holds the mo
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +21,7 @@ from spark_jobs.cli import main
 from spark_jobs.model import engine
 from tests.models import Thresholded
 from tests.support import DAYS, FEATURES, base, expected_scored, fit, log_model, register_sklearn, score
-from udfs.compiled import Program
+from udfs.compiled import Program, native
 
 
 def engine_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -167,3 +169,33 @@ def test_history_made_by_an_older_version_gets_the_engine_columns(spark: SparkSe
     score(spark, *base(source, output, "models:/churn_history_old/1"), "--partition", f"ds={DAYS[0]}")
     run = spark.table(f"{output}_runs").select("status", "engine").first()
     assert run is not None and (run.status, run.engine) == ("succeeded", "sql")
+
+
+@pytest.mark.parametrize("jar", ["built", "missing"])
+def test_trees_run_in_the_jvm_evaluator_and_as_sql_or_the_udf_without_it(
+        spark: SparkSession, source: str, output: str, tracking_uri: str, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture, tmp_path: Path, jar: str) -> None:
+    """A 100-tree ensemble (over the 1,000 nodes auto takes as SQL expressions): in the evaluator where its jar
+    is there; without it, the UDF, and the log says why. The table holds MLflow's predictions either way."""
+    from mlflow.models import infer_signature
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    linear, X = fit((1.0, 2.0, 3.0), seed=9)
+    trees = HistGradientBoostingRegressor(max_iter=100, min_samples_leaf=2, random_state=0).fit(X, linear.predict(X))
+    uri = log_model(trees, infer_signature(X, trees.predict(X)))
+    if jar == "missing":
+        monkeypatch.setattr(native, "JAR", tmp_path / "missing.jar")
+        monkeypatch.setattr(native, "_factory", {})
+    with caplog.at_level(logging.INFO, logger="score_table"):
+        result = score(spark, *base(source, output, uri), "--partition", f"ds={DAYS[0]}")
+    (line,) = engine_lines(caplog)
+    assert result.engine is not None
+    if jar == "built":
+        assert line.startswith("engine: sql (translated, 100 trees in the JVM tree evaluator, verified on 4 rows"), line
+        assert result.engine.engine == "sql"
+    else:
+        assert re.match(r"engine: udf \(not translated: [\d,]+ tree nodes, more than the 1,000", line), line
+        assert any("the JVM tree evaluator is not built (missing.jar missing)" in r.getMessage()
+                   for r in caplog.records)
+        assert result.engine.engine == "udf"
+    check_predictions(spark, source, output, uri, result)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -112,6 +113,26 @@ def test_spark_submit_to_a_standalone_cluster(spark: SparkSession, home: Path, s
     assert "engine: udf (--engine udf)" in done.stdout
     actual = published(spark, home, "scored_cluster")
     assertDataFrameEqual(actual, expected_for(spark, home, actual, DEMO_DAYS[0]))
+
+
+def test_the_jvm_tree_evaluator_on_a_standalone_cluster(spark: SparkSession, home: Path, standalone: str,
+                                                        tmp_path: Path) -> None:
+    """The demo's trees in the JVM tree evaluator: the driver adds its jar to the session, the worker's
+    executor (a JVM of its own) fetches it and runs the trees; MLflow's own predictions come out."""
+    conf = submit_conf(home)
+    conf[conf.index("--master") + 1] = standalone
+    done = call([str(BIN / "spark-submit"), *conf, "--conf", f"spark.pyspark.python={sys.executable}",
+                 "--conf", "spark.executor.memory=1g", "--conf", f"spark.executor.extraJavaOptions={SHORT_LIVED_JVM}",
+                 str(REPO / "spark_jobs" / "score_table.py"),
+                 "--config", str(REPO / "conf" / "cluster.yaml"), "--model-uri", "models:/churn@champion",
+                 "--input-table", "lake.customer_features", "--output-table", "lake.scored_cluster_trees",
+                 "--partition", f"ds={DEMO_DAYS[1]}", "--engine", "sql"], home, tmp_path)
+    assert done.returncode == 0, "\n".join(line for line in (done.stderr + done.stdout).splitlines()
+                                            if " INFO " not in line)
+    assert re.search(r"engine: sql \(translated, \d+ trees in the JVM tree evaluator, verified", done.stdout), \
+        done.stdout
+    actual = published(spark, home, "scored_cluster_trees")
+    assertDataFrameEqual(actual, expected_for(spark, home, actual, DEMO_DAYS[1]), rtol=1e-9, atol=1e-9)
 
 
 @pytest.fixture(scope="module")
