@@ -12,21 +12,25 @@ export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 export SPARK_LOCAL_IP ?= 127.0.0.1
 
-.PHONY: jar venv venv-spark35 check-java demo test test-spark4 test-spark35 test-fast lint dist bench clean
+.PHONY: check-javac jar venv venv-spark35 check-java demo test test-spark4 test-spark35 test-fast lint dist bench clean
 
 check-java:
 	@command -v java >/dev/null 2>&1 || { echo "make: Java 17 is required by Spark and 'java' is not on PATH (Debian: apt-get install openjdk-17-jre-headless)" >&2; exit 1; }
 	@v=$$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -n1); \
 	 [ -n "$$v" ] && [ "$$v" -ge 17 ] || { echo "make: Java 17 or newer is required by Spark 4, found: $$(java -version 2>&1 | head -n1)" >&2; exit 1; }
 
+check-javac:
+	@command -v javac >/dev/null 2>&1 || { echo "$(NO_JAVAC), which the tests run" >&2; exit 1; }
+
 # The JVM tree evaluator (udfs/compiled/native.py): one Java class compiled against the virtualenv's PySpark
-# jars, for Java 8 and newer (Spark 3.5 runtimes too). Needs a JDK's javac; without one the job runs trees as
-# SQL expressions and says so in its log.
+# jars, for Java 8 and newer (Spark 3.5 runtimes too). Needs a JDK's javac; without one `make demo` goes on
+# (the job runs trees as SQL expressions and says so in its log) and `make test` stops (it tests both ways).
 TREES_JAR := udfs/jvm/score-table-trees.jar
 TREES_SRC := $(wildcard udfs/jvm/src/scoretable/*.java)
+NO_JAVAC := make: javac (a JDK: apt-get install openjdk-17-jdk-headless) builds the JVM tree evaluator
 
 $(TREES_JAR): $(TREES_SRC) | $(VENV)/.installed
-	@command -v javac >/dev/null 2>&1 || { echo "make: javac (a JDK: apt-get install openjdk-17-jdk-headless) is needed to build $@" >&2; exit 1; }
+	@command -v javac >/dev/null 2>&1 || { echo "$(NO_JAVAC); without it trees run as SQL expressions" >&2; exit 0; }
 	rm -rf build/jvm && mkdir -p build/jvm
 	javac -nowarn --release 8 -Xlint:-options -cp "$$($(PY) -c 'import os, pyspark; print(os.path.join(os.path.dirname(pyspark.__file__), "jars"))')/*" -d build/jvm $(TREES_SRC)
 	jar cf $@ -C build/jvm .
@@ -82,13 +86,13 @@ PYTEST := -m pytest -q --durations=15 $(PYTEST_ARGS)
 
 test: test-spark4 test-spark35
 
-test-spark4: check-java venv $(VENV)/spark-classes.jsa
+test-spark4: check-java check-javac venv $(VENV)/spark-classes.jsa
 	$(PY) $(PYTEST) tests
 
-test-spark35: check-java venv-spark35 $(VENV35)/spark-classes.jsa $(TREES_JAR)
+test-spark35: check-java check-javac venv-spark35 $(VENV35)/spark-classes.jsa $(TREES_JAR)
 	PYSPARK_PYTHON=$(abspath $(PY35)) PYSPARK_DRIVER_PYTHON=$(abspath $(PY35)) $(PY35) $(PYTEST) -m spark35 tests
 
-test-fast: check-java venv $(VENV)/spark-classes.jsa
+test-fast: check-java check-javac venv $(VENV)/spark-classes.jsa
 	$(PY) $(PYTEST) -m "not processes" tests
 
 lint: venv

@@ -184,7 +184,8 @@ def test_entry_point_exits_with_the_jobs_code_and_one_error_line(monkeypatch: py
 
 def test_the_wheel_holds_every_module_of_the_package(tmp_path: Path) -> None:
     """The wheel a Databricks job or a cluster installs: every module of spark_jobs and udfs, subpackages
-    included (a module left out imports on a checkout and fails on the platform)."""
+    included (a module left out imports on a checkout and fails on the platform), and the JVM tree
+    evaluator's jar (`make` builds it before the tests, as `make dist` before the wheel)."""
     import subprocess
     import zipfile
 
@@ -195,3 +196,4 @@ def test_the_wheel_holds_every_module_of_the_package(tmp_path: Path) -> None:
     modules = {str(p.relative_to(SETUP.parent)) for package in ("spark_jobs", "udfs")
                for p in (SETUP.parent / package).rglob("*.py")}
     assert modules - packed == set()
+    assert "udfs/jvm/score-table-trees.jar" in zipfile.ZipFile(wheel).namelist()
