@@ -122,3 +122,25 @@ def test_an_untranslatable_lightgbm_model_falls_back_and_sql_exits_2(spark: Spar
     assert result.engine is not None and result.engine.engine == "udf"
     assert any("engine: udf (not translated: LGBMRegressor: boosting rf (averaged trees)" in r.getMessage()
                for r in caplog.records)
+
+
+def test_a_large_xgboost_ensemble_gets_the_udf_under_auto_and_the_evaluator_when_asked(
+        spark: SparkSession, source: str, output: str, tracking_uri: str, caplog: pytest.LogCaptureFixture) -> None:
+    """XGBoost's own predictor walks a large ensemble faster than the evaluator: auto keeps the node budget
+    for it (and says so); --engine sql runs it in the evaluator as asked. MLflow's predictions either way."""
+    X, score_ = _data()
+    model = xgb.XGBRegressor(n_estimators=120, max_depth=4, random_state=0).fit(X, score_)
+    uri = _log(mlflow.xgboost, model, X, model.predict)
+    rows = spark.table(source).where(F.col("ds") == DAYS[0]).collect()
+    inputs = pd.DataFrame([[float(r[c]) for c in FEATURES.values()] for r in rows], columns=list(FEATURES))
+    predicted = np.asarray(mlflow.pyfunc.load_model(uri).predict(inputs))
+    for flags, engine_line in ([], r"engine: udf \([\d,]+ tree nodes: XGBoost's own predictor walks large ensembles"),\
+                              (["--engine", "sql"], r"engine: sql \(translated, 120 trees in the JVM tree evaluator"):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="score_table"):
+            result = score(spark, *base(source, output, uri), "--partition", f"ds={DAYS[0]}", *flags)
+        assert any(re.match(engine_line, r.getMessage()) for r in caplog.records), \
+            [r.getMessage() for r in caplog.records if r.getMessage().startswith("engine")]
+        actual = spark.table(output)
+        expected = expected_table(spark, rows, actual, {"prediction": predicted}, result.lineage)
+        assertDataFrameEqual(actual, expected, rtol=1e-6, atol=1e-6)

@@ -64,6 +64,8 @@ def plan(requested: str, model_path: str, scoring: ScoringPlan, params: dict[str
         if requested == "sql":
             raise UsageError(f"--engine sql: the model does not translate: {e}") from None
         return Choice("udf", f"not translated: {e}")
+    if requested == "auto" and program.faster_in_library and max_nodes is not None and program.native_nodes > max_nodes:
+        return Choice("udf", f"{program.native_nodes:,} tree nodes: {program.faster_in_library}")
     return Choice("sql", program.described, program)
 
 

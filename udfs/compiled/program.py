@@ -49,6 +49,10 @@ class Program:
     # rather than as SQL expressions: never for a view, whose query is stored as SQL text
     native: bool = False
     native_trees: int = 0  # trees the JVM evaluator runs
+    native_nodes: int = 0  # their nodes
+    # where the library's own predictor walks trees faster than the evaluator (XGBoost's), it says so here: an
+    # ensemble over the engine's node budget then scores faster as a UDF (spark_jobs.model.engine)
+    faster_in_library: str | None = None
 
     @property
     def described(self) -> str:

@@ -140,6 +140,7 @@ def tree_sums(program: Program, trees: Sequence[Tree], features: Sequence[str], 
         packed = native.pack(trees, len(features), rule.operator, rule.threshold, outputs, first, init, float32)
         sums = program.let(native.ensemble(packed, features))
         program.native_trees += len(trees)
+        program.native_nodes += sum(len(t.feature) for t in trees)
         program.next_stage()
         values = [sums] if outputs == 1 else [sums[k] for k in range(outputs)]
         result = [program.let(f32(v) if float32 else v) for v in values]
