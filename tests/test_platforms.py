@@ -97,42 +97,29 @@ def standalone(home: Path, tmp_path: Path) -> Iterator[str]:
         stop(processes)
 
 
-def test_spark_submit_to_a_standalone_cluster(spark: SparkSession, home: Path, standalone: str,
-                                              tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine, day, engine_line", [
+    # the UDF: the model's files ship to the worker's executor, which loads and scores it there
+    ("udf", DEMO_DAYS[0], r"engine: udf \(--engine udf\)"),
+    # the demo's trees in the JVM tree evaluator: the driver adds its jar to the session, the worker's executor
+    # (a JVM of its own) fetches it and runs the trees
+    ("sql", DEMO_DAYS[1], r"engine: sql \(translated, \d+ trees in the JVM tree evaluator, verified"),
+])
+def test_spark_submit_to_a_standalone_cluster(spark: SparkSession, home: Path, standalone: str, tmp_path: Path,
+                                              engine: str, day: str, engine_line: str) -> None:
     conf = submit_conf(home)
     conf[conf.index("--master") + 1] = standalone
+    table = f"scored_cluster_{engine}"
     done = call([str(BIN / "spark-submit"), *conf, "--conf", f"spark.pyspark.python={sys.executable}",
                  "--conf", "spark.executor.memory=1g", "--conf", f"spark.executor.extraJavaOptions={SHORT_LIVED_JVM}",
                  str(REPO / "spark_jobs" / "score_table.py"),
                  "--config", str(REPO / "conf" / "cluster.yaml"), "--model-uri", "models:/churn@champion",
-                 "--input-table", "lake.customer_features", "--output-table", "lake.scored_cluster",
-                 # the UDF: the model's files ship to the worker's executor, which loads and scores it there
-                 "--partition", f"ds={DEMO_DAYS[0]}", "--engine", "udf"], home, tmp_path)
+                 "--input-table", "lake.customer_features", "--output-table", f"lake.{table}",
+                 "--partition", f"ds={day}", "--engine", engine], home, tmp_path)
     assert done.returncode == 0, "\n".join(line for line in (done.stderr + done.stdout).splitlines()
                                             if " INFO " not in line)
-    assert "engine: udf (--engine udf)" in done.stdout
-    actual = published(spark, home, "scored_cluster")
-    assertDataFrameEqual(actual, expected_for(spark, home, actual, DEMO_DAYS[0]))
-
-
-def test_the_jvm_tree_evaluator_on_a_standalone_cluster(spark: SparkSession, home: Path, standalone: str,
-                                                        tmp_path: Path) -> None:
-    """The demo's trees in the JVM tree evaluator: the driver adds its jar to the session, the worker's
-    executor (a JVM of its own) fetches it and runs the trees; MLflow's own predictions come out."""
-    conf = submit_conf(home)
-    conf[conf.index("--master") + 1] = standalone
-    done = call([str(BIN / "spark-submit"), *conf, "--conf", f"spark.pyspark.python={sys.executable}",
-                 "--conf", "spark.executor.memory=1g", "--conf", f"spark.executor.extraJavaOptions={SHORT_LIVED_JVM}",
-                 str(REPO / "spark_jobs" / "score_table.py"),
-                 "--config", str(REPO / "conf" / "cluster.yaml"), "--model-uri", "models:/churn@champion",
-                 "--input-table", "lake.customer_features", "--output-table", "lake.scored_cluster_trees",
-                 "--partition", f"ds={DEMO_DAYS[1]}", "--engine", "sql"], home, tmp_path)
-    assert done.returncode == 0, "\n".join(line for line in (done.stderr + done.stdout).splitlines()
-                                            if " INFO " not in line)
-    assert re.search(r"engine: sql \(translated, \d+ trees in the JVM tree evaluator, verified", done.stdout), \
-        done.stdout
-    actual = published(spark, home, "scored_cluster_trees")
-    assertDataFrameEqual(actual, expected_for(spark, home, actual, DEMO_DAYS[1]), rtol=1e-9, atol=1e-9)
+    assert re.search(engine_line, done.stdout), done.stdout
+    actual = published(spark, home, table)
+    assertDataFrameEqual(actual, expected_for(spark, home, actual, day), rtol=1e-9, atol=1e-9)
 
 
 @pytest.fixture(scope="module")

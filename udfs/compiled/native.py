@@ -14,12 +14,15 @@ import logging
 import struct
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pyspark import SparkContext
 from pyspark.sql import Column, SparkSession
 from pyspark.sql import functions as F
+
+if TYPE_CHECKING:
+    from udfs.compiled.trees import Tree
 
 log = logging.getLogger("score_table")
 JAR = Path(__file__).resolve().parents[1] / "jvm" / "score-table-trees.jar"
@@ -30,7 +33,7 @@ LESS_THAN, FLOAT32, HAS_INIT = 1, 2, 4
 _factory: dict[int, Any] = {}  # per JVM gateway: the static TreeEnsemble.column method, or None
 
 
-def pack(trees: Sequence[Any], features: int, operator: str, threshold: Callable[[float], float], outputs: int,
+def pack(trees: Sequence[Tree], features: int, operator: str, threshold: Callable[[float], float], outputs: int,
          first_output: Sequence[int], init: Sequence[float] | None, float32: bool) -> bytes:
     """The ensemble in the layout TreeEnsemble reads (little-endian): trees' nodes concatenated with their
     children renumbered, thresholds as the library compares them (`threshold` maps a stored one)."""
