@@ -29,6 +29,7 @@ JAR = Path(__file__).resolve().parents[1] / "jvm" / "score-table-trees.jar"
 CLASS = "scoretable.TreeEnsemble"
 MAGIC = 0x53545245
 LESS_THAN, FLOAT32, HAS_INIT = 1, 2, 4
+MAX_FEATURES = 0xFFFF  # a node holds its feature's index in 16 bits
 
 _factory: dict[int, Any] = {}  # per JVM gateway: the static TreeEnsemble.column method, or None
 

@@ -136,7 +136,7 @@ def tree_sums(program: Program, trees: Sequence[Tree], features: Sequence[str], 
     tree over flat arrays (udfs.compiled.native), with the same comparisons and the same additions; otherwise
     each tree is an SQL expression (tree_columns) and the sums are running sums of them."""
     first = list(first_output) if first_output is not None else [0] * len(trees)
-    if program.native:
+    if program.native and len(features) <= native.MAX_FEATURES:
         packed = native.pack(trees, len(features), rule.operator, rule.threshold, outputs, first, init, float32)
         sums = program.let(native.ensemble(packed, features))
         program.native_trees += len(trees)
