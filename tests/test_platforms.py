@@ -103,7 +103,7 @@ def standalone(home: Path, tmp_path: Path) -> Iterator[str]:
     # the demo's trees in the JVM tree evaluator: the driver adds its jar to the session, the worker's executor
     # (a JVM of its own) fetches it and runs the trees
     ("sql", DEMO_DAYS[1], r"engine: sql \(translated, \d+ trees in the JVM tree evaluator, verified"),
-])
+], ids=["udf", "sql"])
 def test_spark_submit_to_a_standalone_cluster(spark: SparkSession, home: Path, standalone: str, tmp_path: Path,
                                               engine: str, day: str, engine_line: str) -> None:
     conf = submit_conf(home)
