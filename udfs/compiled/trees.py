@@ -2,11 +2,13 @@
 Spark expressions that reproduce the library's own arithmetic: the same feature rounding and comparison, the
 same missing-value directions, the trees summed in the library's order, the same init, link and tie rules.
 
-The generic part (`Tree`, `SplitRule`, `tree_sql`, `tree_columns`) knows nothing of scikit-learn, so other
-tree libraries (XGBoost and LightGBM compare `<` in float32 and carry default directions) can reuse it. A
-tree becomes one SQL CASE expression parsed once (`F.expr`): building it node by node through the Column API
-costs several JVM calls per node, minutes for a large forest. Spark's analysis still costs about 0.1-0.5 ms
-per tree node: a 300-tree forest of depth 10 (100k nodes) takes tens of seconds to plan."""
+The generic part (`Tree`, `SplitRule`, `tree_sql`, `tree_columns`, `tree_sums`) knows nothing of
+scikit-learn, so other tree libraries (XGBoost and LightGBM compare `<` in float32 and carry default
+directions) reuse it. `tree_sums` runs the trees in the JVM tree evaluator (udfs.compiled.native) where it
+may; otherwise a tree becomes one SQL CASE expression parsed once (`F.expr`): building it node by node
+through the Column API costs several JVM calls per node, minutes for a large forest. Spark's analysis still
+costs about 0.1-0.5 ms per tree node: a 300-tree forest of depth 10 (100k nodes) takes tens of seconds to
+plan."""
 
 from __future__ import annotations
 
