@@ -5,10 +5,11 @@ found meanwhile) without waiting."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
-from concurrent.futures import Future
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Generic, TypeVar
 
+S = TypeVar("S")
 T = TypeVar("T")
 
 
@@ -27,3 +28,12 @@ class Background(Generic[T]):
 
     def result(self) -> T:
         return self._future.result()
+
+
+def each(fn: Callable[[S], T], items: Sequence[S], threads: int = 8) -> list[T]:
+    """`fn` over `items` on a few threads, results in order: for many small calls into the JVM (a file's
+    status, a Parquet footer), each a round trip of latency rather than work, which threads overlap."""
+    if len(items) <= 1:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(min(threads, len(items)), thread_name_prefix="score-table-io") as pool:
+        return list(pool.map(fn, items))

@@ -35,11 +35,16 @@ def check_predictions(spark: SparkSession, source: str, output: str, uri: str, r
 
 
 @pytest.mark.spark35
+@pytest.mark.parametrize("read", ["table", "view"])  # a table's rows come back with the write; a view's are read
 def test_auto_scores_a_translatable_model_in_sql_and_records_it(spark: SparkSession, source: str, output: str,
-                                                                 model: dict[str, str],
+                                                                 model: dict[str, str], read: str,
                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    flags = ["--partition", f"ds={DAYS[0]}"]
+    if read == "view":
+        spark.sql(f"CREATE OR REPLACE VIEW {source}_view AS SELECT * FROM {source}")
+        flags += ["--partition-columns", "ds"]
     with caplog.at_level(logging.INFO, logger="score_table"):
-        result = score(spark, *base(source, output), "--partition", f"ds={DAYS[0]}")
+        result = score(spark, *base(source if read == "table" else f"{source}_view", output), *flags)
     assert result.engine is not None and result.engine.engine == "sql"
     (line,) = engine_lines(caplog)
     assert line.startswith("engine: sql (translated, verified on 4 rows (largest difference")
@@ -74,30 +79,37 @@ def unsupported_model(tracking_uri: str) -> str:
     ("unsupported estimator", "engine: udf (not translated: KNeighborsRegressor"),
     ("custom PythonModel", "engine: udf (not translated: flavor mlflow.pyfunc.model (a custom PythonModel)"),
     ("wrong translation", "engine: udf (verification failed: differs from the model: output prediction, row 0:"),
+    # a view's rows are not counted before the write: the verification reads them back from the staged rows
+    ("wrong translation, a view's rows", "engine: udf (verification failed: differs from the model: output "
+                                         "prediction, row 0:"),
     ("--engine udf", "engine: udf (--engine udf)"),
 ])
 def test_auto_falls_back_to_the_udf_and_says_why(spark: SparkSession, source: str, output: str, model: dict[str, str],
                                                  tracking_uri: str, monkeypatch: pytest.MonkeyPatch,
                                                  caplog: pytest.LogCaptureFixture, case: str,
                                                  expected_line: str) -> None:
-    uri, flags = f"models:/churn_lr/{model['v1']}", []
+    uri, flags, read = f"models:/churn_lr/{model['v1']}", [], source
     if case == "unsupported estimator":
         uri = unsupported_model(tracking_uri)
     elif case == "custom PythonModel":
         uri = log_model(Thresholded(), ModelSignature(inputs=Schema([ColSpec("double", "tenure")])))
         flags = ["--result-type", "bigint"]
-    elif case == "wrong translation":
+    elif case.startswith("wrong translation"):
         monkeypatch.setattr(engine, "translate", wrong_by(1e-6))
+        if case.endswith("view's rows"):
+            read = f"{source}_view"
+            spark.sql(f"CREATE OR REPLACE VIEW {read} AS SELECT * FROM {source}")
+            flags = ["--partition-columns", "ds"]
     else:
         flags = ["--engine", "udf"]
     with caplog.at_level(logging.INFO, logger="score_table"):
-        result = score(spark, *base(source, output, uri), "--partition", f"ds={DAYS[0]}", *flags)
+        result = score(spark, *base(read, output, uri), "--partition", f"ds={DAYS[0]}", *flags)
     (line,) = engine_lines(caplog)
     assert line.startswith(expected_line), line
     assert result.engine is not None and result.engine.engine == "udf"
     if case != "custom PythonModel":
         check_predictions(spark, source, output, uri, result)
-    if case == "wrong translation":
+    if case.startswith("wrong translation"):
         assert result.engine.max_diff is not None and 1e-8 < result.engine.max_diff < 1e-5
     run = spark.table(f"{output}_runs").select("engine").first()
     assert run is not None and run.engine == "udf"

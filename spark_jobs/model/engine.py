@@ -2,18 +2,23 @@
 JVM; `udf`: the Arrow/pandas UDF. Under `auto` a model gets `sql` only when it translates and, on this run's
 own rows, gives the model's own pyfunc predictions; otherwise `udf`, with the reason logged. The translation
 happens from metadata (before data is read, so `--engine sql` on a model that does not translate is exit 2);
-the verification reads a sample of the selected rows once the lock is held, before anything is written."""
+the verification compares a sample of the run's rows: under `sql` read before anything is written, under
+`auto` as the write scored them (collected by the write itself, `sample_of`, or read back from the staged
+rows)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import pandas as pd
-from pyspark.sql import Column, DataFrame, SparkSession
+import pyarrow as pa
+from pyspark.sql import Column, DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
+from pyspark.sql.pandas.types import to_arrow_type
 
 from spark_jobs.errors import ScoringError, UsageError
 from spark_jobs.planning.plan import REJECT_REASON, ScoringPlan
@@ -126,11 +131,35 @@ def check(spark: SparkSession, choice: Choice, scored: DataFrame, spec: ModelSpe
           requested: str) -> Choice:
     """Compare rows scored by the translation (the input columns, the outputs and MODEL_ERROR) with the
     model's own pyfunc predictions for the same rows."""
-    names = [f.name for f in spec.features]
-    outputs = [f.name for f in spec.outputs.fields]
-    compiled = scored.select(*model_inputs(spec), *outputs, MODEL_ERROR)
+    compiled = scored.select(*model_inputs(spec), *[f.name for f in spec.outputs.fields], MODEL_ERROR)
     with runtime_conf(spark, {**VERIFY_SETTINGS, **spark_settings(choice)}):
         got: pd.DataFrame = compiled.toPandas()
+    return _compared(choice, got, spec, tolerance, requested)
+
+
+def sample_of(df: DataFrame, spec: ModelSpec, drawn: Column) -> Column:
+    """The rows the write's observation collects for verification, where `drawn` holds: each the model's
+    inputs, the translation's outputs and its error (`df`: the scored rows, before the reject reason takes
+    the model's error), over the rows the model saw (not those rejected for their inputs)."""
+    error = col(MODEL_ERROR) if MODEL_ERROR in df.columns else F.lit(None).cast(T.StringType())
+    row = F.struct(*model_inputs(spec), *[col(f.name) for f in spec.outputs.fields], error.alias(MODEL_ERROR))
+    return F.collect_list(F.when(drawn & col(REJECT_REASON).isNull(), row))
+
+
+def verify_sample(choice: Choice, rows: Sequence[Row], spec: ModelSpec, tolerance: float, requested: str
+                  ) -> Choice:
+    """The comparison of `check` on the rows the write collected (`sample_of`): no Spark job, no row read
+    again. The rows become pandas through Arrow, as the UDF's batches do."""
+    fields = [*[T.StructField(f.name, f.spark_type) for f in spec.features], *spec.outputs.fields,
+              T.StructField(MODEL_ERROR, T.StringType())]
+    got = pd.concat([pa.array([r[i] for r in rows], type=to_arrow_type(f.dataType)).to_pandas()
+                     for i, f in enumerate(fields)], axis=1, keys=[f.name for f in fields])
+    return _compared(choice, got, spec, tolerance, requested)
+
+
+def _compared(choice: Choice, got: pd.DataFrame, spec: ModelSpec, tolerance: float, requested: str) -> Choice:
+    names = [f.name for f in spec.features]
+    outputs = [f.name for f in spec.outputs.fields]
     # the model's own outputs, and its own errors: rows it raises on are bisected out, as the UDF does
     expected = predict_batch(model_cache.load(spec.model_file), got[names], replace(spec, isolate_errors=True))
     result = compare(expected, got[[*outputs, MODEL_ERROR]], [*outputs, MODEL_ERROR], tolerance, [MODEL_ERROR])

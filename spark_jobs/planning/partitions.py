@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import unquote
 
-from py4j.protocol import Py4JJavaError
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -65,30 +64,22 @@ def selected(spark: SparkSession, table: TableInfo, selection: Selection) -> lis
 def fingerprint(spark: SparkSession, table: TableInfo, values: Values) -> tuple[str, int | None]:
     """The partition's fingerprint, and its rows as the Parquet footers of its files tell (None: a view,
     files of another format, a footer that cannot be read), from one listing of its files: the rows let the
-    run draw its profile sample while it writes (quality.sampling)."""
+    run draw its profile sample while it writes (quality.sampling). Every file's rows up to _FOOTERS files,
+    else the first ones' rows per byte times all the bytes (an estimate is all the sample needs)."""
     files = spark.table(table.name).where(matches(table.partition_columns, values)).inputFiles()
-    sizes, newest = [], 0.0
-    for f in files:  # inputFiles() gives URIs (a Hive-escaped `%` is `%25` there): read back as URIs
-        status = fs.status(spark, f, uri=True)
-        sizes.append(status[0])
-        newest = max(newest, status[1])
-    found = f"files={len(files)};bytes={sum(sizes)};newest={newest:.3f}"
-    return found, (None if table.view else _footer_rows(spark, files, sizes))
-
-
-def _footer_rows(spark: SparkSession, files: Sequence[str], sizes: Sequence[int]) -> int | None:
-    """Rows of Parquet files from their footers: every file's up to _FOOTERS files, else the first ones'
-    rows per byte times all the bytes (an estimate is all the sample needs)."""
-    if not files or not all(f.endswith(".parquet") for f in files):
-        return None
-    try:
-        rows = [fs.parquet_rows(spark, f) for f in files[:_FOOTERS]]
-    except Py4JJavaError:
-        return None
+    # inputFiles() gives URIs (a Hive-escaped `%` is `%25` there): read back as URIs
+    parquet = not table.view and bool(files) and all(f.endswith(".parquet") for f in files)
+    facts = fs.parquet_files(spark, files, _FOOTERS if parquet else 0)
+    sizes = [size for size, _, _ in facts]
+    found = f"files={len(files)};bytes={sum(sizes)};newest={max((t for _, t, _ in facts), default=0.0):.3f}"
+    rows = [r for _, _, r in facts[:_FOOTERS]]
+    if not parquet or any(r is None for r in rows):
+        return found, None
+    counted = sum(r for r in rows if r is not None)
     if len(files) <= _FOOTERS:
-        return sum(rows)
+        return found, counted
     read = sum(sizes[:_FOOTERS])
-    return round(sum(rows) / read * sum(sizes)) if read else None
+    return found, (round(counted / read * sum(sizes)) if read else None)
 
 
 def with_fingerprints(df: DataFrame, table: TableInfo, fingerprints: dict[Values, str]) -> DataFrame:

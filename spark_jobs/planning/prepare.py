@@ -12,6 +12,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
 from spark_jobs import fs
+from spark_jobs.background import each
 from spark_jobs.config import JobConfig
 from spark_jobs.errors import UsageError, one_line
 from spark_jobs.model import engine, model_ref
@@ -70,7 +71,8 @@ def prepare(spark: SparkSession, cfg: JobConfig, model: model_ref.LocalModel | N
     params = plan.typed_params(model.signature, cfg.params)
     keys = _key_columns(cfg, source)
     chosen = partitions.selected(spark, source, scoring.selection)
-    scanned = {v: partitions.fingerprint(spark, source, v) for v in chosen}
+    scanned = dict(zip(chosen, each(lambda v: partitions.fingerprint(spark, source, v), chosen, threads=4),
+                       strict=True))
     prints = {v: fp for v, (fp, _) in scanned.items() if not fp.startswith("files=0;")}
     estimates = {v: rows for v, (_, rows) in scanned.items() if rows is not None}
     if not prints:

@@ -40,6 +40,15 @@ class StagedPartition:
 
 
 @dataclass(frozen=True)
+class Listing:
+    """What a run staged: its partitions by outcome, and the profile sample's folders (the outcome without its
+    `sample_` prefix)."""
+
+    partitions: list[StagedPartition]
+    samples: list[StagedPartition]
+
+
+@dataclass(frozen=True)
 class StagingArea:
     table_location: str  # the output table's folder (the parent of _runs/)
     run_id: str
@@ -69,16 +78,13 @@ class StagingArea:
             rows = rows.sortWithinPartitions(*split).transform(constants)
         rows.write.mode("errorifexists").partitionBy(*split).parquet(self.root)
 
-    def partitions(self, spark: SparkSession) -> list[StagedPartition]:
-        """Rows and folder of every staged partition, counted from the Parquet footers of the files written
-        (independent of the job that wrote them, and no row is read again)."""
-        return [p for p in self._counted(spark, self.root) if not p.outcome.startswith(SAMPLE)]
-
-    def samples(self, spark: SparkSession) -> list[StagedPartition]:
-        """The profile sample's folders, counted like `partitions` (outcome without its `sample_` prefix)."""
-        found = [p for folder in fs.glob(spark, f"{self.root}/{OUTCOME}={SAMPLE}*")
-                 for p in self._counted(spark, folder)]
-        return [replace(p, outcome=p.outcome[len(SAMPLE):]) for p in found]
+    def listing(self, spark: SparkSession) -> Listing:
+        """Rows and folder of every staged partition and of the profile sample's, counted from the Parquet
+        footers of the files written (independent of the job that wrote them, and no row is read again), in
+        one listing of the run's folder."""
+        found = self._counted(spark, self.root)
+        return Listing([p for p in found if not p.outcome.startswith(SAMPLE)],
+                       [replace(p, outcome=p.outcome[len(SAMPLE):]) for p in found if p.outcome.startswith(SAMPLE)])
 
     def _counted(self, spark: SparkSession, root: str) -> list[StagedPartition]:
         fields = [next(f for f in self.schema.fields if f.name == c) for c in self.partition_columns]

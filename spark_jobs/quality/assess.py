@@ -17,7 +17,7 @@ from pyspark.sql import types as T
 from spark_jobs.errors import ScoringError
 from spark_jobs.planning import partitions
 from spark_jobs.planning.plan import REJECT_REASON, ScoringPlan
-from spark_jobs.publishing.staging import REJECTED, SCORED, StagedPartition, StagingArea, split_location
+from spark_jobs.publishing.staging import REJECTED, SCORED, Listing, StagedPartition, StagingArea, split_location
 from spark_jobs.quality import baseline, challenger, profiles, sampling, store
 from spark_jobs.quality.records import CHALLENGER, INPUT, OUTPUT, ColumnProfile, PartitionQuality
 from spark_jobs.scoring.bad_rows import OUTCOME
@@ -66,9 +66,10 @@ def targets(scoring: ScoringPlan, with_challenger: bool) -> list[profiles.Target
 
 
 def assess(spark: SparkSession, settings: Settings, staging: StagingArea, scoring: ScoringPlan,
-           keys: Sequence[str], staged: Sequence[StagedPartition], run_id: str, model_run_id: str | None,
+           keys: Sequence[str], listing: Listing, run_id: str, model_run_id: str | None,
            challenger_name: str | None, rejected: int) -> Assessed:
     started = time.monotonic()
+    staged = listing.partitions
     parts = scoring.partition_columns
     fields = [f for f in staging.schema.fields if f.name in parts]
     paths = {p.values: _partition_path(p) for p in staged if p.outcome in (SCORED, REJECTED)}
@@ -76,7 +77,7 @@ def assess(spark: SparkSession, settings: Settings, staging: StagingArea, scorin
     rows = staging.every_row(spark)
     find, note = _baselines(spark, settings, staging, fields, paths, model_run_id)
     totals = _totals(staged)
-    drawn = _drawn(staging.samples(spark), totals, settings.profile_rows)
+    drawn = _drawn(listing.samples, totals, settings.profile_rows)
     if drawn:
         log.info("quality: %d partition(s) profiled on the sample drawn by the write", len(drawn))
     made = profiles.profile(staging.sample_or_rows(spark, drawn), parts,

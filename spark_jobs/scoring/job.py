@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
-from pyspark.sql import Column, DataFrame, Observation, SparkSession
+from pyspark.sql import Column, DataFrame, Observation, Row, SparkSession
 from pyspark.sql import functions as F
 
 from spark_jobs import faults
@@ -23,7 +23,7 @@ from spark_jobs.planning.prepare import Prepared, prepare
 from spark_jobs.planning.tables import ORIGINAL
 from spark_jobs.publishing import output, serving
 from spark_jobs.publishing.publish import Publisher, publisher_for
-from spark_jobs.publishing.staging import REJECTED, SCORED, StagedPartition, StagingArea
+from spark_jobs.publishing.staging import REJECTED, SCORED, Listing, StagedPartition, StagingArea
 from spark_jobs.quality import assess, challenger, report_file, sampling, tracking
 from spark_jobs.runs import history
 from spark_jobs.runs.locked_run import locked_run
@@ -36,6 +36,8 @@ from udfs.compat import col
 from udfs.model_udf import fixed_width_inputs
 
 log = logging.getLogger("score_table")
+_DRAWN = "__verify"  # the rows the write collects to verify a translated model on
+_COLLECTED_MAX = 50_000  # at most so many of them (measured: 0.3 s for 10,000 rows of 21 values)
 
 
 @dataclass(frozen=True)
@@ -100,8 +102,9 @@ def _locked(spark: SparkSession, cfg: JobConfig, job: Prepared, lineage: RunLine
         staging = StagingArea.for_run(location, lineage.scoring_run_id, job.scoring,
                                       [stored[c] for c in job.source.replaced])
         try:
-            staged, counts, chosen = _score_and_stage(spark, cfg, job, lineage, staging)
-            quality = _assess(spark, cfg, job, lineage, staging, staged, counts)
+            listing, counts, chosen = _score_and_stage(spark, cfg, job, lineage, staging)
+            staged = listing.partitions
+            quality = _assess(spark, cfg, job, lineage, staging, listing, counts)
             staging.drop_samples(spark)
             partial = RunResult(lineage, job.scoring.selection.text, job.source.partition_columns, staged, counts,
                                 cfg.rejects if cfg.on_bad_rows == "quarantine" else None,
@@ -137,7 +140,7 @@ def _locked(spark: SparkSession, cfg: JobConfig, job: Prepared, lineage: RunLine
 
 
 def _assess(spark: SparkSession, cfg: JobConfig, job: Prepared, lineage: RunLineage, staging: StagingArea,
-            staged: list[StagedPartition], counts: audit.Counts) -> assess.Assessed:
+            listing: Listing, counts: audit.Counts) -> assess.Assessed:
     """Profiles, drift and the challenger's comparison, from the staged rows; stored before publishing."""
     settings = assess.Settings(cfg.profiles, cfg.baseline, cfg.max_drift, cfg.drift_action, cfg.output_table,
                                cfg.profile_rows)
@@ -145,7 +148,7 @@ def _assess(spark: SparkSession, cfg: JobConfig, job: Prepared, lineage: RunLine
     if job.challenger is not None:
         ref = job.challenger.model.ref
         name = f"{ref.name} version {ref.version}" if ref.version else ref.name
-    found = assess.assess(spark, settings, staging, job.scoring, job.keys, staged, lineage.scoring_run_id,
+    found = assess.assess(spark, settings, staging, job.scoring, job.keys, listing, lineage.scoring_run_id,
                           lineage.model_run_id, name, counts.rejected)
     log.info("quality: %d partition(s) profiled; %s; largest PSI %s", len(found.partitions), found.baseline_note,
              "-" if found.max_psi is None else f"{found.max_psi:.4f}")
@@ -170,48 +173,70 @@ def _discard(spark: SparkSession, staging: StagingArea) -> None:
 
 
 def _score_and_stage(spark: SparkSession, cfg: JobConfig, job: Prepared, lineage: RunLineage,
-                     staging: StagingArea) -> tuple[list[StagedPartition], audit.Counts, engine.Choice]:
+                     staging: StagingArea) -> tuple[Listing, audit.Counts, engine.Choice]:
     """The run's one pass over the data: score every selected row and write it, scored or rejected, under
     a run-specific folder; then audit what was written.
 
     A translated model is verified on the run's rows before its output may be published. Under `auto` the
-    verification reads a sample of the rows as written (the profile sample where the write drew one): no
-    second pass over the input, nothing beside the write on the cores; on a mismatch the staged rows are
-    deleted and the run writes again with the UDF. Under `sql` a mismatch fails the run, so there it comes
+    write itself collects a sample of the rows it scored, with the translation's outputs (an observation,
+    like its row count): no second pass over the input, no Spark job after it; on a mismatch the staged rows
+    are deleted and the run writes again with the UDF. Under `sql` a mismatch fails the run, so there it comes
     first, on the input's rows, and nothing is written."""
     scoring, quarantine = job.scoring, cfg.on_bad_rows == "quarantine"
     reasons = bad_rows.reasons(scoring) if cfg.on_bad_rows != "pass" else None
     spec = ModelSpec(job.model.path, scoring.features, scoring.outputs, tensor=scoring.tensor, params=job.params,
                      isolate_errors=quarantine)
-
-    def verify() -> engine.Choice:
-        return engine.verify(spark, job.engine, job.selected(spark), reasons, spec, cfg.verify_rows,
-                             cfg.engine_tolerance, cfg.engine)
-
     second = _challenger(spark, cfg, job, reasons, lineage) if job.challenger is not None else None
     faults.while_running_jobs(spark)
     if job.engine.program is not None and cfg.engine == "auto":
-        read = _write(spark, cfg, job, lineage, staging, job.engine, spec, reasons, second)
-        written = staging.sample_or_rows(spark, {p.values for p in staging.samples(spark)})
-        chosen = engine.verify_written(spark, job.engine, written.where(col(bad_rows.OUTCOME).isin(SCORED, REJECTED)),
-                                       spec, cfg.verify_rows, cfg.engine_tolerance, cfg.engine)
+        written = _write(spark, cfg, job, lineage, staging, job.engine, spec, reasons, second,
+                         _verify_share(job, cfg.verify_rows))
+        chosen = _verified(spark, cfg, job, staging, spec, written)
         log.info("engine: %s (%s)", chosen.engine, chosen.reason)
         if chosen.engine != "sql":
             staging.delete(spark)
-            read = _write(spark, cfg, job, lineage, staging, chosen, spec, reasons, second)
+            written = _write(spark, cfg, job, lineage, staging, chosen, spec, reasons, second)
     else:
-        chosen = verify()
+        chosen = engine.verify(spark, job.engine, job.selected(spark), reasons, spec, cfg.verify_rows,
+                               cfg.engine_tolerance, cfg.engine)
         log.info("engine: %s (%s)", chosen.engine, chosen.reason)
-        read = _write(spark, cfg, job, lineage, staging, chosen, spec, reasons, second)
+        written = _write(spark, cfg, job, lineage, staging, chosen, spec, reasons, second)
     faults.point("after_stage")
-    staged = staging.partitions(spark)
-    counts = audit.count(read, staged)  # checked against the written files' footers
+    listing = staging.listing(spark)
+    counts = audit.count(written.rows, listing.partitions)  # checked against the written files' footers
     log.info("audit: %d rows read, %d scored, %d rejected", counts.read, counts.scored, counts.rejected)
     example = staging.example_reject(spark, job.keys) if counts.rejected and cfg.on_bad_rows == "fail" else None
     audit.check(counts, cfg.on_bad_rows, cfg.max_bad_fraction, example)
     if cfg.prediction_range is not None:
         audit.check_range(staging.rows(spark, SCORED), scoring.outputs, cfg.prediction_range)
-    return staged, counts, chosen
+    return listing, counts, chosen
+
+
+def _verify_share(job: Prepared, rows: int) -> float | None:
+    """The share of the rows the write collects to verify a translated model on about `rows` of them; None
+    where the rows are not known before the write (a view, files of another format), or more are wanted than
+    the write hands back well (they reach the driver as Python objects, where a read-back comes through
+    Arrow)."""
+    if rows > _COLLECTED_MAX or not job.partitions or any(v not in job.estimates for v in job.partitions):
+        return None
+    total = sum(job.estimates.values())
+    return min(1.0, sampling.OVERDRAW * rows / total) if total else None
+
+
+def _verified(spark: SparkSession, cfg: JobConfig, job: Prepared, staging: StagingArea, spec: ModelSpec,
+              written: _Written) -> engine.Choice:
+    """`auto`'s verification on the rows as the run wrote them: those the write collected, else (their number
+    not known before the write, or a sample short of it) rows read back from the staging area, the profile
+    sample's where the write drew one."""
+    wanted = min(cfg.verify_rows, written.seen)
+    if written.sample is not None and len(written.sample) >= sampling.ENOUGH * wanted:
+        drawn = written.sample
+        if len(drawn) > cfg.verify_rows:  # spread over every task's rows, not the first tasks' only
+            drawn = [drawn[i * len(drawn) // cfg.verify_rows] for i in range(cfg.verify_rows)]
+        return engine.verify_sample(job.engine, drawn, spec, cfg.engine_tolerance, cfg.engine)
+    rows = staging.sample_or_rows(spark, {p.values for p in staging.listing(spark).samples})
+    return engine.verify_written(spark, job.engine, rows.where(col(bad_rows.OUTCOME).isin(SCORED, REJECTED)),
+                                 spec, cfg.verify_rows, cfg.engine_tolerance, cfg.engine)
 
 
 def _query_settings(cfg: JobConfig, spec: ModelSpec, chosen: engine.Choice) -> dict[str, str]:
@@ -248,23 +273,42 @@ def _challenger(spark: SparkSession, cfg: JobConfig, job: Prepared, reasons: Col
                                             lineage.scoring_run_id))
 
 
+@dataclass(frozen=True)
+class _Written:
+    """What the write observed: the rows read, those the model saw (none rejected for their inputs), and
+    the rows it collected to verify the translation on (None: not asked)."""
+
+    rows: int
+    seen: int
+    sample: list[Row] | None = None
+
+
 def _write(spark: SparkSession, cfg: JobConfig, job: Prepared, lineage: RunLineage, staging: StagingArea,
-           chosen: engine.Choice, spec: ModelSpec, reasons: Column | None, second: _Second | None = None) -> int:
-    """Score every selected row with the chosen engine (and the challenger's) and stage it; the rows read."""
+           chosen: engine.Choice, spec: ModelSpec, reasons: Column | None, second: _Second | None = None,
+           verify_share: float | None = None) -> _Written:
+    """Score every selected row with the chosen engine (and the challenger's) and stage it; with
+    `verify_share`, that share of the rows the model saw comes back with the outputs (engine.sample_of)."""
     if chosen.engine == "udf":  # executors load the model from the files shipped with the job
         spec = replace(spec, model_file=model_cache.ship(spark, job.model.path))
     log.info("scoring %d partition(s) of %s (%s) with %s version %s", len(job.partitions), cfg.input_table,
              job.scoring.selection.text, lineage.model_name, lineage.model_version)
-    read = Observation("read")  # rows entering the run, counted as they are read: no second pass
     skip = col(plan.REJECT_REASON).isNotNull() if reasons is not None else None
-    rows = (job.selected(spark).observe(read, F.count(F.lit(1)).alias("rows"))
-            .transform(bad_rows.with_reason, reasons))
+    rows = job.selected(spark).transform(bad_rows.with_reason, reasons)
     settings = _query_settings(cfg, spec, chosen)
     if second is not None:  # first, so that its outputs are out of the way before the champion's arrive
         rows = (rows.transform(engine.to_dataframe, second.choice, second.spec, skip)
                 .transform(challenger.hide_outputs, job.scoring.outputs))
         settings = {**engine.spark_settings(second.choice), **settings}
-    rows = (rows.transform(engine.to_dataframe, chosen, spec, skip)
+    rows = rows.transform(engine.to_dataframe, chosen, spec, skip)
+    # counted as the rows pass, in the write's one pass: the rows read (every row goes on to be written)
+    observed = Observation("written")
+    metrics = [F.count(F.lit(1)).alias("rows")]
+    if verify_share is not None:
+        metrics.append(F.count(F.when(col(plan.REJECT_REASON).isNull(), 1)).alias("seen"))
+        drawn = F.rand(sampling.SEED + 1) < F.lit(verify_share) if verify_share < 1.0 else F.lit(True)
+        rows = rows.withColumn(_DRAWN, drawn)
+        metrics.append(engine.sample_of(rows, spec, col(_DRAWN)).alias("sample"))
+    rows = (rows.observe(observed, *metrics).drop(_DRAWN)
             .transform(partitions.with_fingerprints, job.source, job.fingerprints)
             .transform(bad_rows.with_outcome)
             .transform(_stored_values_of_rejects_only, job.source.replaced))
@@ -275,7 +319,10 @@ def _write(spark: SparkSession, cfg: JobConfig, job: Prepared, lineage: RunLinea
     in_jvm = chosen.engine == "sql" and (second is None or second.choice.engine == "sql")
     with runtime_conf(spark, settings), python_workers_started(spark, in_jvm):
         staging.write(rows, _lineage_columns(rows.columns, lineage, second))
-    return int(read.get["rows"])
+    found = observed.get
+    if verify_share is None:
+        return _Written(int(found["rows"]), int(found["rows"]))
+    return _Written(int(found["rows"]), int(found["seen"]), list(found["sample"]))
 
 
 def _lineage_columns(columns: list[str], lineage: RunLineage, second: _Second | None
