@@ -58,8 +58,17 @@ def binned(values: np.ndarray, histogram: Any) -> list[int]:
     return list(np.bincount(np.searchsorted(np.asarray(edges), values, side="right"), minlength=len(edges) + 1))
 
 
+@pytest.fixture(params=["driver", "executors"])
+def profiled_on(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Where the profiles are made: the driver (a sample that fits it, the default here) or the executors
+    (a pandas function per group, as for a larger sample)."""
+    if request.param == "executors":
+        monkeypatch.setattr(profiles, "DRIVER_CELLS", 0)
+    return str(request.param)
+
+
 def test_profiles_equal_an_independent_computation(spark: SparkSession, source: str, output: str,
-                                                    model: dict[str, str]) -> None:
+                                                    model: dict[str, str], profiled_on: str) -> None:
     result = score(spark, *base(source, output), "--no-mlflow-run")
     stored = profiles_of(spark, f"{output}_profiles", result.lineage.scoring_run_id)
     rows = spark.table(source).toPandas()
@@ -265,7 +274,8 @@ def test_the_write_draws_the_profile_sample_and_leaves_no_copy_behind(
     assert folders == []
 
 
-def test_a_large_partition_is_profiled_on_a_sample_with_its_count_exact(spark: SparkSession) -> None:
+def test_a_large_partition_is_profiled_on_a_sample_with_its_count_exact(spark: SparkSession, profiled_on: str
+                                                                         ) -> None:
     """Two days of 40,000 rows profiled on about 4,000 each: the count is the day's, the statistics are the
     sample's (counts of the sampled rows, bins summing to them) and close to the whole day's (numpy); the
     second day takes the first day's bins (its baseline in the same run), so drift is measured on them."""

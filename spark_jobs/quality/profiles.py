@@ -1,9 +1,11 @@
-"""Profiles of a run's columns, per partition, computed in Spark from the rows the run staged: no row reaches
-the driver. Each partition's rows (a sample of about `sample` rows when it has more) go, as one group, to a
-pandas function on an executor, which returns its profile: counts, moments, quantiles, histogram counts and
-category counts, one row per column. numpy does in milliseconds what Spark's aggregates did in seconds: a
-profile is about 17 aggregates per column, and Spark stops generating code for an aggregate that wide (it
-then interprets it, about a microsecond per row and column; benchmarks/RESULTS.md).
+"""Profiles of a run's columns, per partition, computed from the rows the run staged. Each partition's rows (a
+sample of about `sample` rows when it has more) go, as one group, to a pandas function, which returns its
+profile: counts, moments, quantiles, histogram counts and category counts, one row per column. numpy does in
+milliseconds what Spark's aggregates did in seconds: a profile is about 17 aggregates per column, and Spark
+stops generating code for an aggregate that wide (it then interprets it, about a microsecond per row and
+column; benchmarks/RESULTS.md). A sample that fits the driver (DRIVER_CELLS) is read there once through
+Arrow and profiled in the driver's pandas; a larger one goes to the executors, a group per task, and only
+the profiles come back.
 
 One Spark job: a chain of partitions (one with a baseline of its own, and the partitions of the same run
 that take its bins, as a backfill's later days take its first day's deciles) is one group, profiled in
@@ -25,8 +27,13 @@ from pyspark.sql import types as T
 from spark_jobs.planning.partitions import matches
 from spark_jobs.quality import metrics, sampling
 from spark_jobs.quality.records import DECILES, OTHER, QUANTILES, TOP_CATEGORIES, Bin, ColumnProfile, Drift
+from spark_jobs.session import runtime_conf
 from udfs.compat import col
 
+# A sample of up to so many values (rows times the columns the profiles read) is profiled on the driver: one
+# read through Arrow, no shuffle and no Python worker (a run with the sql engine then starts none); a larger
+# one on the executors, a chain of partitions per task.
+DRIVER_CELLS = 8_000_000
 Key = tuple[str, str]  # (kind, column)
 Values = tuple[Any, ...]
 GROUP, PART = "__profile_group", "__profile_partition"
@@ -98,7 +105,8 @@ def profile(rows: DataFrame, partition_columns: Sequence[str], targets: Sequence
     chosen = {v: baselines(v) for v in partitions}
     roots = {v: _root(v, chosen) for v in partitions}
     plan = {v: [_bins(t, chosen[v]) for t in targets] for v in partitions if roots[v] == v}
-    found = _run(rows, partition_columns, targets, partitions, roots, plan, fractions)
+    found = _run(rows, partition_columns, targets, partitions, roots, plan, fractions,
+                 on_driver(len(partitions), sample, len(targets)))
     made: dict[Values, list[ColumnProfile]] = {}
     for v in partitions:
         base = chosen[v]
@@ -111,6 +119,12 @@ def profile(rows: DataFrame, partition_columns: Sequence[str], targets: Sequence
         made[v] = [_assemble(t, found.get((v, i)), against.get(t.key), base.name if base else "",
                              exact.get(t.kind)) for i, t in enumerate(targets)]
     return {v: made[v] for v in partitions}
+
+
+def on_driver(partitions: int, sample: int | None, targets: int) -> bool:
+    """Whether the profiles of `partitions` partitions, each profiled on about `sample` rows (None: all of
+    its rows, a number not known here), of `targets` columns, are made on the driver."""
+    return sample is not None and partitions * sample * (2 * targets + 4) <= DRIVER_CELLS
 
 
 def _root(v: Values, chosen: Mapping[Values, Baseline | None]) -> Values:
@@ -133,10 +147,10 @@ def _bins(t: Target, stored: Baseline | None) -> _Bins:
 
 
 def _run(rows: DataFrame, partition_columns: Sequence[str], targets: Sequence[Target], step: Sequence[Values],
-         roots: Mapping[Values, Values], plan: Mapping[Values, Sequence[_Bins]], fractions: Mapping[Values, float]
-         ) -> dict[tuple[Values, int], Mapping[str, Any]]:
+         roots: Mapping[Values, Values], plan: Mapping[Values, Sequence[_Bins]], fractions: Mapping[Values, float],
+         local: bool) -> dict[tuple[Values, int], Mapping[str, Any]]:
     """One Spark job: the partitions, sampled, a chain of them (a root and the partitions that take its bins)
-    as one pandas group, profiled in order; their profiles back."""
+    as one pandas group, profiled in order, on an executor or (`local`) on the driver; their profiles back."""
     chains = list(dict.fromkeys(roots[v] for v in step))
     group: Column = F.lit(0)
     part: Column = F.lit(0)
@@ -180,8 +194,15 @@ def _run(rows: DataFrame, partition_columns: Sequence[str], targets: Sequence[Ta
     plans = {g: [(p, [(b.edges, b.labels) for b in plan[v]] if v in plan else None)
                  for p, v in enumerate(step) if roots[v] == root] for g, root in enumerate(chains)}
     where = rows.where(keep) if partition_columns or share is not None else rows
-    result = where.select(*columns).groupBy(GROUP).applyInPandas(_profiler(kinds, plans), RESULT)
-    return {(step[r["g"]], r["t"]): r.asDict() for r in result.collect()}  # g: the partition's index
+    if local:
+        with runtime_conf(rows.sparkSession, {"spark.sql.execution.arrow.pyspark.enabled": "true"}):
+            pdf: Any = where.select(*columns).toPandas()
+        profiled = _profiled(kinds, plans)
+        found = [r for _, group in pdf.groupby(GROUP, sort=False) for r in profiled(group)]
+    else:
+        result = where.select(*columns).groupBy(GROUP).applyInPandas(_profiler(kinds, plans), RESULT)
+        found = [r.asDict() for r in result.collect()]
+    return {(step[r["g"]], r["t"]): r for r in found}  # g: the partition's index
 
 
 def _share(partition_columns: Sequence[str], step: Sequence[Values], fractions: Mapping[Values, float]
@@ -198,8 +219,22 @@ Plan = list[tuple[tuple[float, ...] | None, tuple[str, ...] | None]]  # per targ
 
 def _profiler(kinds: Sequence[tuple[str, str, str | None]], plans: Mapping[int, Sequence[tuple[int, Plan | None]]]
               ) -> Callable[[Any], Any]:
-    """The function each chain of partitions goes through, on an executor (numpy and pandas only: a worker
-    that scores with the udf engine has both)."""
+    """The pandas function each chain of partitions goes through on an executor: `_profiled`'s rows as a
+    DataFrame of RESULT."""
+    profiled = _profiled(kinds, plans)
+
+    def run(pdf: Any) -> Any:
+        import pandas as pd
+
+        return pd.DataFrame(profiled(pdf), columns=RESULT.names)
+
+    return run
+
+
+def _profiled(kinds: Sequence[tuple[str, str, str | None]], plans: Mapping[int, Sequence[tuple[int, Plan | None]]]
+              ) -> Callable[[Any], list[dict[str, Any]]]:
+    """A chain of partitions' profiles, one RESULT row per partition and target, from its rows in pandas
+    (numpy and pandas only: a worker that scores with the udf engine has both)."""
     probabilities = [p for _, p in QUANTILES]
     decile_at = [dict(QUANTILES)[d] for d in DECILES]
 
@@ -229,7 +264,7 @@ def _profiler(kinds: Sequence[tuple[str, str, str | None]], plans: Mapping[int, 
                     if edges is None:
                         edges = tuple(sorted({float(q) for q in np.quantile(x, decile_at, method="inverted_cdf")}))
                 bounds = np.asarray(edges or (), dtype="float64")
-                row.update(edges=list(bounds), bins=[int(c) for c in np.bincount(
+                row.update(edges=[float(b) for b in bounds], bins=[int(c) for c in np.bincount(
                     np.searchsorted(bounds, x, side="right"), minlength=len(bounds) + 1)])
             else:
                 values = pdf[f"v{i}"][here]
@@ -247,18 +282,16 @@ def _profiler(kinds: Sequence[tuple[str, str, str | None]], plans: Mapping[int, 
             out.append(row)
         return out, used
 
-    def run(pdf: Any) -> Any:
-        import pandas as pd
-
+    def chain(pdf: Any) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
         root: Plan = []
         for p, plan in plans[int(pdf[GROUP].iloc[0])]:
             found, used = one(pdf[pdf[PART].to_numpy() == p], p, plan if plan is not None else root)
             root = used if plan is not None else root
             rows += found
-        return pd.DataFrame(rows, columns=RESULT.names)
+        return rows
 
-    return run
+    return chain
 
 
 def _assemble(t: Target, got: Mapping[str, Any] | None, baseline: ColumnProfile | None, name: str,

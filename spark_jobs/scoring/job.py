@@ -24,7 +24,7 @@ from spark_jobs.planning.tables import ORIGINAL
 from spark_jobs.publishing import output, serving
 from spark_jobs.publishing.publish import Publisher, publisher_for
 from spark_jobs.publishing.staging import REJECTED, SCORED, Listing, StagedPartition, StagingArea
-from spark_jobs.quality import assess, challenger, report_file, sampling, tracking
+from spark_jobs.quality import assess, challenger, profiles, report_file, sampling, tracking
 from spark_jobs.runs import history
 from spark_jobs.runs.locked_run import locked_run
 from spark_jobs.scoring import audit, bad_rows
@@ -316,8 +316,12 @@ def _write(spark: SparkSession, cfg: JobConfig, job: Prepared, lineage: RunLinea
         rows = rows.transform(challenger.with_rows, job.scoring, job.keys)
     rows = rows.transform(sampling.with_sample, job.scoring.partition_columns,
                           sampling.rates(job.estimates, cfg.profile_rows))
+    # the Python workers' head start is for the profiles' pandas function on the executors: a run that scores
+    # in the JVM and profiles on the driver starts no Python worker at all
     in_jvm = chosen.engine == "sql" and (second is None or second.choice.engine == "sql")
-    with runtime_conf(spark, settings), python_workers_started(spark, in_jvm):
+    ahead = in_jvm and not profiles.on_driver(len(job.partitions), cfg.profile_rows,
+                                              len(assess.targets(job.scoring, second is not None)))
+    with runtime_conf(spark, settings), python_workers_started(spark, ahead):
         staging.write(rows, _lineage_columns(rows.columns, lineage, second))
     found = observed.get
     if verify_share is None:
