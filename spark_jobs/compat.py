@@ -24,6 +24,9 @@ from udfs.compat import SPARK_VERSION, limitations
 
 PARAMETERS_EVERYWHERE = SPARK_VERSION >= (4, 1)
 CATALOG_PARTITIONS = hasattr(Catalog, "listPartitions")  # Spark 4.2+, with createDatabase and dropTable
+# Observation.get gives Python values (a list of rows collected by an observation as Rows) on Spark 4; Spark
+# 3.5 gives Java objects, each row a round trip per field
+OBSERVED_IN_PYTHON = SPARK_VERSION >= (4, 0)
 
 # A quoted name or a string literal (skipped whole), or a named parameter marker (not `::`, a cast).
 _TOKEN = re.compile(r"`(?:[^`]|``)*`|'(?:[^'\\]|\\.)*'|(?<![\w:]):([A-Za-z_]\w*)")

@@ -15,7 +15,7 @@ from typing import Any
 from pyspark.sql import Column, DataFrame, Observation, Row, SparkSession
 from pyspark.sql import functions as F
 
-from spark_jobs import faults
+from spark_jobs import compat, faults
 from spark_jobs.config import JobConfig
 from spark_jobs.model import engine, model_ref
 from spark_jobs.planning import partitions, plan
@@ -217,7 +217,8 @@ def _verify_share(job: Prepared, rows: int) -> float | None:
     where the rows are not known before the write (a view, files of another format), or more are wanted than
     the write hands back well (they reach the driver as Python objects, where a read-back comes through
     Arrow)."""
-    if rows > _COLLECTED_MAX or not job.partitions or any(v not in job.estimates for v in job.partitions):
+    if rows > _COLLECTED_MAX or not compat.OBSERVED_IN_PYTHON or not job.partitions \
+            or any(v not in job.estimates for v in job.partitions):
         return None
     total = sum(job.estimates.values())
     return min(1.0, sampling.OVERDRAW * rows / total) if total else None
@@ -326,7 +327,8 @@ def _write(spark: SparkSession, cfg: JobConfig, job: Prepared, lineage: RunLinea
     found = observed.get
     if verify_share is None:
         return _Written(int(found["rows"]), int(found["rows"]))
-    return _Written(int(found["rows"]), int(found["seen"]), list(found["sample"]))
+    sample = found["sample"]  # Python rows where the observation gives them (else read back: `_verified`)
+    return _Written(int(found["rows"]), int(found["seen"]), list(sample) if isinstance(sample, list) else None)
 
 
 def _lineage_columns(columns: list[str], lineage: RunLineage, second: _Second | None
