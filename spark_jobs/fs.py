@@ -104,13 +104,6 @@ def path_of(spark: SparkSession, uri: str) -> str:
     return str(_fs(spark, uri, uri=True)[1].toString())
 
 
-def status(spark: SparkSession, path: str, uri: bool = False) -> tuple[int, float]:
-    """Size in bytes and modification time in seconds."""
-    fs, p = _fs(spark, path, uri)
-    s = fs.getFileStatus(p)
-    return int(s.getLen()), float(s.getModificationTime()) / 1000.0
-
-
 def replace_text(spark: SparkSession, path: str, text: str) -> None:
     """`replace_bytes` of the text's UTF-8 bytes."""
     replace_bytes(spark, path, text.encode())

@@ -161,7 +161,7 @@ def test_a_java_failure_is_reported_by_its_cause_without_secrets(spark: SparkSes
     from spark_jobs.errors import one_line
 
     with pytest.raises(Py4JJavaError) as missing:
-        fs.status(spark, "/no/such/file.parquet")
+        fs.parquet_rows(spark, "file:/no/such/file.parquet")
     assert one_line(missing.value).startswith("java.io.FileNotFoundException: ")
     assert "/no/such/file.parquet" in one_line(missing.value)
 
