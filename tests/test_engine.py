@@ -170,6 +170,24 @@ def test_model_that_raises_in_sql_rejects_the_rows_it_raises_on(spark: SparkSess
     assert outcomes["sql"][1].first().reject_reason.startswith("model error: ValueError: Found unknown categories")
 
 
+@pytest.mark.parametrize("engine_flag", ["auto", "sql"])
+def test_a_run_whose_every_row_is_rejected_is_verified_on_no_row(spark: SparkSession, source: str, output: str,
+                                                                  model: dict[str, str], engine_flag: str,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """Every row has a null feature: under quarantine none reaches the model, so the translation is verified on
+    no row (a model given zero rows may raise: that is not a difference) and every row goes to the rejects."""
+    bad = spark.table(source).where(F.col("ds") == DAYS[0]).withColumn("tenure", F.lit(None).cast("int"))
+    table = f"{source}_all_bad"
+    bad.write.mode("overwrite").partitionBy("ds").format("parquet").saveAsTable(table)
+    with caplog.at_level(logging.INFO, logger="score_table"):
+        result = score(spark, *base(table, output), "--on-bad-rows", "quarantine", "--engine", engine_flag)
+    (line,) = engine_lines(caplog)
+    assert line.startswith("engine: sql (translated, verified on 0 rows (largest difference 0.0e+00))"), line
+    assert result.counts.scored == 0 and result.counts.rejected == bad.count()
+    assertDataFrameEqual(spark.table(f"{output}_rejects").select("customer_id", "reject_reason"),
+                         bad.select("customer_id", F.lit("column 'tenure' is null").alias("reject_reason")))
+
+
 def test_history_made_by_an_older_version_gets_the_engine_columns(spark: SparkSession, source: str, output: str,
                                                                   model: dict[str, str]) -> None:
     from spark_jobs.runs import history

@@ -189,7 +189,11 @@ def _predict(model: Any, batch: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
 
 
 def _bisect(run: Any, batch: pd.DataFrame, outputs: T.StructType) -> pd.DataFrame:
-    """Score a batch; if the model raises, score each half, down to the single rows that raise."""
+    """Score a batch; if the model raises, score each half, down to the single rows that raise. An empty batch
+    (a verification whose rows were all rejected for their inputs) scores to no rows: a model may raise on
+    zero rows, and halving nothing never ends."""
+    if batch.empty:
+        return pd.DataFrame({name: pd.Series([], dtype=object) for name in [*outputs.fieldNames(), MODEL_ERROR]})
     try:
         out = run(batch)
         out[MODEL_ERROR] = None
