@@ -65,7 +65,10 @@ $(VENV35)/spark-classes.jsa: $(VENV35)/.installed
 
 # The demo: four days scored with the champion, then a fifth whose features drift on purpose, scored with the
 # champion and a challenger in one pass (its drift, the comparison and the report's path are printed at the end).
-DEMO_SUBMIT = $(VENV)/bin/spark-submit --driver-java-options "-XX:-DontCompileHugeMethods \
+# The job's JIT settings (spark_jobs.session.JVM_OPTIONS, where they are explained; the README's command has them)
+JOB_JAVA_OPTIONS = -XX:-DontCompileHugeMethods -XX:Tier4InvocationThreshold=50000 \
+    -XX:Tier4MinInvocationThreshold=6000 -XX:Tier4CompileThreshold=150000 -XX:Tier4BackEdgeThreshold=400000
+DEMO_SUBMIT = $(VENV)/bin/spark-submit --driver-java-options "$(JOB_JAVA_OPTIONS) \
     -Dlog4j2.configurationFile=file:$(CURDIR)/conf/log4j2.properties" --conf spark.ui.showConsoleProgress=true \
     spark_jobs/score_table.py --config conf/demo.yaml
 

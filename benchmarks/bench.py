@@ -29,14 +29,15 @@ from typing import Any
 
 from benchmarks.data import MODELS, START
 from benchmarks.procmon import Monitor
+from spark_jobs.session import JVM_OPTIONS
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-# As the README runs spark-submit: the JIT may compile the large methods whole-stage code generation makes
-# (spark_jobs.session.JIT_HUGE_METHODS); every variant gets it, so the comparison stays like for like.
-SUBMIT = [str(BIN / "spark-submit"), "--driver-java-options", "-XX:-DontCompileHugeMethods"]
+# As the README runs spark-submit, with the job's JIT settings (spark_jobs.session.JVM_OPTIONS); every variant
+# gets them, the floor and spark_udf included, so the comparison stays like for like.
+SUBMIT = [str(BIN / "spark-submit"), "--driver-java-options", JVM_OPTIONS]
 
 
 def table_name(rows: int) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import importlib.metadata
+import os
 import re
 import shlex
 import sys
@@ -197,3 +198,40 @@ def test_the_wheel_holds_every_module_of_the_package(tmp_path: Path) -> None:
                for p in (SETUP.parent / package).rglob("*.py")}
     assert modules - packed == set()
     assert "udfs/jvm/score-table-trees.jar" in zipfile.ZipFile(wheel).namelist()
+
+
+def test_the_jobs_jit_settings_are_the_same_in_the_readme_the_makefile_and_the_bench() -> None:
+    """spark_jobs.session.JVM_OPTIONS is the one owner; the README's command and the demo copy it out."""
+    from benchmarks.bench import SUBMIT
+    from spark_jobs.session import JVM_OPTIONS
+
+    readme = (CONF.parent / "README.md").read_text()
+    makefile = (CONF.parent / "Makefile").read_text()
+    in_readme = re.search(r'JOB_JAVA_OPTIONS="([^"]*)"', readme).group(1)
+    in_makefile = re.search(r"^JOB_JAVA_OPTIONS = ((?:.*\\\n)*.*)$", makefile, re.MULTILINE).group(1)
+    wanted = JVM_OPTIONS.split()
+    assert in_readme.replace("\\\n", " ").split() == wanted
+    assert in_makefile.replace("\\\n", " ").split() == wanted
+    assert SUBMIT[-1].split() == wanted
+
+
+@pytest.mark.parametrize("given, added", [
+    ("", ["-XX:-DontCompileHugeMethods", "-XX:Tier4InvocationThreshold=50000"]),
+    ("-XX:+DontCompileHugeMethods", ["-XX:Tier4InvocationThreshold=50000"]),
+    ("-XX:Tier4InvocationThreshold=9", ["-XX:-DontCompileHugeMethods"]),
+])
+def test_a_jvm_the_job_starts_itself_gets_the_jit_settings_the_user_did_not_give(
+        monkeypatch: pytest.MonkeyPatch, given: str, added: list[str]) -> None:
+    from pyspark import SparkContext
+
+    from spark_jobs import session
+
+    monkeypatch.setattr(SparkContext, "_gateway", None)
+    monkeypatch.delenv("PYSPARK_GATEWAY_PORT", raising=False)
+    monkeypatch.setenv("SPARK_SUBMIT_OPTS", given)
+    session._own_jvm_options(quiet=False)
+    options = os.environ["SPARK_SUBMIT_OPTS"].split()
+    assert options[:len(given.split())] == given.split()
+    assert all(a in options for a in added)
+    assert sum("DontCompileHugeMethods" in o for o in options) == 1
+    assert sum("Tier4InvocationThreshold" in o for o in options) == 1
