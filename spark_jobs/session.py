@@ -27,7 +27,7 @@ JIT_HUGE_METHODS = "-XX:-DontCompileHugeMethods"
 # Optimize (C2) only code that runs ten times as often as HotSpot's defaults ask: a run executes much code a few
 # thousand times once (SQL parsing, the metastore in Derby, planning, serialization) whose optimization costs a
 # short-lived JVM more CPU than it saves, while the loops over rows pass the thresholds in their first batch.
-# Measured (benchmarks/RESULTS.md): a 10,000-row partition's run 3.4 s faster, a 4M-row run 4.2 s and 13 CPU-s.
+# Measured (benchmarks/RESULTS.md): a 10,000-row partition's run 3.3 s faster, a 4M-row run 4.2 s and 12.5 CPU-s.
 JIT_LATE_OPTIMIZING = ("-XX:Tier4InvocationThreshold=50000 -XX:Tier4MinInvocationThreshold=6000 "
                        "-XX:Tier4CompileThreshold=150000 -XX:Tier4BackEdgeThreshold=400000")
 JVM_OPTIONS = f"{JIT_HUGE_METHODS} {JIT_LATE_OPTIMIZING}"
