@@ -6,6 +6,7 @@ while running). Subcommands: `score-table [score flags]`, `score-table rollback 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 import traceback
@@ -109,4 +110,12 @@ def _fail(e: BaseException, verbose: bool) -> None:
 
 
 def cli() -> None:
-    sys.exit(main())
+    """The process's entry (console script, `python -m`, spark-submit): exits without the interpreter's
+    teardown, which with MLflow, scikit-learn, pandas and SQLAlchemy imported takes 0.8-1.0 s of every run
+    (measured) and does nothing the run needs: by then the run has written, published and closed what it
+    owns, and its output is flushed here. `main` (what tests call in-process) returns as usual."""
+    code = main()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

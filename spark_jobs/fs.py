@@ -6,10 +6,11 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
-from py4j.protocol import Py4JJavaError
+from py4j.protocol import Py4JError, Py4JJavaError
 from pyspark.sql import SparkSession
 
 from spark_jobs.background import each
@@ -156,19 +157,28 @@ def parquet_row_counts(spark: SparkSession, root: str) -> list[tuple[str, int]]:
     return list(zip([path for path, _ in statuses], each(footers.rows, [s for _, s in statuses]), strict=True))
 
 
-def parquet_files(spark: SparkSession, uris: Sequence[str], footers: int = 0) -> list[tuple[int, float, int | None]]:
-    """(bytes, modification time in seconds, rows) of files given as URIs (as `DataFrame.inputFiles()` gives
-    them); rows from the Parquet footers of the first `footers` files (None for the others, and for a footer
-    that cannot be read), no row read."""
+@dataclass(frozen=True)
+class FileFacts:
+    size: int  # bytes
+    modified: float  # seconds
+    rows: int | None  # from the footer; None where not read or not readable
+    plain: frozenset[str] | None = None  # top-level columns of its first row group stored without a dictionary
+
+
+def parquet_files(spark: SparkSession, uris: Sequence[str], footers: int = 0) -> list[FileFacts]:
+    """Size, modification time and rows of files given as URIs (as `DataFrame.inputFiles()` gives them);
+    rows from the Parquet footers of the first `footers` files (None for the others, and for a footer that
+    cannot be read), no row read; and from the first footer, which columns its writer stored without a
+    dictionary (`publishing.encoding`)."""
     reader = _Footers(spark)
 
-    def facts(i: int) -> tuple[int, float, int | None]:
+    def facts(i: int) -> FileFacts:
         status = reader.status(uris[i])
-        rows = None
+        rows, plain = None, None
         if i < footers:
             with contextlib.suppress(Py4JJavaError):
-                rows = reader.rows(status)
-        return int(status.getLen()), float(status.getModificationTime()) / 1000.0, rows
+                rows, plain = reader.read(status, columns=i == 0)
+        return FileFacts(int(status.getLen()), float(status.getModificationTime()) / 1000.0, rows, plain)
 
     return each(facts, list(range(len(uris))))
 
@@ -196,8 +206,31 @@ class _Footers:
         return p.getFileSystem(self.conf).getFileStatus(p)
 
     def rows(self, status: Any) -> int:
+        return self.read(status)[0]
+
+    def read(self, status: Any, columns: bool = False) -> tuple[int, frozenset[str] | None]:
+        """The file's rows and, with `columns`, the top-level columns that its first row group stores without
+        a dictionary page (None where the footer does not say)."""
         reader = self.reader.open(self.input.fromStatus(status, self.conf))
         try:
-            return int(reader.getRecordCount())
+            rows = int(reader.getRecordCount())
+            return rows, (_plain_columns(reader) if columns else None)
         finally:
             reader.close()
+
+
+def _plain_columns(reader: Any) -> frozenset[str] | None:
+    try:
+        blocks = reader.getFooter().getBlocks()
+        if blocks.isEmpty():
+            return None
+        chunks = blocks.get(0).getColumns()
+        found = []
+        for i in range(chunks.size()):
+            chunk = chunks.get(i)
+            path = chunk.getPath()
+            if path.size() == 1 and not chunk.hasDictionaryPage():
+                found.append(str(path.toDotString()))
+        return frozenset(found)
+    except Py4JError:  # a Parquet library without these calls: nothing is known
+        return None

@@ -90,3 +90,19 @@ def test_what_this_spark_lacks_is_said_once(caplog: pytest.LogCaptureFixture, mo
         for _ in range(2):
             compat.note_limitations(logging.getLogger("score_table"))
     assert [r.getMessage() for r in caplog.records if r.name == "score_table"] == lines
+
+
+def test_table_location_is_the_one_describe_prints(spark: SparkSession, source: str, tmp_path: Path) -> None:
+    """From the session catalog's metadata, as DESCRIBE TABLE EXTENDED gives it: a path the URI escapes too."""
+    odd = tmp_path / "a dir with 50% & spaces"
+    spark.sql("CREATE TABLE lake.located (x int) USING parquet LOCATION :where", args={"where": str(odd)}) \
+        if compat.PARAMETERS_EVERYWHERE else \
+        spark.sql(f"CREATE TABLE lake.located (x int) USING parquet LOCATION {compat.literal(str(odd))}")
+    try:
+        for table in (source, "lake.located"):
+            described = spark.sql("DESCRIBE TABLE EXTENDED IDENTIFIER(:t)", args={"t": table}).collect()
+            assert compat.table_location(spark, table) == next(str(r.data_type) for r in described
+                                                               if r.col_name == "Location")
+        assert compat.table_location(spark, "lake.no_such_table") is None
+    finally:
+        spark.catalog.dropTable("lake.located", ifExists=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from chispa import assert_df_equality
@@ -12,11 +13,14 @@ from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from spark_jobs.cli import main
+from spark_jobs.publishing import encoding
+from spark_jobs.publishing import output as output_tables
 from tests.support import (
     DAYS,
     FEATURES,
     RUN_COLUMNS,
     SCHEMA,
+    base,
     create_table,
     expected_scored,
     fit,
@@ -62,6 +66,59 @@ def test_output_keeps_input_columns_and_partitioning(spark: SparkSession, source
         ("scored_at", "timestamp", False), ("scoring_run_id", "string", False), ("input_fingerprint", "string", False),
         ("ds", "string", True),
     ]
+
+
+def _dictionary_pages(folder: str) -> dict[str, bool]:
+    """Per top-level column: whether every Parquet file in the folder stores it with a dictionary page."""
+    import pyarrow.parquet as pq
+
+    found: dict[str, bool] = {}
+    for f in Path(folder.removeprefix("file:")).glob("*.parquet"):
+        meta = pq.ParquetFile(f).metadata
+        for g in range(meta.num_row_groups):
+            for c in range(meta.num_columns):
+                chunk = meta.row_group(g).column(c)
+                found[chunk.path_in_schema] = found.get(chunk.path_in_schema, True) and chunk.has_dictionary_page
+    return found
+
+
+def test_columns_the_input_stores_without_a_dictionary_are_written_without_one(
+        spark: SparkSession, source: str, output: str, model: dict[str, str]) -> None:
+    """The input's writer gave up tenure's dictionary (here: told to): the scored table's files skip it too,
+    keep the others' dictionaries, and hold the same rows as a run over an input with every dictionary."""
+    plain, dictionaries = "lake.features_plain_tenure", "lake.features_dictionaries"
+    # repeated values: Parquet keeps a dictionary where it makes the column smaller
+    rows = [(i, i % 5, Decimal(f"{i % 9}.25"), i % 7, f"s{i % 2}", DAYS[0]) for i in range(300)]
+    create_table(spark, dictionaries, rows, SCHEMA)
+    (spark.table(dictionaries).write.mode("overwrite").partitionBy("ds").format("parquet")
+     .option("parquet.enable.dictionary#tenure", "false").saveAsTable(plain))
+    assert _dictionary_pages(output_tables.location(spark, plain, {"ds": DAYS[0]}))["tenure"] is False
+    assert _dictionary_pages(output_tables.location(spark, dictionaries, {"ds": DAYS[0]}))["tenure"] is True
+    other = f"{output}_all_dictionaries"
+    try:
+        score(spark, *base(plain, output), "--partition", f"ds={DAYS[0]}")
+        score(spark, *base(dictionaries, other), "--partition", f"ds={DAYS[0]}")
+        pages = _dictionary_pages(output_tables.location(spark, output, {"ds": DAYS[0]}))
+        assert pages["tenure"] is False
+        assert all(pages[c] for c in ("visits", "segment", "model_name"))
+        assert _dictionary_pages(output_tables.location(spark, other, {"ds": DAYS[0]}))["tenure"] is True
+        assert_df_equality(spark.table(output).drop(*RUN_COLUMNS, "input_fingerprint"),
+                           spark.table(other).drop(*RUN_COLUMNS, "input_fingerprint"), ignore_row_order=True)
+    finally:
+        for table in (plain, dictionaries, other):
+            spark.catalog.dropTable(table, ifExists=True)
+
+
+def test_a_dictionary_setting_of_the_users_own_decides(spark: SparkSession) -> None:
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
+    assert encoding.writer_options(spark, {"Tenure", "spend"}, ["tenure", "visits"]) == {
+        "parquet.enable.dictionary#tenure": "false"}
+    for key in ("parquet.enable.dictionary", "parquet.enable.dictionary#tenure"):
+        conf.set(key, "true")
+        try:
+            assert encoding.writer_options(spark, {"tenure"}, ["tenure"]) == {}
+        finally:
+            conf.unset(key)
 
 
 def test_no_partition_flag_scores_whole_table(spark: SparkSession, source: str, output: str,

@@ -4,6 +4,7 @@ the catalog and the file system only, so an incremental run can tell which parti
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
@@ -61,25 +62,36 @@ def selected(spark: SparkSession, table: TableInfo, selection: Selection) -> lis
     return [tuple(r) for r in probe.where(selection.condition).collect()]
 
 
-def fingerprint(spark: SparkSession, table: TableInfo, values: Values) -> tuple[str, int | None]:
-    """The partition's fingerprint, and its rows as the Parquet footers of its files tell (None: a view,
-    files of another format, a footer that cannot be read), from one listing of its files: the rows let the
-    run draw its profile sample while it writes (quality.sampling). Every file's rows up to _FOOTERS files,
-    else the first ones' rows per byte times all the bytes (an estimate is all the sample needs)."""
+@dataclass(frozen=True)
+class Scanned:
+    """What a partition's files tell before any row is read."""
+
+    fingerprint: str
+    rows: int | None  # as the Parquet footers tell (None: a view, files of another format, a footer unread)
+    plain: frozenset[str] | None = None  # columns its first file stores without a dictionary (None: not known)
+
+
+def fingerprint(spark: SparkSession, table: TableInfo, values: Values) -> Scanned:
+    """The partition's fingerprint, its rows as the Parquet footers of its files tell and the columns stored
+    without a dictionary, from one listing of its files: the rows let the run draw its profile sample while
+    it writes (quality.sampling), the columns tell the write which dictionaries to skip (publishing.encoding).
+    Every file's rows up to _FOOTERS files, else the first ones' rows per byte times all the bytes (an
+    estimate is all the sample needs)."""
     files = spark.table(table.name).where(matches(table.partition_columns, values)).inputFiles()
     # inputFiles() gives URIs (a Hive-escaped `%` is `%25` there): read back as URIs
     parquet = not table.view and bool(files) and all(f.endswith(".parquet") for f in files)
     facts = fs.parquet_files(spark, files, _FOOTERS if parquet else 0)
-    sizes = [size for size, _, _ in facts]
-    found = f"files={len(files)};bytes={sum(sizes)};newest={max((t for _, t, _ in facts), default=0.0):.3f}"
-    rows = [r for _, _, r in facts[:_FOOTERS]]
+    sizes = [f.size for f in facts]
+    found = f"files={len(files)};bytes={sum(sizes)};newest={max((f.modified for f in facts), default=0.0):.3f}"
+    plain = facts[0].plain if parquet else None
+    rows = [f.rows for f in facts[:_FOOTERS]]
     if not parquet or any(r is None for r in rows):
-        return found, None
+        return Scanned(found, None, plain)
     counted = sum(r for r in rows if r is not None)
     if len(files) <= _FOOTERS:
-        return found, counted
+        return Scanned(found, counted, plain)
     read = sum(sizes[:_FOOTERS])
-    return found, (round(counted / read * sum(sizes)) if read else None)
+    return Scanned(found, round(counted / read * sum(sizes)) if read else None, plain)
 
 
 def with_fingerprints(df: DataFrame, table: TableInfo, fingerprints: dict[Values, str]) -> DataFrame:

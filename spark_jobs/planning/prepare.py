@@ -45,6 +45,8 @@ class Prepared:
     engine: engine.Choice  # translated (sql) or not (udf), before verification on the run's rows
     challenger: Challenger | None = None
     estimates: dict[partitions.Values, int] = field(default_factory=dict)  # rows, from Parquet footers
+    # input columns stored without a dictionary in every scored partition's first file (publishing.encoding)
+    plain: frozenset[str] = frozenset()
 
     @property
     def partitions(self) -> list[partitions.Values]:
@@ -73,8 +75,8 @@ def prepare(spark: SparkSession, cfg: JobConfig, model: model_ref.LocalModel | N
     chosen = partitions.selected(spark, source, scoring.selection)
     scanned = dict(zip(chosen, each(lambda v: partitions.fingerprint(spark, source, v), chosen, threads=4),
                        strict=True))
-    prints = {v: fp for v, (fp, _) in scanned.items() if not fp.startswith("files=0;")}
-    estimates = {v: rows for v, (_, rows) in scanned.items() if rows is not None}
+    prints = {v: s.fingerprint for v, s in scanned.items() if not s.fingerprint.startswith("files=0;")}
+    estimates = {v: s.rows for v, s in scanned.items() if s.rows is not None}
     if not prints:
         raise UsageError(f"partition selection {scoring.selection.text} matches no rows in {cfg.input_table}")
     skipped = 0
@@ -88,8 +90,10 @@ def prepare(spark: SparkSession, cfg: JobConfig, model: model_ref.LocalModel | N
             text = " or ".join(partitions.describe(source.partition_columns, v) for v in stale)
             scoring = replace(scoring, selection=partitions.selection_of(source.partition_columns, list(stale),
                                                                          f"new or changed: {text}"))
+    told = [s.plain for v, s in scanned.items() if v in prints and s.plain is not None]
     job = Prepared(source, model, scoring, params, keys, prints, skipped, engine.Choice("udf", "not planned"),
-                   estimates={v: estimates[v] for v in prints if v in estimates})
+                   estimates={v: estimates[v] for v in prints if v in estimates},
+                   plain=frozenset.intersection(*told) if told else frozenset())
     if prints and not _holds_rows(spark, job):  # files, but no rows in them
         raise UsageError(f"partition selection {scoring.selection.text} matches no rows in {cfg.input_table} "
                          "(its files are empty)")

@@ -69,6 +69,11 @@ def create_empty(spark: SparkSession, name: str, schema: T.StructType, partition
 
 
 def location(spark: SparkSession, name: str, partition: dict[str, Any] | None = None) -> str:
+    """A table's (or a partition's) location, as DESCRIBE TABLE EXTENDED gives it."""
+    if not partition:
+        found = compat.table_location(spark, name)
+        if found is not None:
+            return found
     spec = partition_spec(partition or {})
     rows = compat.sql(spark, f"DESCRIBE TABLE EXTENDED IDENTIFIER(:table){spec.sql}",
                       {"table": name, **spec.args}).collect()

@@ -21,7 +21,7 @@ from spark_jobs.model import engine, model_ref
 from spark_jobs.planning import partitions, plan
 from spark_jobs.planning.prepare import Prepared, prepare
 from spark_jobs.planning.tables import ORIGINAL
-from spark_jobs.publishing import output, serving
+from spark_jobs.publishing import encoding, output, serving
 from spark_jobs.publishing.publish import Publisher, publisher_for
 from spark_jobs.publishing.staging import REJECTED, SCORED, Listing, StagedPartition, StagingArea
 from spark_jobs.quality import assess, challenger, profiles, report_file, sampling, tracking
@@ -323,12 +323,19 @@ def _write(spark: SparkSession, cfg: JobConfig, job: Prepared, lineage: RunLinea
     ahead = in_jvm and not profiles.on_driver(len(job.partitions), cfg.profile_rows,
                                               len(assess.targets(job.scoring, second is not None)))
     with runtime_conf(spark, settings), python_workers_started(spark, ahead):
-        staging.write(rows, _lineage_columns(rows.columns, lineage, second))
+        staging.write(rows, _lineage_columns(rows.columns, lineage, second),
+                      encoding.writer_options(spark, job.plain, _passed_through(job)))
     found = observed.get
     if verify_share is None:
         return _Written(int(found["rows"]), int(found["rows"]))
     sample = found["sample"]  # Python rows where the observation gives them (else read back: `_verified`)
     return _Written(int(found["rows"]), int(found["seen"]), list(sample) if isinstance(sample, list) else None)
+
+
+def _passed_through(job: Prepared) -> list[str]:
+    """The input's columns that the scored table carries with their stored values (a transform's are new)."""
+    replaced = set(job.source.replaced)
+    return [c for c in job.source.input_data_columns if c not in replaced]
 
 
 def _lineage_columns(columns: list[str], lineage: RunLineage, second: _Second | None
