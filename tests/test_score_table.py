@@ -12,6 +12,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
+from spark_jobs import compat
 from spark_jobs.cli import main
 from spark_jobs.publishing import encoding
 from spark_jobs.publishing import output as output_tables
@@ -133,12 +134,18 @@ def test_no_partition_flag_scores_whole_table(spark: SparkSession, source: str, 
 
 
 def test_rerun_replaces_partition_without_duplicates(spark: SparkSession, source: str, output: str,
-                                                     model: dict[str, str]) -> None:
+                                                     model: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     args = ("--model-uri", "models:/churn_lr@champion", "--input-table", source, "--output-table", output,
             "--partition", f"ds={DAYS[2]}")
     first = score(spark, *args)
     before = snapshot(spark.table(output))
+    statements: list[str] = []
+    run_sql = compat.sql
+    monkeypatch.setattr(compat, "sql", lambda s, text, a=None: statements.append(text) or run_sql(s, text, a))
     second = score(spark, *args)
+    # the catalog has the partition: it is moved with one statement (not an ADD that fails first)
+    assert [t for t in statements if t.startswith("ALTER TABLE") and "PARTITION (`ds`" in t] == [
+        "ALTER TABLE IDENTIFIER(:table) PARTITION (`ds` = :p0) SET LOCATION :location"]
     assert second.lineage.scoring_run_id != first.lineage.scoring_run_id
     actual = spark.table(output)
     assert_df_equality(actual, before, ignore_row_order=True, ignore_columns=RUN_COLUMNS)

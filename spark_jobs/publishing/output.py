@@ -19,7 +19,7 @@ from spark_jobs import compat, fs
 from spark_jobs.errors import UsageError
 from spark_jobs.planning import tables
 from spark_jobs.planning.partitions import listed
-from spark_jobs.publishing.staging import RUNS_DIR, StagedPartition, table_location_of
+from spark_jobs.publishing.staging import RUNS_DIR, StagedPartition, split_location, table_location_of
 from udfs.compat import quote, sql_type
 
 MANIFEST = "_published.jsonl"  # for readers without the metastore: one line per published partition
@@ -87,12 +87,17 @@ def publish(spark: SparkSession, name: str, partition_columns: Sequence[str], st
     With `manifest_in` (the table's location), `_published.jsonl` follows each switch as it happens, so a
     crash between two partitions leaves the manifest and the metastore agreeing."""
     by_values = {p.values: p for p in staged}
+    # which partitions the catalog has (one call), so that each switch is the one statement it needs: a
+    # rerun's partitions exist, a nightly run's new one does not
+    existing = set(compat.list_partitions(spark, name)) if partition_columns else set()
     for i, values in enumerate(sorted(set(run_partitions), key=lambda v: [str(x) for x in v])):
         if i:
             between()
         target = by_values.get(values)
         folder = target.location if target is not None else None
-        point_at(spark, name, dict(zip(partition_columns, values, strict=True)), folder)
+        found = split_location(folder) if folder is not None else None
+        point_at(spark, name, dict(zip(partition_columns, values, strict=True)), folder,
+                 exists=found is not None and found[2] in existing)
         if manifest_in is not None:
             update_manifest(spark, manifest_in, partition_columns, {values: folder})
     spark.catalog.refreshTable(name)
