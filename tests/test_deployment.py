@@ -173,7 +173,9 @@ def test_databricks_job_compute_registry_and_output_are_what_the_job_needs() -> 
 def test_entry_point_exits_with_the_jobs_code_and_one_error_line(monkeypatch: pytest.MonkeyPatch,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     """What the wheel task runs: a failure fails the task with the exit code, and the run's output shows one
-    `score-table: error:` line (a usage error here, found before any Spark starts)."""
+    `score-table: error:` line (a usage error here, found before any Spark starts), and the platform's Python
+    process goes on (SystemExit, not the process's end: tests/test_entry_points.py)."""
+    monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "15.4")
     monkeypatch.setattr(sys, "argv", ["score-table", "--model-uri", "models:/churn@champion",
                                       "--input-table", "main.lake.t", "--output-table", "main.lake.t"])
     with pytest.raises(SystemExit) as exited:

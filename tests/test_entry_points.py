@@ -24,3 +24,17 @@ def test_console_script_usage_error_exits_2_before_spark_starts(tmp_path: Path) 
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith("score-table: error: --input-table")
     assert "SparkContext" not in done.stderr
+
+
+@pytest.mark.parametrize("databricks, teardown", [(False, False), (True, True)])
+def test_the_process_exits_at_once_except_inside_databricks(tmp_path: Path, databricks: bool, teardown: bool) -> None:
+    """`cli` skips the interpreter's teardown (atexit handlers included) with the run's exit code; a Databricks
+    wheel task calls it inside the platform's Python process, which must go on: there it exits as usual."""
+    script = ("import atexit, sys; atexit.register(lambda: print('teardown ran')); "
+              "from spark_jobs.score_table import cli; sys.argv = ['score-table', '--model-uri', 'models:/m@a', "
+              "'--input-table', 'lake.t; DROP TABLE x', '--output-table', 'lake.x']; cli()")
+    done = call([str(BIN / "python"), "-c", script], tmp_path, Path.cwd(),
+                {"DATABRICKS_RUNTIME_VERSION": "15.4"} if databricks else None)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].startswith("score-table: error: --input-table")
+    assert ("teardown ran" in done.stdout) is teardown
