@@ -110,13 +110,18 @@ def _fail(e: BaseException, verbose: bool) -> None:
 
 
 def cli() -> None:
-    """The process's entry (console script, `python -m`, spark-submit): exits without the interpreter's
-    teardown, which with MLflow, scikit-learn, pandas and SQLAlchemy imported takes 0.8-1.0 s of every run
-    (measured) and does nothing the run needs: by then the run has written, published and closed what it
-    owns, and its output is flushed here. On Databricks a wheel task calls this in the platform's own Python
-    process, which must go on: there it exits as usual. `main` (what tests call in-process) returns."""
-    code = main()
-    if os.environ.get("DATABRICKS_RUNTIME_VERSION"):  # a wheel task: the platform's Python process goes on
+    """The process's entry: the console script, `python -m`, spark-submit of spark_jobs/score_table.py."""
+    end_process(main())
+
+
+def end_process(code: int) -> None:
+    """Exit without the interpreter's teardown, which with MLflow, scikit-learn, pandas and SQLAlchemy
+    imported takes 0.8-1.0 s of every run (measured) and does nothing the run needs: by then the run has
+    written, published and closed what it owns, and its output is flushed here. On Databricks a wheel task
+    runs the entry point inside the platform's own Python process, which must go on: there it exits as
+    usual (SystemExit), as it does for whatever runs the entry point several times in one process (the
+    tests' driver replaces this function). `main` returns."""
+    if os.environ.get("DATABRICKS_RUNTIME_VERSION"):
         sys.exit(code)
     logging.shutdown()
     sys.stdout.flush()

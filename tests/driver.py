@@ -30,7 +30,7 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
-from spark_jobs import demo, session
+from spark_jobs import cli, demo, session
 from spark_jobs.planning import partitions, tables
 from spark_jobs.publishing import output, staging
 
@@ -44,6 +44,9 @@ def current_session(argv: list[str]) -> SparkSession:
 
 
 def run(argv: list[str], env: dict[str, str]) -> int:
+    """One run as its own process would make it, but this process goes on: the entry point's end of the
+    process becomes a SystemExit with its code."""
+    cli.end_process = sys.exit  # type: ignore[assignment]
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     sys.argv = ["score_table.py", *argv]

@@ -4,6 +4,7 @@ RunResult goes out (the CLI turns it into the summary and the exit code)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -16,6 +17,7 @@ from pyspark.sql import Column, DataFrame, Observation, Row, SparkSession
 from pyspark.sql import functions as F
 
 from spark_jobs import compat, faults
+from spark_jobs.background import Background
 from spark_jobs.config import JobConfig
 from spark_jobs.model import engine, model_ref
 from spark_jobs.planning import partitions, plan
@@ -102,9 +104,18 @@ def _locked(spark: SparkSession, cfg: JobConfig, job: Prepared, lineage: RunLine
         staging = StagingArea.for_run(location, lineage.scoring_run_id, job.scoring,
                                       [stored[c] for c in job.source.replaced])
         try:
-            listing, counts, chosen = _score_and_stage(spark, cfg, job, lineage, staging)
+            first = _score_and_stage(spark, cfg, job, lineage, staging)
+            try:  # the quality step runs while `auto` verifies the translation on the rows it wrote
+                quality = _assess(spark, cfg, job, lineage, staging, first.listing, first.counts)
+            except BaseException:
+                first.settle()
+                raise
+            chosen = first.choice()
+            listing, counts = first.listing, first.counts
+            if chosen.engine != first.wrote:  # the translation did not verify: scored again with the UDF
+                listing, counts = _rescore(spark, cfg, job, lineage, staging, first, chosen)
+                quality = _assess(spark, cfg, job, lineage, staging, listing, counts)
             staged = listing.partitions
-            quality = _assess(spark, cfg, job, lineage, staging, listing, counts)
             staging.drop_samples(spark)
             partial = RunResult(lineage, job.scoring.selection.text, job.source.partition_columns, staged, counts,
                                 cfg.rejects if cfg.on_bad_rows == "quarantine" else None,
@@ -172,35 +183,91 @@ def _discard(spark: SparkSession, staging: StagingArea) -> None:
         log.warning("could not delete the staged rows of the failed run in %s", staging.root, exc_info=True)
 
 
+@dataclass(frozen=True)
+class _Staged:
+    """What the run's write left in the staging area, audited, and the engine that wrote it; under `auto`
+    the translation's verification on the rows the write collected, still running on a thread (`choice`
+    waits for it, and where those rows were not enough reads rows back, on the caller's thread). `spec`,
+    `reasons` and `second` are what the write scored with, for a second write with the UDF."""
+
+    listing: Listing
+    counts: audit.Counts
+    wrote: str  # the engine that wrote the staged rows
+    verifying: Background[engine.Choice | None]
+    read_back: Callable[[], engine.Choice]
+    spec: ModelSpec
+    reasons: Column | None
+    second: _Second | None
+
+    def choice(self) -> engine.Choice:
+        found = self.verifying.result()
+        return found if found is not None else self.read_back()
+
+    def settle(self) -> None:
+        _settle(self.verifying)
+
+
+def _settle(verifying: Background[engine.Choice | None]) -> None:
+    """Wait for the verification's thread, its outcome no longer wanted (the run is failing): nothing may
+    read the staged rows once the run discards them."""
+    with contextlib.suppress(Exception):
+        verifying.result()
+
+
 def _score_and_stage(spark: SparkSession, cfg: JobConfig, job: Prepared, lineage: RunLineage,
-                     staging: StagingArea) -> tuple[Listing, audit.Counts, engine.Choice]:
+                     staging: StagingArea) -> _Staged:
     """The run's one pass over the data: score every selected row and write it, scored or rejected, under
     a run-specific folder; then audit what was written.
 
     A translated model is verified on the run's rows before its output may be published. Under `auto` the
     write itself collects a sample of the rows it scored, with the translation's outputs (an observation,
-    like its row count): no second pass over the input, no Spark job after it; on a mismatch the staged rows
-    are deleted and the run writes again with the UDF. Under `sql` a mismatch fails the run, so there it comes
-    first, on the input's rows, and nothing is written."""
+    like its row count): no second pass over the input, no Spark job after it. The comparison runs on a
+    thread while the run audits and profiles what it wrote; on a mismatch the caller scores again with the
+    UDF (`_rescore`). Under `sql` a mismatch fails the run, so there it comes first, on the input's rows, and
+    nothing is written."""
     scoring, quarantine = job.scoring, cfg.on_bad_rows == "quarantine"
     reasons = bad_rows.reasons(scoring) if cfg.on_bad_rows != "pass" else None
     spec = ModelSpec(job.model.path, scoring.features, scoring.outputs, tensor=scoring.tensor, params=job.params,
                      isolate_errors=quarantine)
     second = _challenger(spark, cfg, job, reasons, lineage) if job.challenger is not None else None
     faults.while_running_jobs(spark)
+    verifying: Background[engine.Choice | None]
     if job.engine.program is not None and cfg.engine == "auto":
         written = _write(spark, cfg, job, lineage, staging, job.engine, spec, reasons, second,
                          _verify_share(job, cfg.verify_rows))
-        chosen = _verified(spark, cfg, job, staging, spec, written)
-        log.info("engine: %s (%s)", chosen.engine, chosen.reason)
-        if chosen.engine != "sql":
-            staging.delete(spark)
-            written = _write(spark, cfg, job, lineage, staging, chosen, spec, reasons, second)
+        verifying = Background(lambda: _verified_on_sample(cfg, job, spec, written), "verify")
+        wrote = "sql"
     else:
-        chosen = engine.verify(spark, job.engine, job.selected(spark), reasons, spec, cfg.verify_rows,
-                               cfg.engine_tolerance, cfg.engine)
-        log.info("engine: %s (%s)", chosen.engine, chosen.reason)
+        chosen = _logged(engine.verify(spark, job.engine, job.selected(spark), reasons, spec, cfg.verify_rows,
+                                       cfg.engine_tolerance, cfg.engine))
         written = _write(spark, cfg, job, lineage, staging, chosen, spec, reasons, second)
+        verifying, wrote = Background(lambda: chosen, "verify"), chosen.engine
+    try:
+        listing, counts = _audited(spark, cfg, job, staging, written)
+    except BaseException:
+        _settle(verifying)
+        raise
+    return _Staged(listing, counts, wrote, verifying, lambda: _verified_read_back(spark, cfg, job, staging, spec),
+                   spec, reasons, second)
+
+
+def _logged(chosen: engine.Choice) -> engine.Choice:
+    log.info("engine: %s (%s)", chosen.engine, chosen.reason)
+    return chosen
+
+
+def _rescore(spark: SparkSession, cfg: JobConfig, job: Prepared, lineage: RunLineage, staging: StagingArea,
+             first: _Staged, chosen: engine.Choice) -> tuple[Listing, audit.Counts]:
+    """The translation did not verify under `auto`: its staged rows go, and the run writes again with the
+    UDF (and audits that)."""
+    staging.delete(spark)
+    written = _write(spark, cfg, job, lineage, staging, chosen, first.spec, first.reasons, first.second)
+    return _audited(spark, cfg, job, staging, written)
+
+
+def _audited(spark: SparkSession, cfg: JobConfig, job: Prepared, staging: StagingArea,
+             written: _Written) -> tuple[Listing, audit.Counts]:
+    """The staged files counted from their footers and checked against what the write observed."""
     faults.point("after_stage")
     listing = staging.listing(spark)
     counts = audit.count(written.rows, listing.partitions)  # checked against the written files' footers
@@ -208,8 +275,8 @@ def _score_and_stage(spark: SparkSession, cfg: JobConfig, job: Prepared, lineage
     example = staging.example_reject(spark, job.keys) if counts.rejected and cfg.on_bad_rows == "fail" else None
     audit.check(counts, cfg.on_bad_rows, cfg.max_bad_fraction, example)
     if cfg.prediction_range is not None:
-        audit.check_range(staging.rows(spark, SCORED), scoring.outputs, cfg.prediction_range)
-    return listing, counts, chosen
+        audit.check_range(staging.rows(spark, SCORED), job.scoring.outputs, cfg.prediction_range)
+    return listing, counts
 
 
 def _verify_share(job: Prepared, rows: int) -> float | None:
@@ -224,20 +291,26 @@ def _verify_share(job: Prepared, rows: int) -> float | None:
     return min(1.0, sampling.OVERDRAW * rows / total) if total else None
 
 
-def _verified(spark: SparkSession, cfg: JobConfig, job: Prepared, staging: StagingArea, spec: ModelSpec,
-              written: _Written) -> engine.Choice:
-    """`auto`'s verification on the rows as the run wrote them: those the write collected, else (their number
-    not known before the write, or a sample short of it) rows read back from the staging area, the profile
-    sample's where the write drew one."""
+def _verified_on_sample(cfg: JobConfig, job: Prepared, spec: ModelSpec, written: _Written) -> engine.Choice | None:
+    """`auto`'s verification on the rows the write collected, on the driver alone (no Spark job, no session
+    setting: it may run beside the run's other work); None where they are not enough (their number not known
+    before the write, or a sample short of it)."""
     wanted = min(cfg.verify_rows, written.seen)
-    if written.sample is not None and len(written.sample) >= sampling.ENOUGH * wanted:
-        drawn = written.sample
-        if len(drawn) > cfg.verify_rows:  # spread over every task's rows, not the first tasks' only
-            drawn = [drawn[i * len(drawn) // cfg.verify_rows] for i in range(cfg.verify_rows)]
-        return engine.verify_sample(job.engine, drawn, spec, cfg.engine_tolerance, cfg.engine)
+    drawn = written.sample()
+    if drawn is None or len(drawn) < sampling.ENOUGH * wanted:
+        return None
+    if len(drawn) > cfg.verify_rows:  # spread over every task's rows, not the first tasks' only
+        drawn = [drawn[i * len(drawn) // cfg.verify_rows] for i in range(cfg.verify_rows)]
+    return _logged(engine.verify_sample(job.engine, drawn, spec, cfg.engine_tolerance, cfg.engine))
+
+
+def _verified_read_back(spark: SparkSession, cfg: JobConfig, job: Prepared, staging: StagingArea,
+                        spec: ModelSpec) -> engine.Choice:
+    """`auto`'s verification on rows read back from the staging area, the profile sample's where the write
+    drew one (a Spark job, with settings of its own: run where nothing else runs)."""
     rows = staging.sample_or_rows(spark, {p.values for p in staging.listing(spark).samples})
-    return engine.verify_written(spark, job.engine, rows.where(col(bad_rows.OUTCOME).isin(SCORED, REJECTED)),
-                                 spec, cfg.verify_rows, cfg.engine_tolerance, cfg.engine)
+    return _logged(engine.verify_written(spark, job.engine, rows.where(col(bad_rows.OUTCOME).isin(SCORED, REJECTED)),
+                                         spec, cfg.verify_rows, cfg.engine_tolerance, cfg.engine))
 
 
 def _query_settings(cfg: JobConfig, spec: ModelSpec, chosen: engine.Choice) -> dict[str, str]:
@@ -277,11 +350,19 @@ def _challenger(spark: SparkSession, cfg: JobConfig, job: Prepared, reasons: Col
 @dataclass(frozen=True)
 class _Written:
     """What the write observed: the rows read, those the model saw (none rejected for their inputs), and
-    the rows it collected to verify the translation on (None: not asked)."""
+    the rows it collected to verify the translation on (`sample`; None: not asked). The sample is an
+    observation of its own: bringing its rows to Python takes 0.3-0.7 s, paid on the verification's thread."""
 
     rows: int
     seen: int
-    sample: list[Row] | None = None
+    drawn: Observation | None = None
+
+    def sample(self) -> list[Row] | None:
+        """Python rows where the observation gives them (else the caller reads rows back: `_verified`)."""
+        if self.drawn is None:
+            return None
+        found = self.drawn.get["sample"]
+        return list(found) if isinstance(found, list) else None
 
 
 def _write(spark: SparkSession, cfg: JobConfig, job: Prepared, lineage: RunLineage, staging: StagingArea,
@@ -302,13 +383,14 @@ def _write(spark: SparkSession, cfg: JobConfig, job: Prepared, lineage: RunLinea
         settings = {**engine.spark_settings(second.choice), **settings}
     rows = rows.transform(engine.to_dataframe, chosen, spec, skip)
     # counted as the rows pass, in the write's one pass: the rows read (every row goes on to be written)
-    observed = Observation("written")
+    observed, collected = Observation("written"), None
     metrics = [F.count(F.lit(1)).alias("rows")]
     if verify_share is not None:
         metrics.append(F.count(F.when(col(plan.REJECT_REASON).isNull(), 1)).alias("seen"))
         drawn = F.rand(sampling.SEED + 1) < F.lit(verify_share) if verify_share < 1.0 else F.lit(True)
+        collected = Observation("drawn")
         rows = rows.withColumn(_DRAWN, drawn)
-        metrics.append(engine.sample_of(rows, spec, col(_DRAWN)).alias("sample"))
+        rows = rows.observe(collected, engine.sample_of(rows, spec, col(_DRAWN)).alias("sample"))
     rows = (rows.observe(observed, *metrics).drop(_DRAWN)
             .transform(partitions.with_fingerprints, job.source, job.fingerprints)
             .transform(bad_rows.with_outcome)
@@ -328,8 +410,7 @@ def _write(spark: SparkSession, cfg: JobConfig, job: Prepared, lineage: RunLinea
     found = observed.get
     if verify_share is None:
         return _Written(int(found["rows"]), int(found["rows"]))
-    sample = found["sample"]  # Python rows where the observation gives them (else read back: `_verified`)
-    return _Written(int(found["rows"]), int(found["seen"]), list(sample) if isinstance(sample, list) else None)
+    return _Written(int(found["rows"]), int(found["seen"]), collected)
 
 
 def _passed_through(job: Prepared) -> list[str]:
