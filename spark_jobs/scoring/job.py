@@ -358,7 +358,7 @@ class _Written:
     drawn: Observation | None = None
 
     def sample(self) -> list[Row] | None:
-        """Python rows where the observation gives them (else the caller reads rows back: `_verified`)."""
+        """Python rows where the observation gives them (else the caller reads rows back: `_verified_read_back`)."""
         if self.drawn is None:
             return None
         found = self.drawn.get["sample"]
