@@ -120,10 +120,23 @@ def end_process(code: int) -> None:
     written, published and closed what it owns, and its output is flushed here. On Databricks a wheel task
     runs the entry point inside the platform's own Python process, which must go on: there it exits as
     usual (SystemExit), as it does for whatever runs the entry point several times in one process (the
-    tests' driver replaces this function). `main` returns."""
-    if os.environ.get("DATABRICKS_RUNTIME_VERSION"):
+    tests' driver replaces this function), and where PySpark's profiler prints its profiles at exit
+    (`spark.python.profile`). `main` returns."""
+    if os.environ.get("DATABRICKS_RUNTIME_VERSION") or _profiled():
         sys.exit(code)
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def _profiled() -> bool:
+    """Whether the session profiles Python workers: PySpark shows (or dumps) their profiles at exit."""
+    from pyspark import SparkContext
+
+    context = SparkContext._active_spark_context
+    if context is None:
+        return False
+    conf = context.getConf()
+    keys = ("spark.python.profile", "spark.python.profile.memory")
+    return any(str(conf.get(key, "false")).lower() == "true" for key in keys)

@@ -38,3 +38,15 @@ def test_the_process_exits_at_once_except_inside_databricks(tmp_path: Path, data
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith("score-table: error: --input-table")
     assert ("teardown ran" in done.stdout) is teardown
+
+
+def test_a_session_that_profiles_python_keeps_the_interpreters_exit(tmp_path: Path) -> None:
+    """PySpark prints the Python workers' profiles at exit (`spark.python.profile`): that exit is kept."""
+    script = ("import atexit; atexit.register(lambda: print('teardown ran')); "
+              "from pyspark import SparkConf, SparkContext; "
+              "SparkContext(conf=SparkConf().setMaster('local[1]').set('spark.ui.enabled', 'false')"
+              ".set('spark.python.profile', 'true')); "
+              "from spark_jobs.cli import end_process; end_process(3)")
+    done = call([str(BIN / "python"), "-c", script], tmp_path, Path.cwd())
+    assert done.returncode == 3, done.stderr[-2000:]
+    assert "teardown ran" in done.stdout
