@@ -16,6 +16,7 @@ import math
 import re
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import unquote
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.catalog import Catalog
@@ -104,6 +105,26 @@ def table_location(spark: SparkSession, table: str) -> str | None:
         return str(utils.URIToString(storage.get()))
     except Exception:
         log.debug("the location of %s through DESCRIBE", table, exc_info=True)
+        return None
+
+
+def partition_location(spark: SparkSession, table: str, name: str) -> str | None:
+    """A partition's location as DESCRIBE prints it (a path, as `table_location`), from the session catalog's
+    partition metadata (one metastore call); `name` as Hive gives it (`ds=2026-11-23/region=eu`, values
+    path-escaped). None where the session catalog does not hold the table or the partition has no location."""
+    try:
+        catalog, ident = _session_table(spark, table)
+        jvm = spark.sparkContext._jvm
+        assert jvm is not None
+        spec = {k: unquote(v) for k, v in (part.split("=", 1) for part in name.strip("/").split("/"))}
+        found = catalog.getPartition(ident, jvm.org.apache.spark.api.python.PythonUtils.toScalaMap(spec))
+        storage = found.storage().locationUri()
+        if storage.isEmpty():
+            return None
+        utils = getattr(jvm, "org.apache.spark.sql.catalyst.catalog.CatalogUtils")
+        return str(utils.URIToString(storage.get()))
+    except Exception:
+        log.debug("no location of partition %s of %s from the session catalog", name, table, exc_info=True)
         return None
 
 

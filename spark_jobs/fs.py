@@ -4,8 +4,9 @@ exclusive create that is atomic where the file system allows it."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
@@ -14,6 +15,8 @@ from py4j.protocol import Py4JError, Py4JJavaError
 from pyspark.sql import SparkSession
 
 from spark_jobs.background import each
+
+log = logging.getLogger("score_table.fs")
 
 
 def _fs(spark: SparkSession, path: str, uri: bool = False) -> tuple[Any, Any]:
@@ -143,18 +146,32 @@ def replace_bytes(spark: SparkSession, path: str, data: bytes) -> None:
 def parquet_row_counts(spark: SparkSession, root: str) -> list[tuple[str, int]]:
     """(path, rows) of every Parquet file under `root`, from the footers alone: no row is read. Hidden and
     underscore entries (`_SUCCESS`, `_temporary`) are skipped, as Spark's readers skip them."""
+    statuses = data_files(spark, root)
+    read = _Footers(spark).read_all(statuses)
+    return [(str(s.getPath().toString()), int(rows or 0)) for s, (rows, _) in zip(statuses, read, strict=True)]
+
+
+def data_files(spark: SparkSession, root: str) -> list[Any]:
+    """The statuses (path, size, modification time) of the files under `root` (a path as Hadoop prints it, as
+    the catalog's locations are), recursively, in one listing, less what Spark's file readers skip: entries
+    whose name starts with `_` (unless it holds `=`, a partition folder) or `.`, and files being copied in
+    (`._COPYING_`). A folder that does not exist holds none."""
     fs, p = _fs(spark, root)
     base = str(fs.makeQualified(p).toString()).rstrip("/")
+    try:
+        files = fs.listFiles(p, True)
+    except Py4JJavaError as e:
+        if "FileNotFoundException" in e.java_exception.getClass().getName():
+            return []
+        raise
     statuses = []
-    files = fs.listFiles(p, True)
     while files.hasNext():
         status = files.next()
-        path = str(status.getPath().toString())
-        relative = path[len(base):].strip("/").split("/")
-        if not any(part.startswith(("_", ".")) and "=" not in part for part in relative):
-            statuses.append((path, status))
-    footers = _Footers(spark)
-    return list(zip([path for path, _ in statuses], each(footers.rows, [s for _, s in statuses]), strict=True))
+        relative = str(status.getPath().toString())[len(base):].strip("/").split("/")
+        if not any(part.startswith(("_", ".")) and "=" not in part for part in relative) \
+                and not relative[-1].endswith("._COPYING_"):
+            statuses.append(status)
+    return statuses
 
 
 @dataclass(frozen=True)
@@ -165,22 +182,22 @@ class FileFacts:
     plain: frozenset[str] | None = None  # top-level columns of its first row group stored without a dictionary
 
 
-def parquet_files(spark: SparkSession, uris: Sequence[str], footers: int = 0) -> list[FileFacts]:
-    """Size, modification time and rows of files given as URIs (as `DataFrame.inputFiles()` gives them);
-    rows from the Parquet footers of the first `footers` files (None for the others, and for a footer that
-    cannot be read), no row read; and from the first footer, which columns its writer stored without a
+def parquet_facts(spark: SparkSession, statuses: Sequence[Any], footers: int = 0,
+                  plain_of: Collection[int] = (0,)) -> list[FileFacts]:
+    """Size, modification time and rows of files given by their statuses (`data_files`); rows from the Parquet
+    footers of the first `footers` files (None for the others, and for a footer that cannot be read), no row
+    read; and from the footers of the files at `plain_of`, which columns their writer stored without a
     dictionary (`publishing.encoding`)."""
+    read = _Footers(spark).read_all(statuses[:footers], strict=False, plain_of=plain_of)
+    return [FileFacts(int(s.getLen()), float(s.getModificationTime()) / 1000.0, *(read[i] if i < len(read) else
+                                                                                  (None, None)))
+            for i, s in enumerate(statuses)]
+
+
+def parquet_files(spark: SparkSession, uris: Sequence[str], footers: int = 0) -> list[FileFacts]:
+    """`parquet_facts` of files given as URIs (as `DataFrame.inputFiles()` gives them)."""
     reader = _Footers(spark)
-
-    def facts(i: int) -> FileFacts:
-        status = reader.status(uris[i])
-        rows, plain = None, None
-        if i < footers:
-            with contextlib.suppress(Py4JJavaError):
-                rows, plain = reader.read(status, columns=i == 0)
-        return FileFacts(int(status.getLen()), float(status.getModificationTime()) / 1000.0, rows, plain)
-
-    return each(facts, list(range(len(uris))))
+    return parquet_facts(spark, each(reader.status, list(uris)), footers)
 
 
 def parquet_rows(spark: SparkSession, uri: str) -> int:
@@ -196,6 +213,7 @@ class _Footers:
     def __init__(self, spark: SparkSession) -> None:
         jvm = spark.sparkContext._jvm
         assert jvm is not None
+        self.jvm = jvm
         self.conf = spark.sparkContext._jsc.hadoopConfiguration()
         self.path, self.uri = jvm.org.apache.hadoop.fs.Path, jvm.java.net.URI
         self.reader = jvm.org.apache.parquet.hadoop.ParquetFileReader
@@ -214,14 +232,50 @@ class _Footers:
         reader = self.reader.open(self.input.fromStatus(status, self.conf))
         try:
             rows = int(reader.getRecordCount())
-            return rows, (_plain_columns(reader) if columns else None)
+            return rows, (_plain_columns(reader.getFooter()) if columns else None)
         finally:
             reader.close()
 
+    def read_all(self, statuses: Sequence[Any], strict: bool = True, plain_of: Collection[int] = (0,)
+                 ) -> list[tuple[int | None, frozenset[str] | None]]:
+        """`read` of many files (with the columns of those at `plain_of`), the footers read by Parquet's own pool in
+        the JVM in one call: per file, the calls from Python are four round trips each, which the run's other
+        threads slow down (measured: 21 footers 0.30-0.36 s against 0.18 s, 0.88 s against 0.28-0.62 s in a
+        fresh JVM). Where that call fails (a footer that cannot be read), file by file: with `strict` the
+        error is raised, else that file's rows are None."""
+        if not statuses:
+            return []
+        try:
+            listing = self.jvm.java.util.ArrayList()
+            for s in statuses:
+                listing.add(s)
+            footers = self.reader.readAllFootersInParallel(self.conf, listing, False)
+            found = {}
+            for i in range(footers.size()):
+                footer = footers.get(i)
+                found[str(footer.getFile().toString())] = footer.getParquetMetadata()
+            metadata = [found[str(s.getPath().toString())] for s in statuses]
+        except (Py4JError, KeyError):
+            log.debug("reading %d footers one by one", len(statuses), exc_info=True)
+            return each(lambda i: self._read_one(statuses[i], i in plain_of, strict), list(range(len(statuses))))
+        return [(_rows(m), _plain_columns(m) if i in plain_of else None) for i, m in enumerate(metadata)]
 
-def _plain_columns(reader: Any) -> frozenset[str] | None:
+    def _read_one(self, status: Any, columns: bool, strict: bool) -> tuple[int | None, frozenset[str] | None]:
+        if strict:
+            return self.read(status, columns)
+        with contextlib.suppress(Py4JJavaError):
+            return self.read(status, columns)
+        return None, None
+
+
+def _rows(metadata: Any) -> int:
+    blocks = metadata.getBlocks()
+    return sum(int(blocks.get(i).getRowCount()) for i in range(blocks.size()))
+
+
+def _plain_columns(metadata: Any) -> frozenset[str] | None:
     try:
-        blocks = reader.getFooter().getBlocks()
+        blocks = metadata.getBlocks()
         if blocks.isEmpty():
             return None
         chunks = blocks.get(0).getColumns()

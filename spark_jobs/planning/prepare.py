@@ -12,7 +12,6 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
 from spark_jobs import fs
-from spark_jobs.background import each
 from spark_jobs.config import JobConfig
 from spark_jobs.errors import UsageError, one_line
 from spark_jobs.model import engine, model_ref
@@ -73,8 +72,7 @@ def prepare(spark: SparkSession, cfg: JobConfig, model: model_ref.LocalModel | N
     params = plan.typed_params(model.signature, cfg.params)
     keys = _key_columns(cfg, source)
     chosen = partitions.selected(spark, source, scoring.selection)
-    scanned = dict(zip(chosen, each(lambda v: partitions.fingerprint(spark, source, v), chosen, threads=4),
-                       strict=True))
+    scanned = partitions.scan(spark, source, chosen)
     prints = {v: s.fingerprint for v, s in scanned.items() if not s.fingerprint.startswith("files=0;")}
     estimates = {v: s.rows for v, s in scanned.items() if s.rows is not None}
     if not prints:

@@ -433,6 +433,8 @@ def _lineage_columns(columns: list[str], lineage: RunLineage, second: _Second | 
 def _stored_values_of_rejects_only(df: DataFrame, replaced: tuple[str, ...]) -> DataFrame:
     """The stored values of columns a transform replaced are kept for rejected rows only (the rejects table
     shows them); a scored row has the transformed value, as the model saw it."""
+    if not replaced:
+        return df
     rejected = col(bad_rows.OUTCOME) == F.lit(REJECTED)
     return df.withColumns({f"{ORIGINAL}{c}": F.when(rejected, col(f"{ORIGINAL}{c}")) for c in replaced})
 
