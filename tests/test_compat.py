@@ -106,3 +106,29 @@ def test_table_location_is_the_one_describe_prints(spark: SparkSession, source: 
         assert compat.table_location(spark, "lake.no_such_table") is None
     finally:
         spark.catalog.dropTable("lake.located", ifExists=True)
+
+
+def test_partition_location_is_the_one_describe_prints(spark: SparkSession, source: str, tmp_path: Path) -> None:
+    """From the session catalog's partition metadata: values Hive escapes in the name, a partition with a
+    location of its own (escaped in the URI), a null partition; None for a partition or table not there."""
+    spark.createDataFrame([(1, "50%_/x"), (2, "it's"), (3, None)], "x int, p string") \
+        .write.partitionBy("p").saveAsTable("lake.parted")
+    own = tmp_path / "its own 50% place"
+    compat.sql(spark, "ALTER TABLE IDENTIFIER(:t) ADD PARTITION (p = :v) LOCATION :where",
+               {"t": "lake.parted", "v": "elsewhere", "where": str(own)})
+    try:
+        names = compat.list_partitions(spark, "lake.parted")
+        assert len(names) == 4
+        for name in names:
+            value = unquote(name.split("=", 1)[1])
+            found = compat.partition_location(spark, "lake.parted", name)
+            if value == "__HIVE_DEFAULT_PARTITION__":
+                assert found is not None and found.endswith("/p=__HIVE_DEFAULT_PARTITION__")
+                continue
+            described = compat.sql(spark, "DESCRIBE TABLE EXTENDED IDENTIFIER(:t) PARTITION (p = :v)",
+                                   {"t": "lake.parted", "v": value}).collect()
+            assert found == next(str(r.data_type) for r in described if r.col_name == "Location")
+        assert compat.partition_location(spark, "lake.parted", "p=nowhere") is None
+        assert compat.partition_location(spark, "lake.no_such_table", "p=x") is None
+    finally:
+        spark.catalog.dropTable("lake.parted", ifExists=True)

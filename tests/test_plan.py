@@ -7,6 +7,7 @@ import datetime as dt
 import decimal
 import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -400,3 +401,51 @@ def test_each_row_gets_its_own_partitions_fingerprint(spark: SparkSession, days:
     expected = spark.createDataFrame([(*r, prints[(r[1], r[2])]) for r in rows],
                                      "id bigint, ds date, region string, input_fingerprint string")
     assertDataFrameEqual(df.transform(partitions.with_fingerprints, table, prints), expected)
+
+
+def test_scan_tells_what_sparks_own_listing_tells(spark: SparkSession, source: str, tmp_path: Path) -> None:
+    """Files listed under the catalog's locations and their footers read in one call give each partition the
+    fingerprint, rows and dictionary-less columns that Spark's own listing of its files gives: values Hive
+    escapes, a null partition, more files than footers read (an estimate), a location of its own, files that
+    Spark's readers skip, a file that is not Parquet; a view falls back to Spark's listing."""
+    from py4j.protocol import Py4JJavaError
+
+    from spark_jobs import compat, fs
+    from spark_jobs.planning import partitions, tables
+
+    rows = [(i, float(i) * 0.5, ("50%_/x", "it's", None)[i % 3]) for i in range(300)]
+    df = spark.createDataFrame(rows, "id bigint, x double, p string")
+    df.repartition(20).write.partitionBy("p").saveAsTable("lake.scanned")  # 20 files in each partition
+    own = tmp_path / "its own 50% place"
+    df.where("p = 'it''s'").drop("p").coalesce(1).write.parquet(str(own))
+    compat.sql(spark, "ALTER TABLE IDENTIFIER(:t) ADD PARTITION (p = :v) LOCATION :where",
+               {"t": "lake.scanned", "v": "elsewhere", "where": str(own)})
+    (own / "_skipped.parquet").write_bytes(b"not read")
+    (own / ".hidden").write_bytes(b"not read")
+    spark.sql("CREATE VIEW lake.scanned_view AS SELECT * FROM lake.scanned")
+    try:
+        for name, declared in (("lake.scanned", ()), ("lake.scanned_view", ("p",))):
+            info = tables.source(spark, name, declared, {})
+            chosen = partitions.listed(spark, info)
+            assert len(chosen) == 4
+            spark.catalog.refreshTable(name)
+            expected = {v: partitions.fingerprint(spark, info, v) for v in chosen}
+            assert partitions.scan(spark, info, chosen) == expected
+            assert all((s.rows is None) == bool(declared) for s in expected.values())  # a view's: not read
+        (own / "not-parquet.txt").write_bytes(b"text")  # not all Parquet: no rows, no columns told
+        spark.catalog.refreshTable("lake.scanned")
+        info = tables.source(spark, "lake.scanned", (), {})
+        chosen = partitions.listed(spark, info)
+        found = partitions.scan(spark, info, chosen)
+        assert found == {v: partitions.fingerprint(spark, info, v) for v in chosen}
+        assert found[("elsewhere",)].rows is None and found[("elsewhere",)].fingerprint.startswith("files=2;")
+        (own / "not-parquet.txt").rename(own / "broken.parquet")  # a footer that cannot be read: rows not told
+        spark.catalog.refreshTable("lake.scanned")
+        found = partitions.scan(spark, info, chosen)
+        assert found == {v: partitions.fingerprint(spark, info, v) for v in chosen}
+        assert found[("elsewhere",)].rows is None and found[("it's",)].rows == 100
+        with pytest.raises(Py4JJavaError):  # counting rows (the audit's) does not pass over it
+            fs.parquet_row_counts(spark, str(own))
+    finally:
+        spark.sql("DROP VIEW IF EXISTS lake.scanned_view")
+        spark.catalog.dropTable("lake.scanned", ifExists=True)

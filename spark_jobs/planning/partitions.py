@@ -80,7 +80,8 @@ def scan(spark: SparkSession, table: TableInfo, chosen: Sequence[Values]) -> dic
     located = _locations(spark, table, chosen)
     if located is None:
         return dict(zip(chosen, each(lambda v: fingerprint(spark, table, v), list(chosen), threads=4), strict=True))
-    listed_files = each(lambda where: fs.data_files(spark, where), located, threads=4)
+    listed_files = [sorted(files, key=lambda f: str(f.getPath().getName()))
+                    for files in each(lambda where: fs.data_files(spark, where), located, threads=4)]
     parquet = [bool(files) and all(str(f.getPath().getName()).endswith(".parquet") for f in files)
                for files in listed_files]
     flat: list[Any] = []
@@ -116,7 +117,8 @@ def _locations(spark: SparkSession, table: TableInfo, chosen: Sequence[Values]) 
 
 def fingerprint(spark: SparkSession, table: TableInfo, values: Values) -> Scanned:
     """`scan` of one partition through Spark's own listing of its files (a view's are its tables')."""
-    files = spark.table(table.name).where(matches(table.partition_columns, values)).inputFiles()
+    files = sorted(spark.table(table.name).where(matches(table.partition_columns, values)).inputFiles(),
+                   key=lambda f: f.rsplit("/", 1)[-1])
     # inputFiles() gives URIs (a Hive-escaped `%` is `%25` there): read back as URIs
     parquet = not table.view and bool(files) and all(f.endswith(".parquet") for f in files)
     return _scanned(fs.parquet_files(spark, files, _FOOTERS if parquet else 0), parquet)
@@ -124,8 +126,8 @@ def fingerprint(spark: SparkSession, table: TableInfo, values: Values) -> Scanne
 
 def _scanned(facts: Sequence[fs.FileFacts], parquet: bool) -> Scanned:
     """The fingerprint (file count, bytes, newest modification), the rows and the columns stored without a
-    dictionary, from a partition's files: every file's rows up to _FOOTERS files, else the first ones' rows per
-    byte times all the bytes (an estimate is all the sample needs)."""
+    dictionary, from a partition's files (in the order of their names): every file's rows up to _FOOTERS files,
+    else the first ones' rows per byte times all the bytes (an estimate is all the sample needs)."""
     sizes = [f.size for f in facts]
     found = f"files={len(facts)};bytes={sum(sizes)};newest={max((f.modified for f in facts), default=0.0):.3f}"
     plain = facts[0].plain if parquet else None
