@@ -80,16 +80,19 @@ def list_partitions(spark: SparkSession, table: str) -> list[str]:
     return [r.partition for r in sql(spark, "SHOW PARTITIONS IDENTIFIER(:table)", {"table": table}).collect()]
 
 
-def partition_columns(spark: SparkSession, table: str) -> tuple[str, ...]:
-    """A table's partition columns as the catalog names them. The session catalog's table metadata, where the
-    name is one it holds (a py4j call or two); else `Catalog.listColumns`, whose first call costs about 1.3 s
-    (it builds the encoder of its Dataset) and its later ones 0.3 s: a fixed cost of every run."""
+def table_kind(spark: SparkSession, table: str) -> tuple[bool, tuple[str, ...]]:
+    """Whether a table is a view (temporary or not), and its partition columns as the catalog names them: the
+    session catalog's table metadata, one call where the name is one it holds (each metastore read of a table
+    parses every column's type); else the public calls (`Catalog.listColumns`, whose first call costs about
+    1.3 s: it builds the encoder of its Dataset)."""
     try:
         catalog, ident = _session_table(spark, table)
-        names = catalog.getTempViewOrPermanentTableMetadata(ident).partitionColumnNames()
-        return tuple(names.apply(i) for i in range(names.size()))
-    except Exception:  # another catalog (a three-part name), Spark Connect: the public call
-        return tuple(c.name for c in spark.catalog.listColumns(table) if c.isPartition)
+        found = catalog.getTempViewOrPermanentTableMetadata(ident)
+        names = found.partitionColumnNames()
+        return str(found.tableType().name()) == "VIEW", tuple(names.apply(i) for i in range(names.size()))
+    except Exception:  # another catalog (a three-part name), Spark Connect: the public calls
+        view = spark.catalog.getTable(table).tableType in ("VIEW", "TEMPORARY")
+        return view, tuple(c.name for c in spark.catalog.listColumns(table) if c.isPartition)
 
 
 def table_location(spark: SparkSession, table: str) -> str | None:

@@ -67,8 +67,8 @@ def describe(spark: SparkSession, name: str) -> TableInfo | None:
     if not spark.catalog.tableExists(name):
         return None
     schema = spark.table(name).schema  # analysis only
-    view = spark.catalog.getTable(name).tableType in ("VIEW", "TEMPORARY")
-    return TableInfo(name, schema, compat.partition_columns(spark, name), view)
+    view, partition_columns = compat.table_kind(spark, name)
+    return TableInfo(name, schema, partition_columns, view)
 
 
 def source(spark: SparkSession, name: str, partition_columns: Sequence[str],
