@@ -126,6 +126,18 @@ def test_cron_line_has_valid_flags() -> None:
     assert cfg.partitions == {"ds": ("2026-11-23",)} and cfg.local_defaults is False
 
 
+def test_cron_line_and_kubernetes_job_give_the_driver_the_jobs_jit_settings() -> None:
+    """The JIT settings have one owner (spark_jobs.session.JVM_OPTIONS); the deployment files pass them as is."""
+    from spark_jobs.session import JVM_OPTIONS
+
+    cron = next(x for x in (CONF / "cron" / "score-table.cron").read_text().splitlines() if x and not x.startswith("#"))
+    job = yaml.safe_load((CONF / "kubernetes" / "cronjob.yaml").read_text())
+    (container,) = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    for command in (cron.split(">>")[0].replace("\\%", "%"), " ".join(container["args"])):
+        words = shlex.split(command.split("spark-submit ", 1)[1])
+        assert words[words.index("--driver-java-options") + 1] == JVM_OPTIONS
+
+
 def test_databricks_bundle_pins_an_lts_runtime_whose_spark_the_package_supports() -> None:
     """The runtime's PySpark must satisfy the wheel's requirement, or pip installs a second PySpark over the
     platform's (or refuses the wheel)."""
