@@ -75,7 +75,8 @@ def assess(spark: SparkSession, settings: Settings, staging: StagingArea, scorin
     paths = {p.values: _partition_path(p) for p in staged if p.outcome in (SCORED, REJECTED)}
     ordered = sorted(paths, key=baseline._order)
     rows = staging.every_row(spark)
-    find, note = _baselines(spark, settings, staging, fields, paths, model_run_id)
+    root = store.location(spark, settings.profiles_table)  # one look-up for the baselines and the write
+    find, note = _baselines(spark, settings, staging, fields, paths, model_run_id, root)
     totals = _totals(staged)
     drawn = _drawn(listing.samples, totals, settings.profile_rows)
     if drawn:
@@ -98,7 +99,7 @@ def assess(spark: SparkSession, settings: Settings, staging: StagingArea, scorin
         name = partitions.describe(parts, values) if parts else "table"
         found.append(PartitionQuality(name, values, tuple(made[values]), reasons.get(values, {}), comparison))
     store.write(spark, settings.profiles_table, run_id, fields, {q.values: (paths[q.values], q.profiles)
-                                                                 for q in found})
+                                                                 for q in found}, root)
     if note.startswith("previous") and not any(p.drift for q in found for p in q.profiles):
         note = "previous: no earlier profile of these partitions (first run): drift not measured"
     crossed = gate(found, settings.max_drift)
@@ -160,7 +161,7 @@ def drift_error(crossed: Sequence[str]) -> ScoringError:
 
 
 def _baselines(spark: SparkSession, settings: Settings, staging: StagingArea, fields: Sequence[T.StructField],
-               paths: Mapping[Values, str], model_run_id: str | None
+               paths: Mapping[Values, str], model_run_id: str | None, root: str | None
                ) -> tuple[Callable[[Values], profiles.Baseline | None], str]:
     if settings.baseline == "training":
         found = baseline.training(model_run_id)
@@ -169,7 +170,7 @@ def _baselines(spark: SparkSession, settings: Settings, staging: StagingArea, fi
                         "not measured")
             return (lambda _v: None), "training: the model version has no training profile: drift not measured"
         return baseline.fixed(found, "training profile"), "training profile of the model version"
-    return baseline.Previous(spark, staging.table_location, store.location(spark, settings.profiles_table), fields,
+    return baseline.Previous(spark, staging.table_location, root, fields,
                              paths), "previous: the published version of each partition, else the latest earlier one"
 
 

@@ -58,14 +58,16 @@ def location(spark: SparkSession, table: str) -> str | None:
 
 
 def write(spark: SparkSession, table: str, run_id: str, partition_fields: Sequence[T.StructField],
-          profiles: Mapping[tuple[Any, ...], tuple[str, Sequence[ColumnProfile]]]) -> None:
+          profiles: Mapping[tuple[Any, ...], tuple[str, Sequence[ColumnProfile]]], root: str | None = None) -> None:
     """The run's profiles: per partition (values -> (its Hive partition path, as Spark wrote the staged
-    rows, and its profiles)) one file in `<table>/<partition path>/`, the partition added where missing."""
+    rows, and its profiles)) one file in `<table>/<partition path>/`, the partition added where missing.
+    `root`: the table's folder as `location` gave it to the caller (None: no table then; made here)."""
     names = [f.name for f in partition_fields]
-    if not spark.catalog.tableExists(table):
-        output.create_empty(spark, table, table_schema(partition_fields), names, "parquet")
-    root = location(spark, table)
-    assert root is not None
+    if root is None:
+        if not spark.catalog.tableExists(table):
+            output.create_empty(spark, table, table_schema(partition_fields), names, "parquet")
+        root = location(spark, table)
+        assert root is not None
     have = set(compat.list_partitions(spark, table)) if names else set()
     now = dt.datetime.now(dt.timezone.utc)
     for values, (path, found) in profiles.items():
