@@ -18,6 +18,7 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import Version
+from pyspark.sql import SparkSession
 
 from spark_jobs.config import parse_args
 from spark_jobs.score_table import cli
@@ -249,3 +250,15 @@ def test_a_jvm_the_job_starts_itself_gets_the_jit_settings_the_user_did_not_give
     assert all(a in options for a in added)
     assert sum("DontCompileHugeMethods" in o for o in options) == 1
     assert sum("Tier4InvocationThreshold" in o for o in options) == 1
+
+
+def test_the_drivers_jvm_keeps_the_sql_parser_out_of_c2(spark: SparkSession) -> None:
+    """The directive the job adds as its session starts is in the JVM's own list, for C2 only, on the parser."""
+    from spark_jobs import session
+
+    session._add_compiler_directives(spark, session.PARSER_AT_C1)
+    listed = session.diagnostic_command(spark, "compilerDirectivesPrint").split("Directive:")
+    ours = [d for d in listed if "org/antlr/*.*" in d]
+    assert len(ours) == 1 and "org/apache/spark/sql/catalyst/parser/SqlBase*.*" in ours[0]
+    c1, c2 = ours[0].split("c1 directives:")[1].split("c2 directives:")
+    assert "Exclude:true" in c2 and "Exclude:false" in c1
