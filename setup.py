@@ -19,6 +19,7 @@ setup(
         "pyarrow>=14.0.1",
         "numpy>=1.23.5,<3",
         "PyYAML>=6",
+        "packaging>=21",
     ],
     extras_require={
         "demo": ["scikit-learn>=1.4"],

@@ -181,3 +181,26 @@ def test_secrets_are_masked_in_error_lines(text: str, secret: str) -> None:
     from spark_jobs.errors import mask
 
     assert secret not in mask(text) and "***" in mask(text)
+
+
+def test_a_model_from_another_environment_is_named_once_on_the_driver(tmp_path: Path) -> None:
+    """Each requirement of a saved model that this environment does not satisfy, and only those: an older pin
+    of an installed package, a package not installed; a satisfied pin, a requirement for another platform and
+    an option line are not differences. The expectations come from importlib.metadata, independently."""
+    import importlib.metadata
+
+    from mlflow.models import Model
+    from sklearn.linear_model import LinearRegression
+
+    from spark_jobs.model.model_ref import environment_differences
+
+    pandas_now, numpy_now = importlib.metadata.version("pandas"), importlib.metadata.version("numpy")
+    requirements = [f"pandas=={pandas_now}", "numpy==1.0.0", "surely-not-installed-xyz==1.2",
+                    'pywin32==306; sys_platform == "win32" and sys_platform == "linux"']
+    path = tmp_path / "model"
+    mlflow.sklearn.save_model(LinearRegression().fit([[0.0], [1.0]], [0.0, 1.0]), str(path),
+                              pip_requirements=requirements)
+    with (path / "requirements.txt").open("a") as f:
+        f.write("\n-c constraints.txt  # an option line\n")
+    found = environment_differences(str(path), Model.load(str(path)))
+    assert found == [f"numpy==1.0.0 (installed: {numpy_now})", "surely-not-installed-xyz==1.2 (not installed)"]

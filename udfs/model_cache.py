@@ -27,10 +27,13 @@ def ship(spark: SparkSession, local_dir: str) -> str:
 
 
 def load(name: str) -> Any:
+    """The pyfunc model, loaded once per process, without MLflow's check of the model's requirements: the
+    driver compared them with its environment once, by name, as it downloaded the model
+    (spark_jobs.model.model_ref.environment_differences; MLflow's check costs 0.7 CPU-seconds per process)."""
     model = _LOADED.get(name)
     if model is None:
         import mlflow.pyfunc  # imported here: only Python workers that score pay for it
 
         path = name if os.path.isabs(name) else SparkFiles.get(name)
-        model = _LOADED[name] = mlflow.pyfunc.load_model(path)
+        model = _LOADED[name] = mlflow.pyfunc.load_model(path, suppress_warnings=True)
     return model

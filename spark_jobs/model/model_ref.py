@@ -4,19 +4,25 @@ run is scored by the same model and executors never call the registry."""
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
+import logging
 import os
+import platform
 import re
 import tempfile
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model, ModelSignature
 from mlflow.tracking import MlflowClient
+from packaging.requirements import InvalidRequirement, Requirement
 
 from spark_jobs.errors import ScoringError, UsageError, one_line
 
+log = logging.getLogger("score_table")
 _ALIAS = re.compile(r"models:/(?P<name>[^/@]+)@(?P<alias>[^/@]+)/?\Z")
 _NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
 _VERSION = re.compile(r"models:/(?P<name>[^/@]+)/(?P<version>[0-9]+)/?\Z")
@@ -118,7 +124,40 @@ def download(ref: ModelVersionRef) -> LocalModel:
         raise UsageError(f"model {ref.requested_uri} cannot be read: {e}") from None
     if ref.version is None:  # outside the registry: its identity is its files (and the run that logged it)
         ref = replace(ref, version=digest(path), run_id=model.run_id or None)
+    differences = environment_differences(path, model)
+    if differences:
+        log.warning("model %s was logged in another environment: %s; its predictions here may differ from "
+                    "where it was trained", ref.requested_uri, "; ".join(differences))
     return LocalModel(ref=ref, path=path, signature=model.signature, output_names=_proba_names(model, path))
+
+
+def environment_differences(path: str, model: Model) -> list[str]:
+    """What of the environment the model was logged in this process lacks: each requirement of its
+    requirements.txt that the installed distribution does not satisfy, and another Python (major.minor).
+    MLflow checks the same at every load, but first maps every installed distribution to its modules (0.7
+    CPU-seconds, in every Python worker that loads the model); here each requirement's distribution is asked
+    by name, once per run, on the driver, and every load goes without MLflow's check (udfs.model_cache)."""
+    found = []
+    listed = Path(path) / "requirements.txt"
+    lines = listed.read_text(encoding="utf-8").splitlines() if listed.exists() else []
+    for line in (x.split("#", 1)[0].strip() for x in lines):
+        try:
+            wanted = Requirement(line)
+        except InvalidRequirement:  # blank, an option (-r, -c), a path or a URL: nothing to compare
+            continue
+        if wanted.marker is not None and not wanted.marker.evaluate():
+            continue
+        try:
+            installed = importlib.metadata.version(wanted.name)
+        except importlib.metadata.PackageNotFoundError:
+            found.append(f"{line} (not installed)")
+            continue
+        if not wanted.specifier.contains(installed, prereleases=True):
+            found.append(f"{line} (installed: {installed})")
+    python = model.flavors.get("python_function", {}).get("python_version")
+    if python and str(python).split(".")[:2] != platform.python_version().split(".")[:2]:
+        found.append(f"Python {python} (running: {platform.python_version()})")
+    return found
 
 
 def _proba_names(model: Model, path: str) -> tuple[str, ...] | None:

@@ -17,6 +17,7 @@ from spark_jobs.errors import UsageError, one_line
 from spark_jobs.model import engine, model_ref
 from spark_jobs.planning import partitions, plan, tables
 from spark_jobs.publishing import output
+from udfs import model_cache
 from udfs.compat import try_cast, type_from_ddl
 from udfs.model_udf import to_model_input
 
@@ -187,13 +188,11 @@ def _with_inferred_outputs(source: tables.TableInfo, scoring: plan.ScoringPlan, 
                            model_path: str, params: dict[str, Any]) -> plan.ScoringPlan:
     """A model without output signature or --result-type: predict a few rows on the driver and take the
     types of what comes back."""
-    import mlflow.pyfunc
-
     sample = selected.select(*[try_cast(f.column, f.spark_type).alias(f.name) for f in scoring.features])
     batch = sample.dropna().limit(20).toPandas()
     if len(batch) == 0:
         raise UsageError("cannot infer the model's output type: no complete rows to try; give --result-type")
-    model = mlflow.pyfunc.load_model(model_path)
+    model = model_cache.load(model_path)
     data = to_model_input(batch, scoring.tensor)
     outputs = plan.infer_outputs(model.predict(data, params=params) if params else model.predict(data))
     log.info("model has no output signature: inferred output columns %s from %d rows", outputs.simpleString(),
