@@ -111,12 +111,12 @@ def _own_jvm_options(quiet: bool) -> None:
 
 
 def _add_compiler_directives(spark: SparkSession, directives: str) -> None:
-    """`jcmd <driver> Compiler.directives_add FILE`, from inside, once per JVM. Only a head start: a JVM
-    without the command runs as it would have."""
+    """`jcmd <driver> Compiler.directives_add FILE`, from inside, once per JVM. Only an optimization: a JVM
+    without the command (another vendor's; none at all under Spark Connect) runs as it would have."""
     global _directives_added
-    if _directives_added == id(spark.sparkContext._gateway):
-        return
-    try:
+    try:  # Spark Connect has no JVM here: sparkContext raises
+        if _directives_added == id(spark.sparkContext._gateway):
+            return
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / "directives.json"
             path.write_text(directives)
