@@ -14,11 +14,12 @@ import decimal
 import logging
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import unquote
 
-from pyspark.sql import DataFrame, SparkSession
+from py4j.protocol import Py4JError
+from pyspark.sql import DataFrame, Observation, SparkSession
 from pyspark.sql.catalog import Catalog
 
 from udfs.compat import SPARK_VERSION, limitations
@@ -60,6 +61,21 @@ def bind(text: str, args: Mapping[str, Any], escaped_string_literals: bool = Fal
         return literal(args[name], escaped_string_literals)
 
     return _TOKEN.sub(rewrite, text), bound
+
+
+def observed_numbers(observation: Observation, names: Sequence[str]) -> dict[str, int]:
+    """Some whole-number metrics of an observation, read from the JVM's row one by one: `get` brings the whole
+    row to Python, a list of collected rows with it. Waits for the action, as `get` does; where there is no JVM
+    row to read (Spark Connect), `get`."""
+    jvm_side = getattr(observation, "_jo", None)
+    if jvm_side is not None:
+        try:
+            row = jvm_side.getRow()
+            return {name: int(row.getAs(name)) for name in names}
+        except Py4JError:  # a Spark whose Observation has no getRow
+            log.debug("observed metrics through Observation.get", exc_info=True)
+    found = observation.get
+    return {name: int(found[name]) for name in names}
 
 
 def list_partitions(spark: SparkSession, table: str) -> list[str]:

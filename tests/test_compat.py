@@ -132,3 +132,21 @@ def test_partition_location_is_the_one_describe_prints(spark: SparkSession, sour
         assert compat.partition_location(spark, "lake.no_such_table", "p=x") is None
     finally:
         spark.catalog.dropTable("lake.parted", ifExists=True)
+
+
+def test_observed_numbers_are_the_observations_own(spark: SparkSession, tmp_path: Path) -> None:
+    """The counts read from the JVM's row are the ones `Observation.get` gives, beside a collected list that
+    stays in the JVM until asked for; and an independent count of the same rows."""
+    from pyspark.sql import Observation
+    from pyspark.sql import functions as F
+
+    df = spark.range(0, 1000).withColumn("x", F.when(F.col("id") % 7 == 0, F.lit(None)).otherwise(F.col("id")))
+    observed = Observation("counts")
+    df.observe(observed, F.count(F.lit(1)).alias("rows"), F.count("x").alias("seen"),
+               F.collect_list(F.when(F.col("id") < 3, F.struct("id", "x"))).alias("sample")
+               ).write.parquet(str(tmp_path / "out"))
+    found = compat.observed_numbers(observed, ("rows", "seen"))
+    assert found == {"rows": 1000, "seen": df.where(F.col("x").isNotNull()).count()}
+    everything = observed.get
+    assert found == {"rows": everything["rows"], "seen": everything["seen"]}
+    assert sorted(r["id"] for r in everything["sample"]) == [0, 1, 2]
