@@ -6,10 +6,14 @@ from __future__ import annotations
 import io
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import urlparse
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pyspark.sql import SparkSession
 from pyspark.sql import types as T
+
+from spark_jobs import fs
 
 _SIMPLE: dict[type[T.DataType], pa.DataType] = {
     T.StringType: pa.string(), T.TimestampType: pa.timestamp("us", tz="UTC"), T.LongType: pa.int64(),
@@ -34,6 +38,16 @@ def to_parquet(schema: T.StructType, rows: Sequence[Mapping[str, Any]]) -> bytes
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
     return bytes(sink.getvalue().to_pybytes())
+
+
+def read_columns(spark: SparkSession, path: str, columns: Sequence[str]) -> pa.Table:
+    """Some columns of one Parquet file (a path as Hadoop prints it): straight from a local disk, else its
+    bytes through Hadoop's file system. INT96 timestamps (Spark's default) in microseconds, as Spark reads them
+    (nanoseconds overflow outside the years 1678-2261)."""
+    scheme = urlparse(path).scheme
+    local = path.removeprefix("file:").removeprefix("//") if scheme == "file" else path if not scheme else None
+    source: Any = local if local is not None else io.BytesIO(fs.read_bytes(spark, path))
+    return pq.ParquetFile(source, coerce_int96_timestamp_unit="us").read(columns=list(columns))
 
 
 def from_parquet(data: bytes, columns: Sequence[str] | None = None) -> list[dict[str, Any]]:

@@ -3,8 +3,9 @@ report: checked against independent computations (numpy, pandas, scipy) on the r
 
 from __future__ import annotations
 
+import datetime as dt
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -15,13 +16,16 @@ import pytest
 from mlflow.tracking import MlflowClient
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 from pyspark.testing import assertDataFrameEqual
 from scipy import stats
 
 from spark_jobs.cli import main
 from spark_jobs.publishing.output import location as output_location
+from spark_jobs.publishing.staging import StagingArea
 from spark_jobs.quality import metrics, profiles, report
 from spark_jobs.quality.records import INPUT, QUANTILES
+from spark_jobs.scoring.bad_rows import OUTCOME
 from tests import browser
 from tests.support import DAYS, FEATURES, base, create_table, fit, pyfunc_predictions, register_sklearn, score
 
@@ -285,10 +289,10 @@ def test_a_large_partition_is_profiled_on_a_sample_with_its_count_exact(spark: S
                           "ds": ["d1"] * n + ["d2"] * n})
     frame.loc[::97, "x"] = np.nan
     rows = spark.createDataFrame(frame).withColumn("x", F.when(~F.isnan("x"), F.col("x")))  # NaN as null
-    target = profiles.Target("x", INPUT, rows.schema["x"].dataType, F.lit(True))
+    target = profiles.Target("x", INPUT, rows.schema["x"].dataType)
     days = [("d1",), ("d2",)]
     earlier = {("d2",): profiles.Baseline("the day before", earlier=("d1",))}
-    made = profiles.profile(rows, ["ds"], [target], earlier.get, days, {d: {INPUT: n} for d in days}, 4_000)
+    made = profiles.profile(lambda: rows, ["ds"], [target], earlier.get, days, {d: {INPUT: n} for d in days}, 4_000)
     first, second = made[("d1",)][0], made[("d2",)][0]
     for p, day in ((first, "d1"), (second, "d2")):
         values = frame.loc[frame["ds"] == day, "x"].dropna().to_numpy()
@@ -302,3 +306,55 @@ def test_a_large_partition_is_profiled_on_a_sample_with_its_count_exact(spark: S
     base, cur = [b.count for b in first.histogram], [b.count for b in second.histogram]
     assert second.drift.psi == pytest.approx(metrics.psi(base, cur), rel=1e-12)
     assert 0.1 < second.drift.psi < 0.6  # half a standard deviation: a real shift, well above sampling noise
+
+
+def test_profiles_read_from_the_staged_files_equal_those_read_through_spark(spark: SparkSession, tmp_path: Path
+                                                                            ) -> None:
+    """A small run's profiles are made from the staged files, read on the driver with no Spark job: the same
+    profiles, to the last bit, as from the same rows read through Spark, for every type the driver reads
+    (numbers with null, NaN and infinities, text, booleans, dates, timestamps back to year 1), over rows of
+    three outcomes in two partitions, the second on the first one's bins."""
+    rng = np.random.default_rng(11)
+    n = 400
+    ints = rng.integers(-50, 50, n)
+    doubles = rng.normal(0, 1e6, n)
+    doubles[::13], doubles[3::51] = np.nan, np.inf  # infinities in scored rows alone
+    rows = [(int(ints[i]) if i % 7 else None, int(ints[i]) * 3_000_000_000, int(ints[i]) % 100,
+             None if i % 11 == 0 else float(doubles[i]), float(np.float32(doubles[i] / 1e3)),
+             None if i % 9 == 0 else "abcde"[i % 5] * (1 + i % 3), None if i % 8 == 0 else bool(i % 3),
+             dt.date(1 + i % 3000, 1 + i % 12, 1 + i % 28), dt.datetime(1 + i % 2000, 6, 1, 12, 30, i % 60),
+             ["scored", "rejected", "challenger"][i % 3], ["d1", "d2"][i % 2]) for i in range(n)]
+    frame = spark.createDataFrame(rows, "i int, l bigint, s smallint, d double, f float, t string, b boolean, "
+                                        f"day date, at timestamp, {OUTCOME} string, ds string")
+    staging = StagingArea(str(tmp_path), "run", T.StructType([f for f in frame.schema.fields if f.name != OUTCOME]),
+                          ("ds",))
+    staging.write(frame)
+    listing = staging.listing(spark)
+    kinds = {"scored": ("scored",), "rejected": ("scored", "rejected"), "challenger": ("challenger",)}
+    targets = [profiles.Target(f.name, kind, f.dataType, kinds[kind]) for f in frame.schema.fields[:9]
+               for kind in kinds]
+    days = [("d1",), ("d2",)]
+    earlier = {("d2",): profiles.Baseline("the day before", earlier=("d1",))}
+    totals = {d: {k: n for k in kinds} for d in days}
+
+    def made(staged: profiles.Staged | None) -> dict[Any, list[Any]]:
+        return profiles.profile(lambda: staging.every_row(spark), ["ds"], targets, earlier.get, days, totals, 10_000,
+                                None, staged)
+
+    read: list[str] = []
+
+    def staged(columns: Sequence[str]) -> list[tuple[str, Any, Any]]:
+        found = staging.read_columns(spark, listing.partitions, columns)
+        read.extend(p.outcome for p, _ in found)
+        return [(p.outcome, p.values, table) for p, table in found]
+
+    from_files = made(staged)
+    assert sorted(set(read)) == ["challenger", "rejected", "scored"]
+    through_spark = made(None)
+    assert repr(from_files) == repr(through_spark)  # repr: NaN (a mean with infinities) equals itself
+    d1 = {(p.kind, p.column): p for p in from_files[("d1",)]}
+    read_d1 = [r for r in rows if r[-1] == "d1" and r[-2] != "challenger"]
+    assert d1[("rejected", "d")].nans == sum(1 for r in read_d1 if r[3] is not None and math.isnan(r[3]))
+    assert {b.label: b.count for b in d1[("rejected", "b")].histogram} == {
+        "true": sum(r[6] is True for r in read_d1), "false": sum(r[6] is False for r in read_d1), "other": 0}
+    assert d1[("rejected", "at")].nulls == 0 and d1[("rejected", "t")].nulls == sum(r[5] is None for r in read_d1)

@@ -15,11 +15,12 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from spark_jobs import fs
+from spark_jobs import fs, parquet_rows
 from spark_jobs.planning.partitions import Values, from_path, matches
 from spark_jobs.planning.plan import REJECT_REASON, ScoringPlan
 from spark_jobs.planning.tables import ORIGINAL
@@ -37,6 +38,7 @@ class StagedPartition:
     values: tuple[Any, ...]  # partition values, in partition-column order
     rows: int
     location: str
+    files: tuple[str, ...] = ()  # its Parquet files (paths as Hadoop prints them), as the listing found them
 
 
 @dataclass(frozen=True)
@@ -91,13 +93,15 @@ class StagingArea:
     def _counted(self, spark: SparkSession, root: str) -> list[StagedPartition]:
         fields = [next(f for f in self.schema.fields if f.name == c) for c in self.partition_columns]
         rows_in: dict[str, int] = {}
+        files_in: dict[str, list[str]] = {}
         for path, rows in fs.parquet_row_counts(spark, root):
             folder = path.rsplit("/", 1)[0]
             rows_in[folder] = rows_in.get(folder, 0) + rows
+            files_in.setdefault(folder, []).append(path)
         staged = []
         for folder, rows in rows_in.items():
             outcome, _, values = folder.split(f"/{OUTCOME}=", 1)[1].partition("/")
-            staged.append(StagedPartition(outcome, from_path(fields, values), rows, folder))
+            staged.append(StagedPartition(outcome, from_path(fields, values), rows, folder, tuple(files_in[folder])))
         return sorted(staged, key=lambda p: (p.outcome, [str(v) for v in p.values]))
 
     def sample_rows(self, spark: SparkSession) -> DataFrame:
@@ -118,6 +122,14 @@ class StagingArea:
         for v in sampled:
             chosen = chosen | matches(self.partition_columns, v)
         return picked.where(chosen).unionByName(rows.where(~chosen))
+
+    @staticmethod
+    def read_columns(spark: SparkSession, staged: Sequence[StagedPartition], columns: Sequence[str]
+                     ) -> list[tuple[StagedPartition, pa.Table]]:
+        """Some columns of staged partitions' files, read on the driver with no Spark job (a small quality
+        step's rows: a job to read 10,000 rows back costs more than half a second)."""
+        return [(p, pa.concat_tables([parquet_rows.read_columns(spark, f, columns) for f in p.files]))
+                for p in staged if p.files]
 
     def drop_samples(self, spark: SparkSession) -> None:
         """The sample is the quality step's alone: gone before the run's folders become published versions."""

@@ -4,6 +4,7 @@ profiles, and gate publishing on the drift limits."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -11,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from spark_jobs.errors import ScoringError
@@ -55,12 +55,11 @@ class Assessed:
 def targets(scoring: ScoringPlan, with_challenger: bool) -> list[profiles.Target]:
     """The model's inputs over every row read, its outputs over the scored rows, a challenger's over its own."""
     types = {f.name: f.dataType for f in scoring.output_schema.fields}
-    read = col(OUTCOME).isin(SCORED, REJECTED)
     inputs = list(dict.fromkeys(f.column for f in scoring.features))
-    found = [profiles.Target(c, INPUT, types[c], read) for c in inputs if c in types]
-    found += [profiles.Target(f.name, OUTPUT, f.dataType, col(OUTCOME) == SCORED) for f in scoring.outputs.fields]
+    found = [profiles.Target(c, INPUT, types[c], (SCORED, REJECTED)) for c in inputs if c in types]
+    found += [profiles.Target(f.name, OUTPUT, f.dataType, (SCORED,)) for f in scoring.outputs.fields]
     if with_challenger:
-        found += [profiles.Target(f.name, CHALLENGER, f.dataType, col(OUTCOME) == challenger.CHALLENGER)
+        found += [profiles.Target(f.name, CHALLENGER, f.dataType, (challenger.CHALLENGER,))
                   for f in scoring.outputs.fields]
     return found
 
@@ -74,23 +73,27 @@ def assess(spark: SparkSession, settings: Settings, staging: StagingArea, scorin
     fields = [f for f in staging.schema.fields if f.name in parts]
     paths = {p.values: _partition_path(p) for p in staged if p.outcome in (SCORED, REJECTED)}
     ordered = sorted(paths, key=baseline._order)
-    rows = staging.every_row(spark)
+    rows = functools.cache(lambda: staging.every_row(spark))  # made only for the rejects' reasons and the challenger
     root = store.location(spark, settings.profiles_table)  # one look-up for the baselines and the write
     find, note = _baselines(spark, settings, staging, fields, paths, model_run_id, root)
     totals = _totals(staged)
     drawn = _drawn(listing.samples, totals, settings.profile_rows)
     if drawn:
         log.info("quality: %d partition(s) profiled on the sample drawn by the write", len(drawn))
-    made = profiles.profile(staging.sample_or_rows(spark, drawn), parts,
+    # the same rows as the driver reads them from their files, where every row is profiled on the driver
+    read = [p for p in listing.samples if p.values in drawn] + [p for p in listing.partitions if p.values not in drawn]
+    made = profiles.profile(lambda: staging.sample_or_rows(spark, drawn), parts,
                             targets(scoring, challenger_name is not None), find, ordered, totals,
-                            settings.profile_rows, drawn)
-    reasons = _reasons(rows, parts) if rejected else {}
+                            settings.profile_rows, drawn,
+                            lambda columns: [(p.outcome, p.values, table)
+                                             for p, table in staging.read_columns(spark, read, columns)])
+    reasons = _reasons(rows(), parts) if rejected else {}
     compared = challenger.outputs_compared(scoring.outputs)
     found: list[PartitionQuality] = []
     for values in ordered:
         comparison = None
         if challenger_name is not None:
-            here = rows.where(partitions.matches(parts, values)) if parts else rows
+            here = rows().where(partitions.matches(parts, values)) if parts else rows()
             score = next((p for p in made[values] if p.kind == OUTPUT and p.column == compared.score), None)
             edges = profiles.edges_of(score.histogram) if score is not None and score.numeric else ()
             comparison = challenger.compare(here.where(col(OUTCOME) == SCORED),
@@ -187,5 +190,5 @@ def _reasons(rows: DataFrame, parts: Sequence[str]) -> dict[Values, dict[str, in
 def profile_table(rows: DataFrame, columns: Sequence[T.StructField], sample: int = 100_000) -> list[ColumnProfile]:
     """A training profile: the model's inputs over a table (no partitions, no baseline; a sample of about
     `sample` rows of a larger one, as a run profiles its partitions)."""
-    wanted = [profiles.Target(f.name, INPUT, f.dataType, F.lit(True)) for f in columns]
-    return profiles.profile(rows, (), wanted, lambda _v: None, [()], {(): {INPUT: rows.count()}}, sample)[()]
+    wanted = [profiles.Target(f.name, INPUT, f.dataType) for f in columns]
+    return profiles.profile(lambda: rows, (), wanted, lambda _v: None, [()], {(): {INPUT: rows.count()}}, sample)[()]

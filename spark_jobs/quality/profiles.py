@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import cached_property
 from itertools import pairwise
 from typing import Any
 
@@ -27,6 +28,7 @@ from pyspark.sql import types as T
 from spark_jobs.planning.partitions import matches
 from spark_jobs.quality import metrics, sampling
 from spark_jobs.quality.records import DECILES, OTHER, QUANTILES, TOP_CATEGORIES, Bin, ColumnProfile, Drift
+from spark_jobs.scoring.bad_rows import OUTCOME
 from spark_jobs.session import runtime_conf
 from udfs.compat import col
 
@@ -49,17 +51,21 @@ RESULT = T.StructType([
 
 @dataclass(frozen=True)
 class Target:
-    """A column to profile and the staged rows it is profiled over (inputs: every row read; outputs: the
-    scored rows; a challenger's outputs: its own rows)."""
+    """A column to profile and the staged rows it is profiled over, by their outcome (inputs: every row read,
+    scored or rejected; outputs: the scored rows; a challenger's outputs: its own rows); None: every row."""
 
     column: str
     kind: str
     data_type: T.DataType
-    rows: Column
+    outcomes: tuple[str, ...] | None = None
 
     @property
     def key(self) -> Key:
         return self.kind, self.column
+
+    @cached_property
+    def rows(self) -> Column:
+        return col(OUTCOME).isin(*self.outcomes) if self.outcomes is not None else F.lit(True)
 
     @property
     def numeric(self) -> bool:
@@ -89,24 +95,28 @@ class _Bins:
     labels: tuple[str, ...] | None = None
 
 
-def profile(rows: DataFrame, partition_columns: Sequence[str], targets: Sequence[Target],
+def profile(rows: Callable[[], DataFrame], partition_columns: Sequence[str], targets: Sequence[Target],
             baselines: Callable[[Values], Baseline | None], partitions: Sequence[Values],
             totals: Mapping[Values, Mapping[str, int]] | None = None, sample: int | None = None,
-            drawn: Mapping[Values, Mapping[str, int]] | None = None) -> dict[Values, list[ColumnProfile]]:
+            drawn: Mapping[Values, Mapping[str, int]] | None = None, staged: Staged | None = None
+            ) -> dict[Values, list[ColumnProfile]]:
     """Every target's profile in every partition, with drift against the partition's baseline where it has
     a profile of the same shape (numbers against numbers, categories against categories). `partitions` in
     the order baselines are taken (an `earlier` baseline must come before the partition that uses it).
     `totals`: each partition's rows by target kind (known from the staging write), so that a partition of
     more than `sample` rows is profiled on a sample of about `sample` rows; without them, all rows.
     `drawn`: the partitions whose rows in `rows` are a sample drawn already (quality.sampling), with that
-    sample's rows by target kind: cut to about `sample` rows likewise, their counts taken from `totals`."""
+    sample's rows by target kind: cut to about `sample` rows likewise, their counts taken from `totals`.
+    `rows` gives the rows to profile as a DataFrame; `staged` (where the caller has them) the same rows as Arrow
+    tables read from their files on the driver: taken instead when every row is profiled on the driver, which
+    then runs no Spark job (`_from_files`)."""
     drawn = drawn or {}
     fractions = _fractions(partitions, {**(totals or {}), **drawn}, sample)
     chosen = {v: baselines(v) for v in partitions}
     roots = {v: _root(v, chosen) for v in partitions}
     plan = {v: [_bins(t, chosen[v]) for t in targets] for v in partitions if roots[v] == v}
     found = _run(rows, partition_columns, targets, partitions, roots, plan, fractions,
-                 on_driver(len(partitions), sample, len(targets)))
+                 on_driver(len(partitions), sample, len(targets)), staged)
     made: dict[Values, list[ColumnProfile]] = {}
     for v in partitions:
         base = chosen[v]
@@ -146,12 +156,21 @@ def _bins(t: Target, stored: Baseline | None) -> _Bins:
     return _Bins(labels=tuple(b.label for b in source.histogram if b.label != OTHER))
 
 
-def _run(rows: DataFrame, partition_columns: Sequence[str], targets: Sequence[Target], step: Sequence[Values],
-         roots: Mapping[Values, Values], plan: Mapping[Values, Sequence[_Bins]], fractions: Mapping[Values, float],
-         local: bool) -> dict[tuple[Values, int], Mapping[str, Any]]:
+def _run(rows: Callable[[], DataFrame], partition_columns: Sequence[str], targets: Sequence[Target],
+         step: Sequence[Values], roots: Mapping[Values, Values], plan: Mapping[Values, Sequence[_Bins]],
+         fractions: Mapping[Values, float], local: bool, staged: Staged | None
+         ) -> dict[tuple[Values, int], Mapping[str, Any]]:
     """One Spark job: the partitions, sampled, a chain of them (a root and the partitions that take its bins)
-    as one pandas group, profiled in order, on an executor or (`local`) on the driver; their profiles back."""
+    as one pandas group, profiled in order, on an executor or (`local`) on the driver; their profiles back.
+    No job where the driver reads the staged files itself (`_from_files`)."""
     chains = list(dict.fromkeys(roots[v] for v in step))
+    # per chain, in order: (partition index, its bins; None: its root's, as the root's profile made them)
+    plans = {g: [(p, [(b.edges, b.labels) for b in plan[v]] if v in plan else None)
+                 for p, v in enumerate(step) if roots[v] == root] for g, root in enumerate(chains)}
+    share = _share(partition_columns, step, fractions)
+    if local and share is None and staged is not None and _readable(targets, partition_columns):
+        read = _from_files(staged, partition_columns, targets, step, {v: chains.index(roots[v]) for v in step})
+        return _profiled_on_driver(read, targets, plans, step)
     group: Column = F.lit(0)
     part: Column = F.lit(0)
     if partition_columns and len(step) > 1:
@@ -166,7 +185,6 @@ def _run(rows: DataFrame, partition_columns: Sequence[str], targets: Sequence[Ta
         keep = matches(partition_columns, step[0])
         for v in step[1:]:
             keep = keep | matches(partition_columns, v)
-    share = _share(partition_columns, step, fractions)
     if share is not None:
         keep = keep & (F.rand(sampling.SEED) < share)
     # as few columns as the profiles need (each crosses to Python): one flag per distinct set of rows (the
@@ -188,21 +206,86 @@ def _run(rows: DataFrame, partition_columns: Sequence[str], targets: Sequence[Ta
         else:
             columns.append(F.when(t.rows, col(t.column).cast(T.StringType())).alias(f"v{i}"))
         names.append((flag, f"n{i}" if floating else None))
-    kinds = [("numeric" if t.numeric else "categorical" if t.categorical else "other", *n) for t, n in
-             zip(targets, names, strict=True)]
-    # per chain, in order: (partition index, its bins; None: its root's, as the root's profile made them)
-    plans = {g: [(p, [(b.edges, b.labels) for b in plan[v]] if v in plan else None)
-                 for p, v in enumerate(step) if roots[v] == root] for g, root in enumerate(chains)}
-    where = rows.where(keep) if partition_columns or share is not None else rows
+    kinds = _kinds(targets, names)
+    staged_rows = rows()
+    where = staged_rows.where(keep) if partition_columns or share is not None else staged_rows
     if local:
-        with runtime_conf(rows.sparkSession, {"spark.sql.execution.arrow.pyspark.enabled": "true"}):
+        with runtime_conf(staged_rows.sparkSession, {"spark.sql.execution.arrow.pyspark.enabled": "true"}):
             pdf: Any = where.select(*columns).toPandas()
-        profiled = _profiled(kinds, plans)
-        found = [r for _, group in pdf.groupby(GROUP, sort=False) for r in profiled(group)]
-    else:
-        result = where.select(*columns).groupBy(GROUP).applyInPandas(_profiler(kinds, plans), RESULT)
-        found = [r.asDict() for r in result.collect()]
-    return {(step[r["g"]], r["t"]): r for r in found}  # g: the partition's index
+        return _profiled_on_driver(pdf, targets, plans, step, kinds)
+    result = where.select(*columns).groupBy(GROUP).applyInPandas(_profiler(kinds, plans), RESULT)
+    return {(step[r["g"]], r["t"]): r for r in (r.asDict() for r in result.collect())}  # g: the partition's index
+
+
+def _kinds(targets: Sequence[Target], names: Sequence[tuple[str, str | None]]) -> list[tuple[str, str, str | None]]:
+    """Per target: how it is profiled, the column of its rows' flag and of its null flag (floating only)."""
+    return [("numeric" if t.numeric else "categorical" if t.categorical else "other", *n)
+            for t, n in zip(targets, names, strict=True)]
+
+
+def _profiled_on_driver(pdf: Any, targets: Sequence[Target], plans: Mapping[int, Sequence[tuple[int, Plan | None]]],
+                        step: Sequence[Values], kinds: Sequence[tuple[str, str, str | None]] | None = None
+                        ) -> dict[tuple[Values, int], Mapping[str, Any]]:
+    profiled = _profiled(kinds if kinds is not None else _kinds(targets, _file_names(targets)), plans)
+    found = [r for _, group in pdf.groupby(GROUP, sort=False) for r in profiled(group)]
+    return {(step[r["g"]], r["t"]): r for r in found}
+
+
+# What the driver reads from the staged files as Spark would give it: numbers (as doubles: exact from these
+# types, as Spark's cast), text and booleans (as Spark casts them to text), and for the other types their nulls
+_NUMBERS = (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.DoubleType)
+_NULLS_ONLY = (T.DateType, T.TimestampType, T.TimestampNTZType, T.BinaryType)
+Staged = Callable[[Sequence[str]], Sequence[tuple[str, Values, Any]]]  # columns -> (outcome, values, Arrow table)
+
+
+def _readable(targets: Sequence[Target], partition_columns: Sequence[str]) -> bool:
+    """Whether `_from_files` gives exactly the values the Spark read would: not for decimals (Arrow's cast to a
+    double may round apart from Spark's) or a partition column (not in the files)."""
+    return all(t.outcomes is not None and t.column not in partition_columns
+               and isinstance(t.data_type, (*_NUMBERS, T.StringType, T.BooleanType, *_NULLS_ONLY)) for t in targets)
+
+
+def _file_names(targets: Sequence[Target]) -> list[tuple[str, str | None]]:
+    """`_run`'s column names for each target's rows and null flags, for the frame `_from_files` builds."""
+    flags = {o: f"r{i}" for i, o in enumerate(dict.fromkeys(t.outcomes for t in targets))}
+    return [(flags[t.outcomes], f"n{i}" if isinstance(t.data_type, T.FloatType | T.DoubleType) else None)
+            for i, t in enumerate(targets)]
+
+
+def _from_files(staged: Staged, partition_columns: Sequence[str], targets: Sequence[Target],
+                step: Sequence[Values], groups: Mapping[Values, int]) -> Any:
+    """The frame `_run` selects through Spark, built from the staged files' Arrow tables on the driver: per row
+    its chain and partition, each target's rows flag (its outcome is the file's), null flag and value."""
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    names = _file_names(targets)
+    several = bool(partition_columns) and len(step) > 1
+    frames = []
+    for outcome, values, table in staged(list(dict.fromkeys(t.column for t in targets))):
+        if values not in groups:
+            continue
+        n = table.num_rows
+        data: dict[str, Any] = {GROUP: np.full(n, groups[values] if several else 0, dtype="int32"),
+                                PART: np.full(n, step.index(values) if several else 0, dtype="int32")}
+        for i, (t, (flag, null_flag)) in enumerate(zip(targets, names, strict=True)):
+            here = t.outcomes is not None and outcome in t.outcomes
+            data[flag] = np.full(n, here)
+            column = table.column(t.column)
+            if null_flag is not None:
+                data[null_flag] = column.is_null().to_numpy(zero_copy_only=False) & here
+            if t.numeric:
+                data[f"v{i}"] = column.cast(pa.float64(), safe=False).to_numpy(zero_copy_only=False)
+            elif isinstance(t.data_type, T.BooleanType):
+                data[f"v{i}"] = pc.if_else(column, "true", "false").to_pandas()
+            elif isinstance(t.data_type, T.StringType):
+                data[f"v{i}"] = column.to_pandas()
+            else:  # only its nulls count
+                data[f"v{i}"] = pc.if_else(column.is_null(), pa.scalar(None, pa.string()), "").to_pandas()
+        frames.append(pd.DataFrame(data))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({GROUP: [], PART: []})
 
 
 def _share(partition_columns: Sequence[str], step: Sequence[Values], fractions: Mapping[Values, float]
