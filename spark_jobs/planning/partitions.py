@@ -30,7 +30,7 @@ def listed(spark: SparkSession, table: TableInfo, condition: Column | None = Non
     if not table.partition_columns:
         return [()]
     if table.view:
-        df = spark.table(table.name)
+        df = table.rows(spark)
         if condition is not None:
             df = df.where(condition)
         return [tuple(r) for r in df.select(*[col(c) for c in table.partition_columns]).distinct().collect()]
@@ -117,7 +117,7 @@ def _locations(spark: SparkSession, table: TableInfo, chosen: Sequence[Values]) 
 
 def fingerprint(spark: SparkSession, table: TableInfo, values: Values) -> Scanned:
     """`scan` of one partition through Spark's own listing of its files (a view's are its tables')."""
-    files = sorted(spark.table(table.name).where(matches(table.partition_columns, values)).inputFiles(),
+    files = sorted(table.rows(spark).where(matches(table.partition_columns, values)).inputFiles(),
                    key=lambda f: f.rsplit("/", 1)[-1])
     # inputFiles() gives URIs (a Hive-escaped `%` is `%25` there): read back as URIs
     parquet = not table.view and bool(files) and all(f.endswith(".parquet") for f in files)

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from pyspark.errors import AnalysisException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import types as T
 
@@ -16,6 +17,7 @@ from spark_jobs.planning import transforms as row_transforms
 from udfs.compat import col
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_NOT_FOUND = ("TABLE_OR_VIEW_NOT_FOUND",)  # what tableExists answers False to
 
 
 ORIGINAL = "__input_"  # prefix of the copy of an input column that a transform replaces (rejects keep it)
@@ -32,6 +34,13 @@ class TableInfo:
     view: bool = False
     transforms: tuple[tuple[str, str], ...] = ()
     input_schema: T.StructType | None = None
+    # the stored rows, analyzed once: every `spark.table` is a look-up of the table in the metastore, and a
+    # run's first ones cost 0.2-0.5 s each (the metastore client and the parser of column types are cold)
+    stored: DataFrame | None = field(default=None, compare=False, repr=False)
+
+    def rows(self, spark: SparkSession) -> DataFrame:
+        """The stored rows, every column, no transform."""
+        return self.stored if self.stored is not None else spark.table(self.name)
 
     @property
     def data_columns(self) -> tuple[str, ...]:
@@ -50,7 +59,7 @@ class TableInfo:
     def read(self, spark: SparkSession, condition: Column | None = None) -> DataFrame:
         """The selected rows as the model sees them: the partition filter on the stored columns (so it
         reaches the files' partition pruning, through a view too), then the transforms."""
-        df = spark.table(self.name)
+        df = self.rows(spark)
         if condition is not None:
             df = df.where(condition)
         if self.replaced:
@@ -64,11 +73,15 @@ def _data_columns(schema: T.StructType, partition_columns: Sequence[str]) -> tup
 
 
 def describe(spark: SparkSession, name: str) -> TableInfo | None:
-    if not spark.catalog.tableExists(name):
-        return None
-    schema = spark.table(name).schema  # analysis only
+    """The table or view, None when there is none: its rows analyzed (no data read) and its kind."""
+    try:
+        stored = spark.table(name)
+    except AnalysisException as e:
+        if compat.error_class(e) in _NOT_FOUND:
+            return None
+        raise
     view, partition_columns = compat.table_kind(spark, name)
-    return TableInfo(name, schema, partition_columns, view)
+    return TableInfo(name, stored.schema, partition_columns, view, stored=stored)
 
 
 def source(spark: SparkSession, name: str, partition_columns: Sequence[str],
@@ -93,8 +106,8 @@ def source(spark: SparkSession, name: str, partition_columns: Sequence[str],
     clash = [k for k, _ in transforms.items() if k.startswith(ORIGINAL)]
     if clash:
         raise UsageError(f"transform '{clash[0]}': names starting with {ORIGINAL} are the job's own")
-    checked = row_transforms.check(spark.table(name), transforms, parts)
-    return TableInfo(name, checked.schema, parts, info.view, tuple(transforms.items()), info.schema)
+    checked = row_transforms.check(info.rows(spark), transforms, parts)
+    return TableInfo(name, checked.schema, parts, info.view, tuple(transforms.items()), info.schema, info.stored)
 
 
 def require(spark: SparkSession, name: str, what: str) -> TableInfo:
