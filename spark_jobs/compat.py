@@ -115,13 +115,21 @@ def table_location(spark: SparkSession, table: str) -> str | None:
     """A table's location as DESCRIBE TABLE EXTENDED prints it, from the session catalog's table metadata (a
     few py4j calls, where the statement and its collect took 0.5-1.0 s of every run); None where the session
     catalog does not hold the name (another catalog, Spark Connect) or the table has no location."""
+    found = table_location_and_columns(spark, table)
+    return found[0] if found is not None else None
+
+
+def table_location_and_columns(spark: SparkSession, table: str) -> tuple[str, tuple[str, ...]] | None:
+    """`table_location` and the table's column names, from one metastore read; None as there."""
     try:
         catalog, ident = _session_table(spark, table)
-        storage = catalog.getTableMetadata(ident).storage().locationUri()
+        metadata = catalog.getTableMetadata(ident)
+        storage = metadata.storage().locationUri()
         if storage.isEmpty():
             return None
         utils = getattr(spark.sparkContext._jvm, "org.apache.spark.sql.catalyst.catalog.CatalogUtils")
-        return str(utils.URIToString(storage.get()))
+        names = metadata.schema().fieldNames()
+        return str(utils.URIToString(storage.get())), tuple(str(n) for n in names)
     except Exception:
         log.debug("the location of %s through DESCRIBE", table, exc_info=True)
         return None

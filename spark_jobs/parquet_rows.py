@@ -52,7 +52,7 @@ def read_columns(spark: SparkSession, path: str, columns: Sequence[str]) -> pa.T
 
 def from_parquet(data: bytes, columns: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """The rows of a Parquet file as dicts (maps as dicts: pyarrow gives them as lists of pairs)."""
-    table = pq.read_table(io.BytesIO(data), columns=list(columns) if columns is not None else None)
+    table = pq.ParquetFile(io.BytesIO(data)).read(columns=list(columns) if columns is not None else None)
     maps = [f.name for f in table.schema if pa.types.is_map(f.type)]
     rows: list[dict[str, Any]] = table.to_pylist()
     for r in rows:

@@ -19,6 +19,7 @@ from pyspark.testing import assertDataFrameEqual
 
 from spark_jobs.cli import main
 from spark_jobs.model import engine
+from spark_jobs.scoring import job
 from tests.models import Thresholded
 from tests.support import DAYS, FEATURES, base, expected_scored, fit, log_model, register_sklearn, score
 from udfs.compiled import Program, native
@@ -35,16 +36,24 @@ def check_predictions(spark: SparkSession, source: str, output: str, uri: str, r
 
 
 @pytest.mark.spark35
-@pytest.mark.parametrize("read", ["table", "view"])  # a table's rows come back with the write; a view's are read
+@pytest.mark.parametrize("read, code", [  # a table's rows come back with the write; a view's are read
+    ("table", "interpreted"), ("view", "interpreted"), ("table", "generated")])
 def test_auto_scores_a_translatable_model_in_sql_and_records_it(spark: SparkSession, source: str, output: str,
-                                                                 model: dict[str, str], read: str,
-                                                                 caplog: pytest.LogCaptureFixture) -> None:
+                                                                 model: dict[str, str], read: str, code: str,
+                                                                 caplog: pytest.LogCaptureFixture,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A small run interprets its write's expressions (a table's rows counted in its footers; a view's are
+    not, so it generates code); a large one generates code: the same predictions either way."""
     flags = ["--partition", f"ds={DAYS[0]}"]
     if read == "view":
         spark.sql(f"CREATE OR REPLACE VIEW {source}_view AS SELECT * FROM {source}")
         flags += ["--partition-columns", "ds"]
-    with caplog.at_level(logging.INFO, logger="score_table"):
+    if code == "generated":
+        monkeypatch.setattr(job, "INTERPRETED_ROWS", 0)
+    with caplog.at_level(logging.DEBUG, logger="score_table"):
         result = score(spark, *base(source if read == "table" else f"{source}_view", output), *flags)
+    said = any(r.getMessage().startswith("the write interprets") for r in caplog.records)
+    assert said == (read == "table" and code == "interpreted")
     assert result.engine is not None and result.engine.engine == "sql"
     (line,) = engine_lines(caplog)
     assert line.startswith("engine: sql (translated, verified on 4 rows (largest difference")

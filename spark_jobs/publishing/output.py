@@ -51,7 +51,11 @@ def check_compatible(spark: SparkSession, name: str, schema: T.StructType, parti
 
 def ensure_table(spark: SparkSession, name: str, schema: T.StructType, partition_columns: Sequence[str],
                  output_format: str) -> str:
-    """Create the (empty) table if it is missing; return its location."""
+    """Create the (empty) table if it is missing; return its location (an existing table's: one metastore
+    read)."""
+    found = compat.table_location(spark, name)
+    if found is not None:
+        return found
     if not spark.catalog.tableExists(name):
         create_empty(spark, name, schema, partition_columns, output_format)
     return location(spark, name)

@@ -119,11 +119,15 @@ def write(spark: SparkSession, table: str, record: RunRecord, folder: str | None
     the folder. A later write of the same run passes it: the table and partition exist, only the file
     changes (no metastore call)."""
     if folder is None:
-        if not spark.catalog.tableExists(table):
+        found = compat.table_location_and_columns(spark, table)  # one metastore read where the table exists
+        if found is not None:
+            _add_missing_columns(spark, table, found[1])
+        elif not spark.catalog.tableExists(table):
             output.create_empty(spark, table, SCHEMA, [PARTITION], "parquet")
         else:
-            _add_missing_columns(spark, table)
-        folder = f"{fs.path_of(spark, output.location(spark, table))}/{PARTITION}={record.scoring_run_id}"
+            _add_missing_columns(spark, table, spark.table(table).schema.fieldNames())
+        where = found[0] if found is not None else output.location(spark, table)
+        folder = f"{fs.path_of(spark, where)}/{PARTITION}={record.scoring_run_id}"
         fs.replace_bytes(spark, f"{folder}/part-00000.parquet", _parquet(record))
         spec = output.partition_spec({PARTITION: record.scoring_run_id})
         compat.sql(spark, f"ALTER TABLE IDENTIFIER(:table) ADD IF NOT EXISTS{spec.sql} LOCATION :location",
@@ -139,10 +143,10 @@ def _parquet(record: RunRecord) -> bytes:
     return parquet_rows.to_parquet(data, [dict(zip(SCHEMA.fieldNames(), astuple(record), strict=True))])
 
 
-def _add_missing_columns(spark: SparkSession, table: str) -> None:
-    """A history table made by an older version of the job lacks the columns added since: add them (before
-    the partition column, where a Hive table puts new data columns)."""
-    have = {f.name.lower() for f in spark.table(table).schema.fields}
+def _add_missing_columns(spark: SparkSession, table: str, columns: Sequence[str]) -> None:
+    """A history table made by an older version of the job (its `columns`) lacks the columns added since: add
+    them (before the partition column, where a Hive table puts new data columns)."""
+    have = {c.lower() for c in columns}
     missing = [f for f in SCHEMA.fields if f.name in ADDED_LATER and f.name not in have]
     if missing:
         columns = ", ".join(f"{quote(f.name)} {sql_type(f.dataType)}" for f in missing)
