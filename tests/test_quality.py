@@ -358,3 +358,10 @@ def test_profiles_read_from_the_staged_files_equal_those_read_through_spark(spar
     assert {b.label: b.count for b in d1[("rejected", "b")].histogram} == {
         "true": sum(r[6] is True for r in read_d1), "false": sum(r[6] is False for r in read_d1), "other": 0}
     assert d1[("rejected", "at")].nulls == 0 and d1[("rejected", "t")].nulls == sum(r[5] is None for r in read_d1)
+    # a partition profiled on a share of its rows: the files' rows drawn on the driver, the count still exact
+    sampled = profiles.profile(lambda: staging.every_row(spark), ["ds"], targets, earlier.get, days,
+                               {d: {k: 1_000 for k in kinds} for d in days}, 100, None, staged)
+    for day in days:
+        for p in sampled[day]:
+            assert p.count == 1_000 and p.profiled is not None and 0 < p.profiled < 200 // (1 + (p.kind != "rejected"))
+            assert p.nulls <= p.profiled

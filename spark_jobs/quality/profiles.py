@@ -108,7 +108,7 @@ def profile(rows: Callable[[], DataFrame], partition_columns: Sequence[str], tar
     `drawn`: the partitions whose rows in `rows` are a sample drawn already (quality.sampling), with that
     sample's rows by target kind: cut to about `sample` rows likewise, their counts taken from `totals`.
     `rows` gives the rows to profile as a DataFrame; `staged` (where the caller has them) the same rows as Arrow
-    tables read from their files on the driver: taken instead when every row is profiled on the driver, which
+    tables read from their files on the driver: taken instead when the profiles are made on the driver, which
     then runs no Spark job (`_from_files`)."""
     drawn = drawn or {}
     fractions = _fractions(partitions, {**(totals or {}), **drawn}, sample)
@@ -167,10 +167,11 @@ def _run(rows: Callable[[], DataFrame], partition_columns: Sequence[str], target
     # per chain, in order: (partition index, its bins; None: its root's, as the root's profile made them)
     plans = {g: [(p, [(b.edges, b.labels) for b in plan[v]] if v in plan else None)
                  for p, v in enumerate(step) if roots[v] == root] for g, root in enumerate(chains)}
-    share = _share(partition_columns, step, fractions)
-    if local and share is None and staged is not None and _readable(targets, partition_columns):
-        read = _from_files(staged, partition_columns, targets, step, {v: chains.index(roots[v]) for v in step})
+    if local and staged is not None and _readable(targets, partition_columns):
+        read = _from_files(staged, partition_columns, targets, step, {v: chains.index(roots[v]) for v in step},
+                           fractions)
         return _profiled_on_driver(read, targets, plans, step)
+    share = _share(partition_columns, step, fractions)
     group: Column = F.lit(0)
     part: Column = F.lit(0)
     if partition_columns and len(step) > 1:
@@ -253,9 +254,11 @@ def _file_names(targets: Sequence[Target]) -> list[tuple[str, str | None]]:
 
 
 def _from_files(staged: Staged, partition_columns: Sequence[str], targets: Sequence[Target],
-                step: Sequence[Values], groups: Mapping[Values, int]) -> Any:
+                step: Sequence[Values], groups: Mapping[Values, int], fractions: Mapping[Values, float]) -> Any:
     """The frame `_run` selects through Spark, built from the staged files' Arrow tables on the driver: per row
-    its chain and partition, each target's rows flag (its outcome is the file's), null flag and value."""
+    its chain and partition, each target's rows flag (its outcome is the file's), null flag and value. A
+    partition profiled on a share of its rows keeps each row by a seeded draw of its own (the Spark read's
+    draw is Spark's random numbers; both keep about the same share, not the same rows)."""
     import numpy as np
     import pandas as pd
     import pyarrow as pa
@@ -263,10 +266,13 @@ def _from_files(staged: Staged, partition_columns: Sequence[str], targets: Seque
 
     names = _file_names(targets)
     several = bool(partition_columns) and len(step) > 1
+    draw = np.random.default_rng(sampling.SEED)
     frames = []
     for outcome, values, table in staged(list(dict.fromkeys(t.column for t in targets))):
         if values not in groups:
             continue
+        if fractions.get(values, 1.0) < 1.0:
+            table = table.filter(pa.array(draw.random(table.num_rows) < fractions[values]))
         n = table.num_rows
         data: dict[str, Any] = {GROUP: np.full(n, groups[values] if several else 0, dtype="int32"),
                                 PART: np.full(n, step.index(values) if several else 0, dtype="int32")}
