@@ -9,6 +9,7 @@ import os
 import re
 import shlex
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -262,3 +263,23 @@ def test_the_drivers_jvm_keeps_the_sql_parser_out_of_c2(spark: SparkSession) -> 
     assert len(ours) == 1 and "org/apache/spark/sql/catalyst/parser/SqlBase*.*" in ours[0]
     c1, c2 = ours[0].split("c1 directives:")[1].split("c2 directives:")
     assert "Exclude:true" in c2 and "Exclude:false" in c1
+
+
+@pytest.mark.parametrize("zipped, moved", [(None, True), ("0.0.1", False)])
+def test_the_driver_imports_the_installed_pyspark_before_spark_homes_zip(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, zipped: str | None, moved: bool) -> None:
+    """spark-submit puts SPARK_HOME's pyspark.zip first on the driver's path, and Python compiles a zip's
+    modules on every run: the job moves the zip after the installed package of the same version, and leaves
+    a zip of another version (a cluster's own Spark) first."""
+    import spark_jobs
+
+    installed = importlib.metadata.version("pyspark")
+    archive = tmp_path / "lib" / "pyspark.zip"
+    archive.parent.mkdir()
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("pyspark/version.py", f'__version__: str = "{zipped or installed}"\n')
+    path = [str(archive), str(tmp_path / "py4j.zip"), *sys.path]
+    monkeypatch.setattr(sys, "path", list(path))
+    monkeypatch.delitem(sys.modules, "pyspark")
+    spark_jobs._prefer_installed_pyspark()
+    assert sys.path == ([p for p in path if p != str(archive)] + [str(archive)] if moved else path)
