@@ -7,7 +7,6 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from pyspark.errors import AnalysisException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import types as T
 
@@ -17,7 +16,6 @@ from spark_jobs.planning import transforms as row_transforms
 from udfs.compat import col
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_NOT_FOUND = ("TABLE_OR_VIEW_NOT_FOUND",)  # what tableExists answers False to
 
 
 ORIGINAL = "__input_"  # prefix of the copy of an input column that a transform replaces (rejects keep it)
@@ -73,13 +71,12 @@ def _data_columns(schema: T.StructType, partition_columns: Sequence[str]) -> tup
 
 
 def describe(spark: SparkSession, name: str) -> TableInfo | None:
-    """The table or view, None when there is none: its rows analyzed (no data read) and its kind."""
-    try:
-        stored = spark.table(name)
-    except AnalysisException as e:
-        if compat.error_class(e) in _NOT_FOUND:
-            return None
-        raise
+    """The table or view, None when there is none: its rows analyzed (no data read) and its kind. Asked first
+    whether it exists: Spark 4 resolves a `db.table` it cannot find as a file read of data source `db`, and
+    looking `db` up among Python data sources starts a Python worker (a second or more on a first run)."""
+    if not spark.catalog.tableExists(name):
+        return None
+    stored = spark.table(name)
     view, partition_columns = compat.table_kind(spark, name)
     return TableInfo(name, stored.schema, partition_columns, view, stored=stored)
 
