@@ -80,7 +80,7 @@ def assess(spark: SparkSession, settings: Settings, staging: StagingArea, scorin
     drawn = _drawn(listing.samples, totals, settings.profile_rows)
     if drawn:
         log.info("quality: %d partition(s) profiled on the sample drawn by the write", len(drawn))
-    # the same rows as the driver reads them from their files, where every row is profiled on the driver
+    # the same rows as the driver reads them from their files, where the profiles are made on the driver
     read = [p for p in listing.samples if p.values in drawn] + [p for p in listing.partitions if p.values not in drawn]
     made = profiles.profile(lambda: staging.sample_or_rows(spark, drawn), parts,
                             targets(scoring, challenger_name is not None), find, ordered, totals,
