@@ -30,7 +30,7 @@ from spark_jobs.planning.plan import (
     output_schema,
     select_partitions,
 )
-from spark_jobs.planning.tables import TableInfo
+from spark_jobs.planning.tables import TableInfo, describe
 from udfs import FeatureColumn
 
 LINEAGE_NAMES = ["model_name", "model_version", "model_run_id", "scored_at", "scoring_run_id"]
@@ -449,3 +449,22 @@ def test_scan_tells_what_sparks_own_listing_tells(spark: SparkSession, source: s
     finally:
         spark.sql("DROP VIEW IF EXISTS lake.scanned_view")
         spark.catalog.dropTable("lake.scanned", ifExists=True)
+
+
+def test_describe_finds_a_missing_table_without_analysing_its_name(spark: SparkSession, source: str,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A table that does not exist (every first run's output) is found missing by the catalog alone: Spark 4
+    analyses `db.t` it cannot find as a file read of data source `db`, whose look-up among Python data sources
+    starts a Python worker. An existing table is analysed once, and its rows are that analysis's."""
+    analysed: list[str] = []
+    table = SparkSession.table
+
+    def recorded(self: SparkSession, name: str) -> Any:
+        analysed.append(name)
+        return table(self, name)
+
+    monkeypatch.setattr(SparkSession, "table", recorded)
+    assert describe(spark, "lake.no_such_table") is None
+    found = describe(spark, source)
+    assert analysed == [source] and found is not None and found.rows(spark) is found.stored
+    assertDataFrameEqual(found.read(spark), spark.read.table(source))
