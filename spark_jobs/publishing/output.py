@@ -51,14 +51,21 @@ def check_compatible(spark: SparkSession, name: str, schema: T.StructType, parti
 
 def ensure_table(spark: SparkSession, name: str, schema: T.StructType, partition_columns: Sequence[str],
                  output_format: str) -> str:
-    """Create the (empty) table if it is missing; return its location (an existing table's: one metastore
-    read)."""
+    """Create the (empty) table if it is missing; return its location."""
+    found = existing_location(spark, name)
+    if found is not None:
+        return found
+    create_empty(spark, name, schema, partition_columns, output_format)
+    return location(spark, name)
+
+
+def existing_location(spark: SparkSession, name: str) -> str | None:
+    """The table's location, None when there is no such table: one metastore read where the session catalog
+    holds the name (the table's metadata), else whether it exists and DESCRIBE."""
     found = compat.table_location(spark, name)
     if found is not None:
         return found
-    if not spark.catalog.tableExists(name):
-        create_empty(spark, name, schema, partition_columns, output_format)
-    return location(spark, name)
+    return location(spark, name) if spark.catalog.tableExists(name) else None
 
 
 def create_empty(spark: SparkSession, name: str, schema: T.StructType, partition_columns: Sequence[str],

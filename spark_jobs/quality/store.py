@@ -51,12 +51,9 @@ def table_schema(partition_fields: Sequence[T.StructField]) -> T.StructType:
 
 
 def location(spark: SparkSession, table: str) -> str | None:
-    """The table's folder (a Hadoop path), or None when there is no such table yet (an existing table's: one
-    metastore read)."""
-    found = compat.table_location(spark, table)
-    if found is None and not spark.catalog.tableExists(table):
-        return None
-    return fs.path_of(spark, found if found is not None else output.location(spark, table))
+    """The table's folder (a Hadoop path), or None when there is no such table yet."""
+    found = output.existing_location(spark, table)
+    return fs.path_of(spark, found) if found is not None else None
 
 
 def write(spark: SparkSession, table: str, run_id: str, partition_fields: Sequence[T.StructField],

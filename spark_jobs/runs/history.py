@@ -174,9 +174,10 @@ def outcomes(spark: SparkSession, table: str, run_ids: Sequence[str]) -> dict[st
     partition folder of its own): retention asks it after every run, and a Spark job would cost more than
     the few small files. A run without a row is missing from the answer."""
     ids = sorted(r for r in run_ids if r.isalnum())  # the job's run ids; anything else is not a run's folder
-    if not ids or not spark.catalog.tableExists(table):
+    where = output.existing_location(spark, table) if ids else None
+    if where is None:
         return {}
-    root = fs.path_of(spark, output.location(spark, table))
+    root = fs.path_of(spark, where)
     found: dict[str, Outcome] = {}
     for path in fs.glob(spark, f"{root}/{PARTITION}={{{','.join(ids)}}}/*.parquet"):
         run_id = path.rsplit(f"/{PARTITION}=", 1)[1].split("/", 1)[0]
