@@ -6,10 +6,12 @@ run. Here: a usage error from the console script, before Spark starts."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
+from spark_jobs.cli import SWITCH_INTERVAL_S
 from tests.support import BIN, call
 
 pytestmark = pytest.mark.processes
@@ -29,15 +31,21 @@ def test_console_script_usage_error_exits_2_before_spark_starts(tmp_path: Path) 
 @pytest.mark.parametrize("databricks, teardown", [(False, False), (True, True)])
 def test_the_process_exits_at_once_except_inside_databricks(tmp_path: Path, databricks: bool, teardown: bool) -> None:
     """`cli` skips the interpreter's teardown (atexit handlers included) with the run's exit code; a Databricks
-    wheel task calls it inside the platform's Python process, which must go on: there it exits as usual."""
-    script = ("import atexit, sys; atexit.register(lambda: print('teardown ran')); "
-              "from spark_jobs.score_table import cli; sys.argv = ['score-table', '--model-uri', 'models:/m@a', "
-              "'--input-table', 'lake.t; DROP TABLE x', '--output-table', 'lake.x']; cli()")
+    wheel task calls it inside the platform's Python process, which must go on: there it exits as usual, with
+    the interpreter's thread switch interval as it was (the run itself has the job's)."""
+    script = ("import atexit, sys; atexit.register(lambda: print('teardown ran', sys.getswitchinterval())); "
+              "import spark_jobs.cli as c; run = c.main; "
+              "c.main = lambda: (print('run with', sys.getswitchinterval()), run())[1]; "
+              "sys.argv = ['score-table', '--model-uri', 'models:/m@a', "
+              "'--input-table', 'lake.t; DROP TABLE x', '--output-table', 'lake.x']; c.cli()")
     done = call([str(BIN / "python"), "-c", script], tmp_path, Path.cwd(),
                 {"DATABRICKS_RUNTIME_VERSION": "15.4"} if databricks else None)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith("score-table: error: --input-table")
+    assert f"run with {SWITCH_INTERVAL_S}" in done.stdout
     assert ("teardown ran" in done.stdout) is teardown
+    if teardown:
+        assert f"teardown ran {sys.getswitchinterval()}" in done.stdout
 
 
 def test_a_session_that_profiles_python_keeps_the_interpreters_exit(tmp_path: Path) -> None:
