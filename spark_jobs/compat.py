@@ -155,6 +155,29 @@ def partition_location(spark: SparkSession, table: str, name: str) -> str | None
         return None
 
 
+def partition_locations(spark: SparkSession, table: str, columns: Sequence[str]) -> dict[str, str | None]:
+    """Every partition's location (as `partition_location` gives it) by its Hive name, from one metastore read
+    of all the table's partitions (`columns`: its partition columns, in order); empty where the session catalog
+    does not hold the table."""
+    try:
+        catalog, ident = _session_table(spark, table)
+        jvm = spark.sparkContext._jvm
+        assert jvm is not None
+        found = catalog.listPartitions(ident, jvm.scala.Option.empty()).iterator()
+        utils = getattr(jvm, "org.apache.spark.sql.catalyst.catalog.CatalogUtils")
+        names = getattr(jvm, "org.apache.spark.sql.catalyst.catalog.ExternalCatalogUtils")
+        located: dict[str, str | None] = {}
+        while found.hasNext():
+            partition = found.next()
+            spec, storage = partition.spec(), partition.storage().locationUri()
+            name = "/".join(str(names.getPartitionPathString(c, spec.apply(c))) for c in columns)
+            located[name] = None if storage.isEmpty() else str(utils.URIToString(storage.get()))
+        return located
+    except Exception:
+        log.debug("no locations of the partitions of %s from the session catalog", table, exc_info=True)
+        return {}
+
+
 def _session_table(spark: SparkSession, table: str) -> tuple[Any, Any]:
     """The JVM session catalog and the table's identifier in it (a one- or two-part name); raises for a name
     of another catalog or where there is no JVM session (Spark Connect)."""

@@ -130,6 +130,10 @@ def test_partition_location_is_the_one_describe_prints(spark: SparkSession, sour
             assert found == next(str(r.data_type) for r in described if r.col_name == "Location")
         assert compat.partition_location(spark, "lake.parted", "p=nowhere") is None
         assert compat.partition_location(spark, "lake.no_such_table", "p=x") is None
+        # all of them in one read: the same locations, by the same names
+        assert compat.partition_locations(spark, "lake.parted", ["p"]) == \
+            {name: compat.partition_location(spark, "lake.parted", name) for name in names}
+        assert compat.partition_locations(spark, "lake.no_such_table", ["p"]) == {}
     finally:
         spark.catalog.dropTable("lake.parted", ifExists=True)
 
@@ -151,3 +155,17 @@ def test_observed_numbers_are_the_observations_own(spark: SparkSession, tmp_path
     assert found == {"rows": everything["rows"], "seen": everything["seen"]}
     if compat.OBSERVED_IN_PYTHON:  # Spark 3.5's get gives the collected list as a Java object
         assert sorted(r["id"] for r in everything["sample"]) == [0, 1, 2]
+
+
+def test_partition_locations_name_partitions_of_two_columns_as_hive_does(spark: SparkSession) -> None:
+    """The names of one read of all the partitions follow the partition columns' order and Hive's escaping,
+    as `list_partitions` gives them."""
+    spark.createDataFrame([(1, "a/b", 7), (2, "c d", None)], "x int, p string, q int") \
+        .write.partitionBy("p", "q").saveAsTable("lake.parted2")
+    try:
+        names = compat.list_partitions(spark, "lake.parted2")
+        assert len(names) == 2 and all(n.startswith("p=") and "/q=" in n for n in names)
+        assert compat.partition_locations(spark, "lake.parted2", ["p", "q"]) == \
+            {name: compat.partition_location(spark, "lake.parted2", name) for name in names}
+    finally:
+        spark.catalog.dropTable("lake.parted2", ifExists=True)
