@@ -22,7 +22,7 @@ from pyspark.sql import functions as F
 from tests.support import TREE_ENGINES, assert_tree_engine, native_trees
 from udfs.compiled import lgbm
 from udfs.compiled import xgb as xgb_sql
-from udfs.compiled.program import Program, Unsupported
+from udfs.compiled.program import Program, Unsupported, with_stages
 from udfs.compiled.verify import TIMESTAMP, compare
 
 FEATURES = ["f0", "f1", "f2"]
@@ -198,8 +198,7 @@ def scored(spark: SparkSession, request: pytest.FixtureRequest) -> dict[tuple[st
         outputs.append((program.error if program.error is not None else F.lit(None)).alias(f"r{i}e"))
     df = spark.createDataFrame([[i, *(None if v is None else float(v) for v in r)] for i, r in enumerate(rows)],
                                "id long, " + ", ".join(f"{n} double" for n in FEATURES))
-    for k in range(max(len(p.stages) for p in programs)):
-        df = df.withColumns({n: c for p in programs for n, c in (p.stages[k] if k < len(p.stages) else [])})
+    df = with_stages(df, programs)
     collected = sorted(df.select("id", *outputs).collect(), key=lambda r: r["id"])
     assert_tree_engine(request.param, programs)
 
@@ -261,8 +260,7 @@ def test_lightgbm_categorical_splits_match(spark: SparkSession, make: Callable[[
     assert_tree_engine(tree_engine, [program])
     df = spark.createDataFrame([[i, *(None if v is None else float(v) for v in r)] for i, r in enumerate(rows)],
                                "id long, " + ", ".join(f"{n} double" for n in FEATURES))
-    for stage in program.stages:
-        df = df.withColumns(dict(stage))
+    df = with_stages(df, [program])
     got = pd.DataFrame({"o0": [r.p for r in sorted(df.select("id", out[0].alias("p")).collect(),
                                                    key=lambda r: r.id)]})
     matrix = np.array([[np.nan if v is None else v for v in r] for r in rows], dtype=np.float64)

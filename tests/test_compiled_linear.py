@@ -26,6 +26,7 @@ from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, PolynomialFeature
 
 from udfs.compiled import Feature, Program, Unsupported
 from udfs.compiled import sklearn as compiled
+from udfs.compiled.program import with_stages
 from udfs.compiled.verify import compare
 
 NAN, INF = float("nan"), float("inf")
@@ -191,9 +192,7 @@ def features(columns: tuple[str, ...]) -> list[Feature]:
 
 
 def apply(df: DataFrame, program: Program) -> DataFrame:
-    for stage in program.stages:
-        df = df.withColumns(dict(stage))
-    return df
+    return with_stages(df, [program])
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from sklearn import ensemble as E
 from sklearn import tree as T
 
 from tests.support import TREE_ENGINES, assert_tree_engine, native_trees
-from udfs.compiled.program import Program, Unsupported
+from udfs.compiled.program import Program, Unsupported, with_stages
 from udfs.compiled.trees import ESTIMATORS
 from udfs.compiled.verify import compare
 
@@ -160,8 +160,7 @@ def scored(spark: SparkSession, request: pytest.FixtureRequest
         outputs.append((program.error if program.error is not None else F.lit(None)).alias(f"r{i}e"))
     df = spark.createDataFrame([[i, *(None if v is None else float(v) for v in r)] for i, r in enumerate(rows)],
                                "id long, " + ", ".join(f"{n} double" for n in FEATURES))
-    for k in range(max(len(p.stages) for p in programs)):
-        df = df.withColumns({n: c for p in programs for n, c in (p.stages[k] if k < len(p.stages) else [])})
+    df = with_stages(df, programs)
     collected = sorted(df.select("id", *outputs).collect(), key=lambda r: r["id"])
     assert_tree_engine(request.param, programs)
 
@@ -198,3 +197,35 @@ def test_unsupported(spark: SparkSession, model: Callable[[], Any], fn: str, mes
     fitted = model().fit(X, (X[:, 0] + X[:, 1] > 1).astype(int))
     with pytest.raises(Unsupported, match=message):
         ESTIMATORS[type(fitted)](Program(), fitted, [F.col(n).cast("double") for n in ("a", "b")], fn)
+
+
+@pytest.mark.parametrize(("make", "fn"), [
+    (lambda: E.RandomForestClassifier(4, max_depth=5, random_state=0), "predict_proba"),  # an array of sums
+    (lambda: E.HistGradientBoostingRegressor(max_iter=6, max_leaf_nodes=8, random_state=0), "predict"),
+], ids=["forest-proba", "hgb-nan"])
+def test_evaluator_blocks_keep_each_row_with_its_values(spark: SparkSession, make: Callable[[], Any],
+                                                        fn: str) -> None:
+    """The JVM evaluator reads rows a block at a time (a thousand rows of three features) and hands each back
+    with its sums: over several blocks and partitions, a partial last block, and missing values, every row keeps
+    its own columns, in order, and gets the model's own outputs."""
+    rng = np.random.default_rng(3)
+    X, score = _training_data(rng)
+    X[rng.random(len(X)) < 0.1, 1] = np.nan
+    model = make().fit(X, _target("multi-int" if fn == "predict_proba" else "reg", score))
+    rows = rng.normal(size=(5000, 3))
+    rows[rng.random(5000) < 0.1, 1] = np.nan
+    data = [[i, f"row {i}", *(None if np.isnan(v) else float(v) for v in r)] for i, r in enumerate(rows.tolist())]
+    df = spark.createDataFrame(spark.sparkContext.parallelize(data, 3),  # three partitions of consecutive ids
+                               "id long, tag string, " + ", ".join(f"{n} double" for n in FEATURES))
+    program = Program(native=native_trees(spark, "native"))
+    out = ESTIMATORS[type(model)](program, model, [F.col(n) for n in FEATURES], fn)
+    assert_tree_engine("native", [program])
+    got = with_stages(df, [program]).select("id", "tag", *FEATURES, *[o.alias(f"o{k}") for k, o in enumerate(out)])
+    collected = got.collect()
+    assert [r.id for r in collected] == list(range(len(rows)))  # the input's order
+    assert [(r.tag, *[r[n] for n in FEATURES]) for r in collected] == \
+        [(f"row {i}", *(None if np.isnan(v) else float(v) for v in r)) for i, r in enumerate(rows.tolist())]
+    expected = pd.DataFrame(getattr(model, fn)(rows).reshape(len(rows), -1)).add_prefix("o")
+    actual = pd.DataFrame([[r[f"o{k}"] for k in range(len(out))] for r in collected]).add_prefix("o")
+    result = compare(expected, actual, list(expected.columns))
+    assert result.equal, f"{result.mismatch} (max diff {result.max_diff})"

@@ -26,6 +26,7 @@ from spark_jobs.session import runtime_conf
 from udfs import ModelSpec, model_cache, score
 from udfs.compat import col, try_cast
 from udfs.compiled import Feature, Program, Unsupported, native, translate
+from udfs.compiled.program import with_stages
 from udfs.compiled.verify import compare
 from udfs.model_udf import MODEL_ERROR, MODEL_ERROR_PREFIX, predict_batch
 
@@ -182,8 +183,7 @@ def apply(df: DataFrame, program: Program, outputs: T.StructType, skip: Column |
     """Append the model's outputs computed by `program`, as the UDF would: rows where `skip` holds get nulls;
     rows the model raises on get `__model_error` (isolating errors) or fail the Spark job with the model's
     message. Every input column passes through."""
-    for stage in program.stages:
-        df = df.withColumns(dict(stage))
+    df = with_stages(df, [program])
     scored = F.lit(True) if skip is None else ~F.coalesce(skip, F.lit(False))
     error = program.error
     columns: dict[str, Column] = {}

@@ -1,8 +1,10 @@
 """Tree ensembles scored by a class of this package's own inside the JVM (udfs/jvm, built by `make` into
-udfs/jvm/score-table-trees.jar): one Java UDF walks every tree over flat node arrays and returns the sums of
-their leaves, per output, in the library's order and precision. The same `Tree`s the SQL translation writes
-as nested conditionals go in, so the arithmetic is the same; what changes is the cost: Spark's conditionals
-cost about 200 ns per tree and row and stop whole-stage code generation, the array walk a few ns per node.
+udfs/jvm/score-table-trees.jar): it walks every tree over flat node arrays and appends the sums of their leaves,
+per output, in the library's order and precision, to each row of a DataFrame. The same `Tree`s the SQL
+translation writes as nested conditionals go in, so the arithmetic is the same; what changes is the cost:
+Spark's conditionals cost about 200 ns per tree and row and stop whole-stage code generation, the array walk
+a few ns per node. It scores blocks of rows one tree at a time (a column expression sees one row), so it is a
+step between two projections of a program (Program.let_native), not an expression.
 
 The jar is optional. Where it is missing, or the session has no JVM of its own (Spark Connect), or the class
 cannot be loaded, `load` says so once in the log and translations write the trees as SQL expressions.
@@ -17,9 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pyspark import SparkContext
-from pyspark.sql import Column, SparkSession
-from pyspark.sql import functions as F
+from pyspark.sql import DataFrame, SparkSession
 
 if TYPE_CHECKING:
     from udfs.compiled.trees import Tree
@@ -31,7 +31,7 @@ MAGIC = 0x53545245
 LESS_THAN, FLOAT32, HAS_INIT = 1, 2, 4
 MAX_FEATURES = 0xFFFF  # a node holds its feature's index in 16 bits
 
-_factory: dict[int, Any] = {}  # per JVM gateway: the static TreeEnsemble.column method, or None
+_factory: dict[int, Any] = {}  # per JVM gateway: the static TreeEnsemble.append method, or None
 
 
 def pack(trees: Sequence[Tree], features: int, operator: str, threshold: Callable[[float], float], outputs: int,
@@ -93,31 +93,31 @@ def _load(spark: SparkSession) -> Any:
         jvm = spark.sparkContext._jvm
         assert jvm is not None
         loaded = jvm.java.lang.Class.forName(CLASS, True, session.sharedState().jarClassLoader())
-        return next(m for m in loaded.getMethods() if m.getName() == "column")
+        methods = {m.getName(): m for m in loaded.getMethods()}
+        args = spark.sparkContext._gateway.new_array(jvm.java.lang.Object, 1)  # type: ignore[union-attr]
+        args[0] = session.emptyDataFrame()
+        if not methods["supported"].invoke(None, args):  # a Spark without the internal API it reaches
+            log.warning("the JVM tree evaluator does not run on this Spark: trees run as SQL expressions")
+            return None
+        return methods["append"]
     except Exception as e:  # an old or foreign jar, a locked-down cluster: the SQL expressions still work
         log.warning("the JVM tree evaluator could not be loaded (%s): trees run as SQL expressions",
                     str(e).splitlines()[0] if str(e) else type(e).__name__)
         return None
 
 
-def ensemble(packed: bytes, features: Sequence[str]) -> Column:
-    """The ensemble's sums over the named feature columns (doubles, null where missing), in the session
-    `load` loaded the evaluator into."""
-    sc = SparkContext._active_spark_context
-    gateway = sc._gateway if sc is not None else None
+def append(df: DataFrame, name: str, packed: bytes, features: Sequence[str]) -> DataFrame:
+    """`df` with the column `name`: the ensemble's sums over the named feature columns (doubles, null where
+    missing), in the session `load` loaded the evaluator into."""
+    gateway = df.sparkSession.sparkContext._gateway
     method = _factory.get(id(gateway))
     assert gateway is not None and method is not None, "native.load(spark) first"
-    row = F.struct(*[F.col(f"`{name}`") for name in features])
-    args = gateway.new_array(gateway.jvm.java.lang.Object, 2)
-    args[0] = bytearray(packed)
-    args[1] = row._jc  # type: ignore[attr-defined]
-    return _column(method.invoke(None, args))
-
-
-def _column(jc: Any) -> Column:
-    try:
-        from pyspark.sql.classic.column import Column as ClassicColumn  # Spark 4
-
-        return ClassicColumn(jc)
-    except ImportError:  # Spark 3.5
-        return Column(jc)
+    names = gateway.new_array(gateway.jvm.java.lang.String, len(features))
+    for i, feature in enumerate(features):
+        names[i] = feature
+    args = gateway.new_array(gateway.jvm.java.lang.Object, 4)
+    args[0] = df._jdf
+    args[1] = bytearray(packed)
+    args[2] = names
+    args[3] = name
+    return DataFrame(method.invoke(None, args), df.sparkSession)

@@ -8,9 +8,11 @@ import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from pyspark.sql import Column
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
+
+from udfs.compiled import native
 
 PREFIX = "__m"  # the program's own columns: dropped once the outputs are taken
 
@@ -29,6 +31,15 @@ class Feature:
     spark_type: T.DataType
 
 
+@dataclass(frozen=True)
+class NativeTrees:
+    """A program column that the JVM tree evaluator appends (udfs.compiled.native): the packed ensemble and
+    its feature columns (doubles, named in earlier stages or the input)."""
+
+    packed: bytes
+    features: tuple[str, ...]
+
+
 @dataclass
 class Program:
     """A model as successive projections. Each stage is a list of (name, expression) over the input columns
@@ -38,7 +49,7 @@ class Program:
     `error` is the model's exception for rows the model would raise on (NaN where it takes none, an unknown
     category), as `Type: first line`, else null; it is never raised inside a stage, so rows the job skips never fail."""
 
-    stages: list[list[tuple[str, Column]]] = field(default_factory=lambda: [[]])
+    stages: list[list[tuple[str, Column | NativeTrees]]] = field(default_factory=lambda: [[]])
     outputs: list[Column] = field(default_factory=list)
     size: int = 0  # tree nodes translated: what decides whether Spark compiles the program well (engine.py)
     max_size: int | None = None  # more tree nodes than this: Unsupported, raised before their expressions are built
@@ -70,6 +81,13 @@ class Program:
         self.stages[-1].append((name, expr))
         return F.col(name)
 
+    def let_native(self, trees: NativeTrees) -> Column:
+        """The tree evaluator's sums, appended after the current stage's projection; later stages read them."""
+        name = f"{PREFIX}{self._count}"
+        self._count += 1
+        self.stages[-1].append((name, trees))
+        return F.col(name)
+
     def next_stage(self) -> None:
         if self.stages[-1]:
             self.stages.append([])
@@ -96,6 +114,18 @@ class Program:
     @property
     def columns(self) -> list[str]:
         return [name for stage in self.stages for name, _ in stage]
+
+
+def with_stages(df: DataFrame, programs: Sequence[Program]) -> DataFrame:
+    """`df` with every program's columns, stage by stage (the programs' k-th stages in one projection, then
+    the k-th stages' tree evaluators); the programs' names must differ (Program._count apart)."""
+    for k in range(max((len(p.stages) for p in programs), default=0)):
+        stage = [entry for p in programs if k < len(p.stages) for entry in p.stages[k]]
+        df = df.withColumns({name: e for name, e in stage if isinstance(e, Column)})
+        for name, e in stage:
+            if isinstance(e, NativeTrees):
+                df = native.append(df, name, e.packed, e.features)
+    return df
 
 
 def missing(value: Column) -> Column:

@@ -23,7 +23,9 @@ def query(source: DataFrame, source_sql: str, program: Program, final: Sequence[
     for stage in program.stages:
         if not stage:
             continue
-        columns = [expr.alias(name) for name, expr in stage]
+        # a view's program has no tree evaluator (Program.native is off for views): its query is SQL text
+        columns = [expr.alias(name) for name, expr in stage if isinstance(expr, Column)]
+        assert len(columns) == len(stage), "a view's program runs no JVM tree evaluator"
         text = f"SELECT *, {', '.join(_sql(df, columns))} FROM ({text}) AS `{ALIAS}{n}`"
         n += 1
         df = df.select("*", *columns).alias(f"{ALIAS}{n}")

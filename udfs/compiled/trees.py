@@ -25,6 +25,7 @@ from pyspark.sql import types as T
 
 from udfs.compiled import native
 from udfs.compiled.program import (
+    NativeTrees,
     Program,
     Unsupported,
     argmax_label,
@@ -140,7 +141,7 @@ def tree_sums(program: Program, trees: Sequence[Tree], features: Sequence[str], 
     first = list(first_output) if first_output is not None else [0] * len(trees)
     if program.native and len(features) <= native.MAX_FEATURES:
         packed = native.pack(trees, len(features), rule.operator, rule.threshold, outputs, first, init, float32)
-        sums = program.let(native.ensemble(packed, features))
+        sums = program.let_native(NativeTrees(packed, tuple(features)))
         program.native_trees += len(trees)
         program.native_nodes += sum(len(t.feature) for t in trees)
         program.next_stage()
