@@ -398,8 +398,34 @@ def _write(spark: SparkSession, cfg: JobConfig, job: Prepared, lineage: RunLinea
     log.info("scoring %d partition(s) of %s (%s) with %s version %s", len(job.partitions), cfg.input_table,
              job.scoring.selection.text, lineage.model_name, lineage.model_version)
     skip = col(plan.REJECT_REASON).isNotNull() if reasons is not None else None
-    rows = job.selected(spark).transform(bad_rows.with_reason, reasons)
     settings = _query_settings(cfg, spec, job, chosen, *([second.choice] if second is not None else []))
+    # the rows are built under the write's settings too: the JVM tree evaluator plans the query before it
+    # (its input is an RDD of the rows before the trees), a small run's without generated code like the rest
+    with runtime_conf(spark, settings):
+        rows, observed = _scored_rows(spark, cfg, job, chosen, spec, skip, reasons, second, verify_share)
+        # the Python workers' head start is for the profiles' pandas function on the executors: a run that
+        # scores in the JVM and profiles on the driver starts no Python worker at all
+        in_jvm = chosen.engine == "sql" and (second is None or second.choice.engine == "sql")
+        ahead = in_jvm and not profiles.on_driver(len(job.partitions), cfg.profile_rows,
+                                                  len(assess.targets(job.scoring, second is not None)))
+        if settings.get("spark.sql.codegen.factoryMode") == "NO_CODEGEN":
+            log.debug("the write interprets its expressions (a run of at most %d rows)", INTERPRETED_ROWS)
+        with python_workers_started(spark, ahead):
+            staging.write(rows, _lineage_columns(rows.columns, lineage, second),
+                          encoding.writer_options(spark, job.plain, _passed_through(job)))
+    if verify_share is None:
+        read = int(observed.get["rows"])
+        return _Written(read, read)
+    found = compat.observed_numbers(observed, ("rows", "seen"))
+    return _Written(found["rows"], found["seen"], observed)
+
+
+def _scored_rows(spark: SparkSession, cfg: JobConfig, job: Prepared, chosen: engine.Choice, spec: ModelSpec,
+                 skip: Column | None, reasons: Column | None, second: _Second | None, verify_share: float | None
+                 ) -> tuple[DataFrame, Observation]:
+    """The rows the write stages: scored (and by the challenger), counted and sampled as they pass, with their
+    fingerprints, outcomes and the profiles' sample."""
+    rows = job.selected(spark).transform(bad_rows.with_reason, reasons)
     if second is not None:  # first, so that its outputs are out of the way before the champion's arrive
         rows = (rows.transform(engine.to_dataframe, second.choice, second.spec, skip)
                 .transform(challenger.hide_outputs, job.scoring.outputs))
@@ -418,23 +444,8 @@ def _write(spark: SparkSession, cfg: JobConfig, job: Prepared, lineage: RunLinea
             .transform(_stored_values_of_rejects_only, job.source.replaced))
     if second is not None:
         rows = rows.transform(challenger.with_rows, job.scoring, job.keys)
-    rows = rows.transform(sampling.with_sample, job.scoring.partition_columns,
-                          sampling.rates(job.estimates, cfg.profile_rows))
-    # the Python workers' head start is for the profiles' pandas function on the executors: a run that scores
-    # in the JVM and profiles on the driver starts no Python worker at all
-    in_jvm = chosen.engine == "sql" and (second is None or second.choice.engine == "sql")
-    ahead = in_jvm and not profiles.on_driver(len(job.partitions), cfg.profile_rows,
-                                              len(assess.targets(job.scoring, second is not None)))
-    if settings.get("spark.sql.codegen.factoryMode") == "NO_CODEGEN":
-        log.debug("the write interprets its expressions (a run of at most %d rows)", INTERPRETED_ROWS)
-    with runtime_conf(spark, settings), python_workers_started(spark, ahead):
-        staging.write(rows, _lineage_columns(rows.columns, lineage, second),
-                      encoding.writer_options(spark, job.plain, _passed_through(job)))
-    if verify_share is None:
-        read = int(observed.get["rows"])
-        return _Written(read, read)
-    found = compat.observed_numbers(observed, ("rows", "seen"))
-    return _Written(found["rows"], found["seen"], observed)
+    return rows.transform(sampling.with_sample, job.scoring.partition_columns,
+                          sampling.rates(job.estimates, cfg.profile_rows)), observed
 
 
 def _passed_through(job: Prepared) -> list[str]:
