@@ -56,8 +56,8 @@ class Program:
     # the caller rejects rows whose inputs are null, NaN or infinite before they reach the model, so checks of
     # the raw inputs can be left out (every check is code in the row's generated method)
     inputs_finite: bool = False
-    # trees run as one JVM UDF over flat arrays (udfs.compiled.native, loaded into the session by the caller)
-    # rather than as SQL expressions: never for a view, whose query is stored as SQL text
+    # trees run in the JVM tree evaluator (udfs.compiled.native, loaded into the session by the caller) rather
+    # than as SQL expressions: never for a view, whose query is stored as SQL text
     native: bool = False
     native_trees: int = 0  # trees the JVM evaluator runs
     native_nodes: int = 0  # their nodes

@@ -135,8 +135,8 @@ def tree_sums(program: Program, trees: Sequence[Tree], features: Sequence[str], 
     """Per output k: init[k] (when given, else the first term itself) + the leaf values that go to k, tree by
     tree in the order given, as the library accumulates: in double, or in float32 (`float32`, XGBoost: a float
     column out). Tree i adds its leaf vector to outputs first_output[i], first_output[i] + 1, ... (default 0);
-    an output nothing adds to is 0. Where the program may and the Spark session can, one JVM UDF walks every
-    tree over flat arrays (udfs.compiled.native), with the same comparisons and the same additions; otherwise
+    an output nothing adds to is 0. Where the program may and the Spark session can, the JVM tree evaluator walks
+    every tree over flat arrays (udfs.compiled.native), with the same comparisons and the same additions; otherwise
     each tree is an SQL expression (tree_columns) and the sums are running sums of them."""
     first = list(first_output) if first_output is not None else [0] * len(trees)
     if program.native and len(features) <= native.MAX_FEATURES:
