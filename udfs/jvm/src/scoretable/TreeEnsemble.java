@@ -32,8 +32,9 @@ import org.apache.spark.sql.types.StructType;
  * <p>Why it exists: Spark's nested conditional expressions cost about 200 ns per tree and row, and whole-stage
  * code generation gives up on large ensembles; a walk over flat arrays costs a few ns per node. Why over a
  * block of rows, one tree at a time, rather than as a UDF on one row: a tree's nodes then stay in the L1
- * cache while the block's rows walk it (every tree of a 100-tree ensemble is 100 KB, more than L1 holds):
- * 1.9 against 3.7 us per row for a 100-tree HistGradientBoosting model, and no row converted to a Java Row.
+ * cache while the block's rows walk it (every tree of a 100-tree ensemble is 100 KB, more than L1 holds), and
+ * no row is converted into a Java Row: for a 100-tree HistGradientBoosting model 1.9 against 2.3 us per row in
+ * one thread, and 2.2-3.3 against 3.8 us inside a 4M-row run on 2 cores (benchmarks/RESULTS.md).
  */
 public final class TreeEnsemble implements Serializable {
   private static final long serialVersionUID = 1L;
@@ -58,7 +59,6 @@ public final class TreeEnsemble implements Serializable {
   private final double[] values;
   private final int[][] categories;  // per node: sorted categories that go left, or null
   private final int[] treeDepth;  // per tree: its depth (the steps every walk takes: a leaf is its own child)
-  private final boolean[] uneven;  // per tree: leaves mostly well above its depth (leaf-wise growth, LightGBM)
   private final boolean[][] fresh;  // per tree and leaf value: the first addition to its output (no init)
 
   public TreeEnsemble(byte[] model) {
@@ -101,15 +101,11 @@ public final class TreeEnsemble implements Serializable {
       throw new IllegalArgumentException("too many features or nodes for the evaluator");
     }
     treeDepth = new int[trees];
-    uneven = new boolean[trees];
     fresh = new boolean[trees][];
     boolean[] started = new boolean[outputs];
     Arrays.fill(started, init != null);
     for (int t = 0; t < trees; t++) {
       treeDepth[t] = depth(left, right, root[t]);
-      long[] leaves = new long[2];  // how many, and their depths' sum
-      leafDepths(left, right, root[t], 0, leaves);
-      uneven[t] = treeDepth[t] >= 2.0 + (double) leaves[1] / leaves[0];
       fresh[t] = new boolean[width[t]];
       for (int j = 0; j < width[t]; j++) {
         if (output[t] + j >= outputs || output[t] < 0) {
@@ -164,16 +160,6 @@ public final class TreeEnsemble implements Serializable {
 
   private static int depth(int[] left, int[] right, int node) {
     return left[node] < 0 ? 0 : 1 + Math.max(depth(left, right, left[node]), depth(left, right, right[node]));
-  }
-
-  private static void leafDepths(int[] left, int[] right, int node, int depth, long[] leaves) {
-    if (left[node] < 0) {
-      leaves[0]++;
-      leaves[1] += depth;
-    } else {
-      leafDepths(left, right, left[node], depth + 1, leaves);
-      leafDepths(left, right, right[node], depth + 1, leaves);
-    }
   }
 
   /**
@@ -262,8 +248,6 @@ public final class TreeEnsemble implements Serializable {
         for (int r = 0; r < n; r++) {
           leaves[r] = leafCategorical(root[t], x, r * features);
         }
-      } else if (uneven[t]) {
-        walkUneven(root[t], treeDepth[t], x, n, leaves);
       } else {
         walk(root[t], treeDepth[t], x, n, leaves);
       }
@@ -332,47 +316,6 @@ public final class TreeEnsemble implements Serializable {
       }
       leaves[r] = node;
     }
-  }
-
-  /**
-   * {@link #walk} for a tree whose leaves are mostly well above its depth: every four steps, four walks that have
-   * all arrived stop (a test that costs a balanced tree more than it saves: 3-6% on XGBoost's and the forest's,
-   * where the uneven trees of a LightGBM model take half the time).
-   */
-  private void walkUneven(int top, int depth, double[] x, int n, int[] leaves) {
-    int r = 0;
-    for (; r + 4 <= n; r += 4) {
-      int o = r * features;
-      int n0 = top;
-      int n1 = top;
-      int n2 = top;
-      int n3 = top;
-      for (int d = depth; d > 0; d--) {
-        n0 = step(n0, x, o);
-        n1 = step(n1, x, o + features);
-        n2 = step(n2, x, o + 2 * features);
-        n3 = step(n3, x, o + 3 * features);
-        if ((d & 3) == 0 && leaf(n0) && leaf(n1) && leaf(n2) && leaf(n3)) {
-          break;
-        }
-      }
-      leaves[r] = n0;
-      leaves[r + 1] = n1;
-      leaves[r + 2] = n2;
-      leaves[r + 3] = n3;
-    }
-    for (; r < n; r++) {
-      int node = top;
-      for (int d = depth; d > 0 && !leaf(node); d--) {
-        node = step(node, x, r * features);
-      }
-      leaves[r] = node;
-    }
-  }
-
-  /** Whether node {@code n} is a leaf (its own first child). */
-  private boolean leaf(int n) {
-    return (int) (nodes[2 * n + 1] >>> 17) == n;
   }
 
   /**
