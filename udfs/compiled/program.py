@@ -45,7 +45,9 @@ class Program:
     """A model as successive projections. Each stage is a list of (name, expression) over the input columns
     and earlier stages' names; separate stages keep Spark from recomputing a shared value (a float32 feature
     read by a hundred trees) per use: Catalyst does not collapse a projection whose non-trivial results are
-    read more than once. `outputs` are expressions over the last stage, one per output field, in order.
+    read more than once; an entry may instead be the JVM tree evaluator (NativeTrees), which appends its column
+    after the stage's projection (`with_stages` runs them). `outputs` are expressions over the last stage, one
+    per output field, in order.
     `error` is the model's exception for rows the model would raise on (NaN where it takes none, an unknown
     category), as `Type: first line`, else null; it is never raised inside a stage, so rows the job skips never fail."""
 
