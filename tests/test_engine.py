@@ -238,3 +238,34 @@ def test_trees_run_in_the_jvm_evaluator_and_as_sql_or_the_udf_without_it(
                    for r in caplog.records)
         assert result.engine.engine == "udf"
     check_predictions(spark, source, output, uri, result)
+
+
+def test_a_tree_champion_and_a_tree_challenger_both_run_in_the_evaluator(
+        spark: SparkSession, source: str, output: str, tracking_uri: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Two ensembles in one write, each a step of the evaluator in the same query (the challenger's first): each
+    table holds its own model's predictions, row by row."""
+    import mlflow
+    from mlflow.models import infer_signature
+    from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegressor
+
+    linear, X = fit((1.0, 2.0, 3.0), seed=9)
+    y = linear.predict(X)
+    champion = HistGradientBoostingRegressor(max_iter=100, min_samples_leaf=2, random_state=0).fit(X, y)
+    rival = RandomForestRegressor(30, max_depth=6, random_state=0).fit(X, y)
+    uri = log_model(champion, infer_signature(X, champion.predict(X)))
+    rival_uri = log_model(rival, infer_signature(X, rival.predict(X)))
+    with caplog.at_level(logging.INFO, logger="score_table"):
+        result = score(spark, *base(source, output, uri), "--partition", f"ds={DAYS[0]}",
+                       "--challenger-uri", rival_uri, "--key-columns", "customer_id", "--no-mlflow-run")
+    said = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("challenger engine: sql (translated, 30 trees in the JVM tree evaluator") for m in said)
+    assert any(m.startswith("engine: sql (translated, 100 trees in the JVM tree evaluator") for m in said)
+    check_predictions(spark, source, output, uri, result)
+    rows = spark.table(source).where(F.col("ds") == DAYS[0]).orderBy("customer_id").toPandas()
+    inputs = rows[list(FEATURES.values())].astype(float).set_axis(list(FEATURES), axis=1)
+    expected = mlflow.pyfunc.load_model(rival_uri).predict(inputs)
+    got = spark.table(f"{output}_challenger").orderBy("customer_id").select("customer_id", "prediction").toPandas()
+    assert got["customer_id"].tolist() == rows["customer_id"].tolist()
+    assert got["prediction"].tolist() == pytest.approx(list(expected), rel=1e-9, abs=1e-9)
+    for side in ("challenger", "profiles", "runs"):
+        spark.catalog.dropTable(f"{output}_{side}", ifExists=True)
