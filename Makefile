@@ -22,20 +22,21 @@ check-java:
 check-javac:
 	@command -v javac >/dev/null 2>&1 || { echo "$(NO_JAVAC), which the tests run" >&2; exit 1; }
 
-# The JVM tree evaluator (udfs/compiled/native.py): one Java class compiled against the virtualenv's PySpark
-# jars, for Java 8 and newer (Spark 3.5 runtimes too). Needs a JDK's javac; without one `make demo` goes on
-# (the job runs trees as SQL expressions and says so in its log) and `make test` stops (it tests both ways).
-TREES_JAR := udfs/jvm/score-table-trees.jar
-TREES_SRC := $(wildcard udfs/jvm/src/scoretable/*.java)
-NO_JAVAC := make: javac (a JDK: apt-get install openjdk-17-jdk-headless) builds the JVM tree evaluator
+# The project's JVM classes (udfs/jvm_jar.py): the tree evaluator (udfs/compiled/native.py) and the staging
+# write's constant columns (spark_jobs/publishing/constant_columns.py), compiled against the virtualenv's PySpark
+# jars for Java 8 and newer (Spark 3.5 runtimes too). Needs a JDK's javac; without one `make demo` goes on (trees
+# run as SQL expressions, the lineage goes in the rows, as the log says) and `make test` stops (it tests both).
+JAR := udfs/jvm/score-table.jar
+JAR_SRC := $(wildcard udfs/jvm/src/scoretable/*.java)
+NO_JAVAC := make: javac (a JDK: apt-get install openjdk-17-jdk-headless) builds the project's JVM classes
 
-$(TREES_JAR): $(TREES_SRC) | $(VENV)/.installed
+$(JAR): $(JAR_SRC) | $(VENV)/.installed
 	@command -v javac >/dev/null 2>&1 || { echo "$(NO_JAVAC); without it trees run as SQL expressions" >&2; exit 0; }
 	rm -rf build/jvm && mkdir -p build/jvm
-	javac -nowarn --release 8 -Xlint:-options -cp "$$($(PY) -c 'import os, pyspark; print(os.path.join(os.path.dirname(pyspark.__file__), "jars"))')/*" -d build/jvm $(TREES_SRC)
+	javac -nowarn --release 8 -Xlint:-options -cp "$$($(PY) -c 'import os, pyspark; print(os.path.join(os.path.dirname(pyspark.__file__), "jars"))')/*" -d build/jvm $(JAR_SRC)
 	jar cf $@ -C build/jvm .
 
-jar: $(TREES_JAR)
+jar: $(JAR)
 
 $(VENV)/.installed: setup.py
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || { echo "make: Python 3.10+ is required ($(PYTHON))" >&2; exit 1; }
@@ -44,7 +45,7 @@ $(VENV)/.installed: setup.py
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $@
 
-venv: $(VENV)/.installed $(TREES_JAR)
+venv: $(VENV)/.installed $(JAR)
 
 $(VENV35)/.installed: setup.py
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || { echo "make: Python 3.10+ is required ($(PYTHON))" >&2; exit 1; }
@@ -92,7 +93,7 @@ test: test-spark4 test-spark35
 test-spark4: check-java check-javac venv $(VENV)/spark-classes.jsa
 	$(PY) $(PYTEST) tests
 
-test-spark35: check-java check-javac venv-spark35 $(VENV35)/spark-classes.jsa $(TREES_JAR)
+test-spark35: check-java check-javac venv-spark35 $(VENV35)/spark-classes.jsa $(JAR)
 	PYSPARK_PYTHON=$(abspath $(PY35)) PYSPARK_DRIVER_PYTHON=$(abspath $(PY35)) $(PY35) $(PYTEST) -m spark35 tests
 
 test-fast: check-java check-javac venv $(VENV)/spark-classes.jsa
@@ -107,7 +108,7 @@ lint: venv
 bench: check-java venv
 	$(PY) -m benchmarks.bench $(BENCH_ARGS)
 
-dist: venv $(TREES_JAR)
+dist: venv $(JAR)
 	$(PY) -m pip wheel -q --no-deps -w dist .
 
 clean:

@@ -362,10 +362,11 @@ TREE_ENGINES = ["sql", "native"]
 def native_trees(spark: SparkSession, engine: str) -> bool:
     """Program.native for a tree engine: the evaluator loaded into the session (its jar is built by `make`:
     a missing jar fails here rather than testing the SQL path twice)."""
+    from udfs import jvm_jar
     from udfs.compiled import native
 
     if engine == "native":
-        assert native.load(spark), f"{native.JAR} is not built or does not load (make jar)"
+        assert native.load(spark), f"{jvm_jar.JAR} is not built or does not load (make jar)"
     return engine == "native"
 
 

@@ -213,7 +213,7 @@ def test_the_wheel_holds_every_module_of_the_package(tmp_path: Path) -> None:
     modules = {str(p.relative_to(SETUP.parent)) for package in ("spark_jobs", "udfs")
                for p in (SETUP.parent / package).rglob("*.py")}
     assert modules - packed == set()
-    assert "udfs/jvm/score-table-trees.jar" in zipfile.ZipFile(wheel).namelist()
+    assert "udfs/jvm/score-table.jar" in zipfile.ZipFile(wheel).namelist()
 
 
 def test_the_jobs_jit_settings_are_the_same_in_the_readme_the_makefile_and_the_bench() -> None:

@@ -24,13 +24,14 @@ from spark_jobs.planning import partitions, plan
 from spark_jobs.planning.prepare import Prepared, prepare
 from spark_jobs.planning.tables import ORIGINAL
 from spark_jobs.publishing import encoding, output, serving
+from spark_jobs.publishing.constant_columns import ConstantColumns
 from spark_jobs.publishing.publish import Publisher, publisher_for
 from spark_jobs.publishing.staging import REJECTED, SCORED, Listing, StagedPartition, StagingArea
 from spark_jobs.quality import assess, challenger, profiles, report_file, sampling, tracking
 from spark_jobs.runs import history
 from spark_jobs.runs.locked_run import locked_run
 from spark_jobs.scoring import audit, bad_rows
-from spark_jobs.scoring.lineage import RunLineage, with_lineage
+from spark_jobs.scoring.lineage import RunLineage
 from spark_jobs.scoring.summary import summary
 from spark_jobs.session import python_workers_started, runtime_conf
 from udfs import ModelSpec, model_cache
@@ -455,13 +456,15 @@ def _passed_through(job: Prepared) -> list[str]:
 
 
 def _lineage_columns(columns: list[str], lineage: RunLineage, second: _Second | None
-                     ) -> Callable[[DataFrame], DataFrame]:
+                     ) -> ConstantColumns | Callable[[DataFrame], DataFrame]:
     """The lineage columns, as the staging write adds them after its sort, in the scored table's place (before
-    the input fingerprint): readers of the files alone (DuckDB, the manifest's readers) see the table's order."""
+    the input fingerprint): readers of the files alone (DuckDB, the manifest's readers) see the table's order.
+    One value each for the whole write, unless a challenger's rows have their own model's."""
+    if second is None:
+        return lineage.columns(before=plan.FINGERPRINT)
     at = columns.index(plan.FINGERPRINT)
     order = [*columns[:at], *plan.LINEAGE.fieldNames(), *columns[at:]]
-    add = partial(with_lineage, lineage=lineage) if second is None else \
-        partial(challenger.with_lineage, champion=lineage, challenger=second.lineage)
+    add = partial(challenger.with_lineage, champion=lineage, challenger=second.lineage)
     return lambda df: add(df).select(*order)
 
 

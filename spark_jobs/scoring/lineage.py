@@ -6,11 +6,9 @@ import datetime as dt
 import uuid
 from dataclasses import dataclass
 
-from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
-
 from spark_jobs.model.model_ref import ModelVersionRef
 from spark_jobs.planning.plan import LINEAGE
+from spark_jobs.publishing.constant_columns import ConstantColumns
 
 
 @dataclass(frozen=True)
@@ -25,8 +23,6 @@ class RunLineage:
     def start(cls, model: ModelVersionRef) -> RunLineage:
         return cls(model.name, model.version, model.run_id, dt.datetime.now(dt.timezone.utc), uuid.uuid4().hex)
 
-
-def with_lineage(df: DataFrame, lineage: RunLineage) -> DataFrame:
-    return df.withColumns({
-        f.name: F.lit(getattr(lineage, f.name)).cast(f.dataType) for f in LINEAGE.fields
-    })
+    def columns(self, before: str) -> ConstantColumns:
+        """The lineage columns of every row the run writes, before the column `before`."""
+        return ConstantColumns(LINEAGE, tuple(getattr(self, f.name) for f in LINEAGE.fields), before)

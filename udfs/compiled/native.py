@@ -1,13 +1,13 @@
 """Tree ensembles scored by a class of this package's own inside the JVM (udfs/jvm, built by `make` into
-udfs/jvm/score-table-trees.jar): it walks every tree over flat node arrays and appends the sums of their leaves,
+udfs/jvm/score-table.jar): it walks every tree over flat node arrays and appends the sums of their leaves,
 per output, in the library's order and precision, to each row of a DataFrame. The same `Tree`s the SQL
 translation writes as nested conditionals go in, so the arithmetic is the same; what changes is the cost:
 Spark's conditionals cost about 200 ns per tree and row and stop whole-stage code generation, the array walk
 a few ns per node. It scores blocks of rows one tree at a time (a column expression sees one row), so it is a
 step between two projections of a program (Program.let_native), not an expression.
 
-The jar is optional. Where it is missing, or the session has no JVM of its own (Spark Connect), or the class
-cannot be loaded, `load` says so once in the log and translations write the trees as SQL expressions.
+The jar is optional (udfs.jvm_jar). Where it is missing, or the session has no JVM of its own (Spark Connect),
+or the class cannot be loaded, `load` says so once in the log and translations write the trees as SQL expressions.
 Whether a translation may use it is the caller's to say (Program.native), having loaded it into its session."""
 
 from __future__ import annotations
@@ -15,17 +15,17 @@ from __future__ import annotations
 import logging
 import struct
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 
+from udfs import jvm_jar
+
 if TYPE_CHECKING:
     from udfs.compiled.trees import Tree
 
 log = logging.getLogger("score_table")
-JAR = Path(__file__).resolve().parents[1] / "jvm" / "score-table-trees.jar"
 CLASS = "scoretable.TreeEnsemble"
 MAGIC = 0x53545245
 LESS_THAN, FLOAT32, HAS_INIT = 1, 2, 4
@@ -84,17 +84,19 @@ def load(spark: SparkSession) -> bool:
 
 
 def _load(spark: SparkSession) -> Any:
-    if not JAR.exists():
-        log.info("the JVM tree evaluator is not built (%s missing): trees run as SQL expressions", JAR.name)
+    if not jvm_jar.JAR.exists():
+        log.info("the JVM tree evaluator is not built (%s missing): trees run as SQL expressions", jvm_jar.JAR.name)
         return None
     try:
+        loaded = jvm_jar.load_class(spark, CLASS)
+        if loaded is None:
+            log.warning("the JVM tree evaluator could not be added to this session: trees run as SQL expressions")
+            return None
         session = spark._jsparkSession  # type: ignore[attr-defined]
-        session.sessionState().resourceLoader().addJar(str(JAR))  # the driver's loader and every executor's
-        jvm = spark.sparkContext._jvm
-        assert jvm is not None
-        loaded = jvm.java.lang.Class.forName(CLASS, True, session.sharedState().jarClassLoader())
         methods = {m.getName(): m for m in loaded.getMethods()}
-        args = spark.sparkContext._gateway.new_array(jvm.java.lang.Object, 1)  # type: ignore[union-attr]
+        gateway = spark.sparkContext._gateway
+        assert gateway is not None
+        args = gateway.new_array(gateway.jvm.java.lang.Object, 1)
         args[0] = session.emptyDataFrame()
         if not methods["supported"].invoke(None, args):  # a Spark without the internal API it reaches
             log.warning("the JVM tree evaluator does not run on this Spark: trees run as SQL expressions")
