@@ -8,6 +8,7 @@ import java.util.Base64;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.concurrent.ConcurrentHashMap;
 
 import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.mapreduce.Job;
@@ -104,6 +105,14 @@ public class ConstantColumns extends ParquetFileFormat {
     return f;
   }
 
+  /** The settings of Spark's writer that change how it encodes a value. */
+  private static final String[] ENCODING = {"spark.sql.parquet.outputTimestampType",
+      "spark.sql.parquet.writeLegacyFormat", "spark.sql.parquet.int96RebaseModeInWrite",
+      "spark.sql.parquet.datetimeRebaseModeInWrite", "spark.sql.session.timeZone"};
+  /** Encoded constants and their pages, per JVM: a task writes several files, an executor runs many tasks. */
+  private static final ConcurrentHashMap<String, Value[]> ENCODED = new ConcurrentHashMap<>();
+  private static final ConcurrentHashMap<String, Template> PAGES = new ConcurrentHashMap<>();
+
   /** Spark's Parquet writers, each with its write support attached to the record writer it runs in. */
   static final class Factory extends OutputWriterFactory {
     private final OutputWriterFactory parquet;
@@ -144,7 +153,6 @@ public class ConstantColumns extends ParquetFileFormat {
     private Value[] values;     // null: a null constant
     private Object internal;    // the record writer this support writes in
     private Field columnStore, pageStore, bloomFilters, recordConsumer, props, validating;
-    private final Map<Integer, Template> templates = new HashMap<>();  // per constant column, pages of `pageRows`
 
     @Override
     public WriteContext init(Configuration conf) {
@@ -159,14 +167,21 @@ public class ConstantColumns extends ParquetFileFormat {
         row[k] = texts[k].equals("-") ? null
             : parse(new String(Base64.getDecoder().decode(texts[k]), StandardCharsets.UTF_8), fields[k].dataType());
       }
-      // each constant as Spark's writer gives it to Parquet, from a one-row row
-      Configuration one = new Configuration(conf);
-      one.set(ParquetWriteSupport.SPARK_ROW_SCHEMA(), new StructType(fields).json());
-      ParquetWriteSupport encoder = new ParquetWriteSupport();
-      encoder.init(one);
-      values = new Value[names.length];
-      encoder.prepareForWrite(new Recorder(values));
-      encoder.write(new GenericInternalRow(row));
+      // each constant as Spark's writer gives it to Parquet, from a one-row row (once per JVM and settings)
+      StringBuilder key = new StringBuilder(conf.get(SCHEMA)).append('\n').append(given).append('\n')
+          .append(conf.get(VALUES));
+      for (String setting : ENCODING) key.append('\n').append(conf.get(setting));
+      values = ENCODED.get(key.toString());
+      if (values == null) {
+        Configuration one = new Configuration(conf);
+        one.set(ParquetWriteSupport.SPARK_ROW_SCHEMA(), new StructType(fields).json());
+        ParquetWriteSupport encoder = new ParquetWriteSupport();
+        encoder.init(one);
+        values = new Value[names.length];
+        encoder.prepareForWrite(new Recorder(values));
+        encoder.write(new GenericInternalRow(row));
+        ENCODED.put(key.toString(), values);
+      }
 
       WriteContext context = rows.init(conf);
       rowSchema = context.getSchema();
@@ -266,23 +281,35 @@ public class ConstantColumns extends ParquetFileFormat {
         rows.flush();
         if (count == 0) return;
         try {
-          int full = Math.max(1, properties.getPageRowCountLimit());
+          int page = Integer.highestOneBit(Math.max(1, properties.getPageRowCountLimit()));
           for (int k = 0; k < constants.length; k++) {
             PageWriter out = pages.getPageWriter(constants[k]);
-            Template whole = templates.get(k);
-            if (whole == null) {
-              whole = Template.of(constants[k], values[k], full, properties);
-              templates.put(k, whole);
-            }
+            Template whole = template(k, page);
             if (whole.dictionary != null) out.writeDictionaryPage(whole.dictionary);
             long left = count;
-            for (; left >= full; left -= full) whole.replay(out);
-            if (left > 0) Template.of(constants[k], values[k], (int) left, properties).replay(out);
+            for (; left >= page; left -= page) whole.replay(out);
+            for (int size = page >> 1; size > 0; size >>= 1) {  // the rest in pages of powers of two
+              if ((left & size) != 0) template(k, size).replay(out);
+            }
           }
         } catch (IOException e) {
           throw new IllegalStateException(e);
         }
         count = 0;
+      }
+
+      /** The pages of `rows` rows of the constant `k`, as Parquet's column writer encodes them here. */
+      private Template template(int k, int rows) throws IOException {
+        ColumnDescriptor column = constants[k];
+        String key = column + "\n" + (values[k] == null ? "null" : values[k].key()) + "\n" + rows + "\n"
+            + properties.getWriterVersion() + properties.isDictionaryEnabled(column)
+            + properties.getStatisticsEnabled(column) + properties.getSizeStatisticsEnabled(column);
+        Template t = PAGES.get(key);
+        if (t == null) {
+          t = Template.of(column, values[k], rows, properties);
+          PAGES.put(key, t);
+        }
+        return t;
       }
     }
   }
@@ -391,7 +418,18 @@ public class ConstantColumns extends ParquetFileFormat {
 
   /** One constant's value as Spark's writer gave it to Parquet. */
   abstract static class Value {
+    private final String key;
+
+    Value(String key) {
+      this.key = key;
+    }
+
     abstract void write(RecordConsumer out);
+
+    /** What the value is, for the caches. */
+    String key() {
+      return key;
+    }
   }
 
   /** Records the values Spark's writer gives a one-row record (flat columns only). */
@@ -414,14 +452,26 @@ public class ConstantColumns extends ParquetFileFormat {
     @Override public void endField(String name, int index) { field = -1; }
     @Override public void startGroup() { throw new IllegalStateException("a constant column must not be nested"); }
     @Override public void endGroup() { throw new IllegalStateException("a constant column must not be nested"); }
-    @Override public void addInteger(final int v) { set(new Value() { void write(RecordConsumer o) { o.addInteger(v); } }); }
-    @Override public void addLong(final long v) { set(new Value() { void write(RecordConsumer o) { o.addLong(v); } }); }
-    @Override public void addBoolean(final boolean v) { set(new Value() { void write(RecordConsumer o) { o.addBoolean(v); } }); }
-    @Override public void addFloat(final float v) { set(new Value() { void write(RecordConsumer o) { o.addFloat(v); } }); }
-    @Override public void addDouble(final double v) { set(new Value() { void write(RecordConsumer o) { o.addDouble(v); } }); }
+    @Override public void addInteger(final int v) {
+      set(new Value("int " + v) { void write(RecordConsumer o) { o.addInteger(v); } });
+    }
+    @Override public void addLong(final long v) {
+      set(new Value("long " + v) { void write(RecordConsumer o) { o.addLong(v); } });
+    }
+    @Override public void addBoolean(final boolean v) {
+      set(new Value("boolean " + v) { void write(RecordConsumer o) { o.addBoolean(v); } });
+    }
+    @Override public void addFloat(final float v) {
+      set(new Value("float " + Float.floatToRawIntBits(v)) { void write(RecordConsumer o) { o.addFloat(v); } });
+    }
+    @Override public void addDouble(final double v) {
+      set(new Value("double " + Double.doubleToRawLongBits(v)) { void write(RecordConsumer o) { o.addDouble(v); } });
+    }
     @Override public void addBinary(Binary v) {
       final Binary kept = Binary.fromConstantByteArray(v.getBytes());  // Spark reuses its buffers
-      set(new Value() { void write(RecordConsumer o) { o.addBinary(kept); } });
+      set(new Value("binary " + Base64.getEncoder().encodeToString(kept.getBytes())) {
+        void write(RecordConsumer o) { o.addBinary(kept); }
+      });
     }
   }
 }
