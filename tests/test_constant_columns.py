@@ -47,7 +47,7 @@ def test_the_jvm_writer_makes_the_files_spark_makes_with_the_columns_in_every_ro
     options = CONSTANTS.writer_options(rows, ["part"])
     assert options is not None, "the JVM writer does not run here: is the jar built (make jar)?"
     paged, expressed = tmp_path / "paged", tmp_path / "expressed"
-    rows.write.partitionBy("part").options(**SMALL, **options).format(constant_columns.CLASS).save(str(paged))
+    constant_columns.save(rows.write.partitionBy("part").options(**SMALL), str(paged), options)
     rows.transform(CONSTANTS.add).write.partitionBy("part").options(**SMALL).parquet(str(expressed))
 
     # what Spark reads: every row with its own values and the constants, in the same schema

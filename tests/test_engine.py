@@ -22,6 +22,7 @@ from spark_jobs.model import engine
 from spark_jobs.scoring import job
 from tests.models import Thresholded
 from tests.support import DAYS, FEATURES, base, expected_scored, fit, log_model, register_sklearn, score
+from udfs import jvm_jar
 from udfs.compiled import Program, native
 
 
@@ -223,7 +224,7 @@ def test_trees_run_in_the_jvm_evaluator_and_as_sql_or_the_udf_without_it(
     trees = HistGradientBoostingRegressor(max_iter=100, min_samples_leaf=2, random_state=0).fit(X, linear.predict(X))
     uri = log_model(trees, infer_signature(X, trees.predict(X)))
     if jar == "missing":
-        monkeypatch.setattr(native, "JAR", tmp_path / "missing.jar")
+        monkeypatch.setattr(jvm_jar, "JAR", tmp_path / "missing.jar")
         monkeypatch.setattr(native, "_factory", {})
     with caplog.at_level(logging.INFO, logger="score_table"):
         result = score(spark, *base(source, output, uri), "--partition", f"ds={DAYS[0]}")

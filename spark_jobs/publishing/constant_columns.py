@@ -15,11 +15,11 @@ import base64
 import datetime as dt
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, DataFrameWriter, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -30,7 +30,7 @@ CLASS = "scoretable.ConstantColumns"
 _SCHEMA, _NAMES, _VALUES = "scoretable.constants.schema", "scoretable.constants.names", "scoretable.constants.values"
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
-_runs: dict[int, bool] = {}  # per JVM gateway: whether the JVM writer runs there
+_runs: dict[int, Any] = {}  # per JVM gateway: the JVM writer's `save` method, or None where it does not run
 
 
 @dataclass(frozen=True)
@@ -50,12 +50,12 @@ class ConstantColumns:
 
     def writer_options(self, df: DataFrame, partition_columns: Sequence[str]) -> dict[str, str] | None:
         """The JVM writer's options for writing `df` (without the columns) partitioned by `partition_columns`,
-        with the columns in every file; None where it does not run in `df`'s session or a value is not one it
-        takes (strings, integers, zone-aware timestamps)."""
+        with the columns in every file; None where it does not run in `df`'s session, `df` has variant columns,
+        or a value is not one it takes (strings, integers, zone-aware timestamps)."""
         texts = [_text(v, f.dataType) for f, v in zip(self.fields.fields, self.values, strict=True)]
         if any(t is None for t in texts) or any("," in n for n in self.fields.fieldNames()) \
-                or not runs_in(df.sparkSession):
-            return None
+                or "variant" in df.schema.simpleString() or not runs_in(df.sparkSession):
+            return None  # (Spark 4 may write variant columns with a Parquet writer of another kind)
         files = self.add(df).drop(*partition_columns).schema  # the schema Spark would write the files with
         return {_SCHEMA: files.json(), _NAMES: ",".join(self.fields.fieldNames()),
                 _VALUES: ",".join(t for t in texts if t is not None)}
@@ -86,20 +86,31 @@ def runs_in(spark: SparkSession) -> bool:
     if gateway is None:
         return False
     if id(gateway) not in _runs:
-        _runs[id(gateway)] = _check(spark)
-    return _runs[id(gateway)]
+        _runs[id(gateway)] = _load(spark)
+    return _runs[id(gateway)] is not None
 
 
-def _check(spark: SparkSession) -> bool:
+def save(writer: DataFrameWriter, path: str, options: Mapping[str, str]) -> None:
+    """`writer`'s rows saved at `path` by the JVM writer, with `writer_options`' `options` (in a session where
+    it `runs_in`)."""
+    gateway = writer._spark.sparkContext._gateway
+    assert gateway is not None and _runs.get(id(gateway)) is not None, "constant_columns.runs_in(spark) first"
+    args = gateway.new_array(gateway.jvm.java.lang.Object, 2)
+    args[0] = writer.options(**options)._jwrite
+    args[1] = path
+    _runs[id(gateway)].invoke(None, args)
+
+
+def _load(spark: SparkSession) -> Any:
     try:
         loaded = jvm_jar.load_class(spark, CLASS)
         if loaded is not None:
             gateway = spark.sparkContext._gateway
             assert gateway is not None
-            supported = next(m for m in loaded.getMethods() if m.getName() == "supported")
-            if supported.invoke(None, gateway.new_array(gateway.jvm.java.lang.Object, 0)):
-                return True
+            methods = {m.getName(): m for m in loaded.getMethods()}
+            if methods["supported"].invoke(None, gateway.new_array(gateway.jvm.java.lang.Object, 0)):
+                return methods["save"]
     except Exception as e:  # an old or foreign jar
         log.debug("the constant-column writer does not load: %s", e)
     log.info("the lineage columns are written in every row (this package's JVM writer does not run here)")
-    return False
+    return None

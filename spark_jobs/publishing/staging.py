@@ -92,7 +92,7 @@ class StagingArea:
                 rows = rows.transform(constants)
         out = rows.write.mode("errorifexists").partitionBy(*split).options(**(options or {}))
         if jvm is not None:
-            out.options(**jvm).format(constant_columns.CLASS).save(self.root)
+            constant_columns.save(out, self.root, jvm)
         else:
             out.parquet(self.root)
 

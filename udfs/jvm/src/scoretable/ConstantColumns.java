@@ -33,6 +33,8 @@ import org.apache.parquet.io.api.Binary;
 import org.apache.parquet.io.api.RecordConsumer;
 import org.apache.parquet.schema.MessageType;
 import org.apache.parquet.schema.Type;
+import org.apache.spark.sql.DataFrameWriter;
+import org.apache.spark.sql.Row;
 import org.apache.spark.sql.SparkSession;
 import org.apache.spark.sql.catalyst.InternalRow;
 import org.apache.spark.sql.catalyst.expressions.GenericInternalRow;
@@ -62,6 +64,21 @@ public class ConstantColumns extends ParquetFileFormat {
   public static final String NAMES = "scoretable.constants.names";
   /** Each constant column's value, in NAMES' order: Base64 of its text (timestamps in microseconds), "-" for null. */
   public static final String VALUES = "scoretable.constants.values";
+
+  /**
+   * Saves `writer`'s rows with this format at `path`. Spark finds a format by name through the calling thread's
+   * context class loader, which has this jar only on the thread that added it to the session.
+   */
+  public static void save(DataFrameWriter<Row> writer, String path) {
+    Thread thread = Thread.currentThread();
+    ClassLoader before = thread.getContextClassLoader();
+    thread.setContextClassLoader(ConstantColumns.class.getClassLoader());
+    try {
+      writer.format(ConstantColumns.class.getName()).save(path);
+    } finally {
+      thread.setContextClassLoader(before);
+    }
+  }
 
   @Override
   public OutputWriterFactory prepareWrite(SparkSession session, Job job,
