@@ -301,12 +301,20 @@ public class ConstantColumns extends ParquetFileFormat {
           int page = Integer.highestOneBit(Math.max(1, properties.getPageRowCountLimit()));
           for (int k = 0; k < constants.length; k++) {
             PageWriter out = pages.getPageWriter(constants[k]);
-            Template whole = template(k, page);
-            if (whole.dictionary != null) out.writeDictionaryPage(whole.dictionary);
+            boolean dictionary = false;
             long left = count;
-            for (; left >= page; left -= page) whole.replay(out);
-            for (int size = page >> 1; size > 0; size >>= 1) {  // the rest in pages of powers of two
-              if ((left & size) != 0) template(k, size).replay(out);
+            // pages of `page` rows, then the rest in pages of the powers of two below it: a small file asks
+            // for no more encoding than its own rows
+            for (int size = page; size > 0; size >>= 1) {
+              long times = size == page ? left / page : (left & size) != 0 ? 1 : 0;
+              if (times == 0) continue;
+              Template t = template(k, size);
+              if (!dictionary && t.dictionary != null) {
+                out.writeDictionaryPage(t.dictionary);
+                dictionary = true;
+              }
+              for (long i = 0; i < times; i++) t.replay(out);
+              left -= times * size;
             }
           }
         } catch (IOException e) {
