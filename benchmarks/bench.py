@@ -29,15 +29,17 @@ from typing import Any
 
 from benchmarks.data import MODELS, START
 from benchmarks.procmon import Monitor
+from spark_jobs import jvm_classes
 from spark_jobs.session import JVM_OPTIONS
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-# As the README runs spark-submit, with the job's JIT settings (spark_jobs.session.JVM_OPTIONS); every variant
-# gets them, the floor and spark_udf included, so the comparison stays like for like.
-SUBMIT = [str(BIN / "spark-submit"), "--driver-java-options", JVM_OPTIONS]
+# As the README runs spark-submit, with the job's JIT settings (spark_jobs.session.JVM_OPTIONS) and the
+# virtualenv's class-data archive (spark_jobs.jvm_classes; `make bench` makes it); every variant gets them, the
+# floor and spark_udf included, so the comparison stays like for like.
+SUBMIT = [str(BIN / "spark-submit"), "--driver-java-options", f"{JVM_OPTIONS} {jvm_classes.java_options()}".strip()]
 
 
 def table_name(rows: int) -> str:
@@ -298,8 +300,9 @@ def main() -> None:
 def versions() -> dict[str, str]:
     from importlib.metadata import version
 
-    return {p: version(p) for p in ("pyspark", "mlflow", "pandas", "pyarrow", "numpy", "scikit-learn", "xgboost",
-                                    "lightgbm")}
+    found = {p: version(p) for p in ("pyspark", "mlflow", "pandas", "pyarrow", "numpy", "scikit-learn", "xgboost",
+                                     "lightgbm")}
+    return {**found, "jvm_options": SUBMIT[2]}
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from typing import Any
 from pyspark import SparkConf, SparkContext
 from pyspark.sql import SparkSession
 
-from spark_jobs import compat
+from spark_jobs import compat, jvm_classes
 from spark_jobs.config import JobConfig
 
 log = logging.getLogger("score_table")
@@ -97,14 +97,17 @@ def session_for(local_defaults: bool, local_home: str, spark_conf: Mapping[str, 
 
 def _own_jvm_options(quiet: bool) -> None:
     """When this process is about to start its own JVM (the console script, `python -m`), start it with
-    JVM_OPTIONS (each group unless the user set it) and, when `quiet`, conf/log4j2.properties (Spark at WARN)
-    unless the user gave a log4j configuration of their own: the INFO lines of Spark's start-up come before any
-    setLogLevel could stop them."""
+    JVM_OPTIONS (each group unless the user set it), the virtualenv's class-data archive where one was made
+    (spark_jobs.jvm_classes) and, when `quiet`, conf/log4j2.properties (Spark at WARN) unless the user gave a
+    log4j configuration of their own: the INFO lines of Spark's start-up come before any setLogLevel could
+    stop them."""
     options = os.environ.get("SPARK_SUBMIT_OPTS", "")
     if SparkContext._gateway is not None or os.environ.get("PYSPARK_GATEWAY_PORT"):
         return  # the JVM runs already: spark-submit started it with its own options
     added = [flags for flags, given in ((JIT_HUGE_METHODS, "DontCompileHugeMethods"),
-                                        (JIT_LATE_OPTIMIZING, "Tier4")) if given not in options]
+                                        (JIT_LATE_OPTIMIZING, "Tier4"),
+                                        (jvm_classes.java_options(), jvm_classes.OPTION))
+             if flags and given not in options]
     if quiet and "log4j" not in options and LOG4J_CONF.exists():
         added.append(f"-Dlog4j2.configurationFile={LOG4J_CONF.as_uri()}")
     os.environ["SPARK_SUBMIT_OPTS"] = " ".join([options, *added]).strip()

@@ -16,8 +16,7 @@ import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql.catalog import Catalog
 
-from spark_jobs import compat
-from tests import jvm_classes
+from spark_jobs import compat, jvm_classes
 from tests.support import DAYS, SCHEMA, create_table, fit, prepare_home, register_sklearn
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")

@@ -26,10 +26,10 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from spark_jobs import jvm_classes
 from spark_jobs.config import parse_args
 from spark_jobs.demo import FEATURES as DEMO_FEATURES
 from spark_jobs.scoring.job import RunResult, run
-from tests import jvm_classes
 
 SCHEMA = "customer_id bigint, tenure int, spend decimal(10,2), visits bigint, segment string, ds string"
 DAYS = ["2026-11-01", "2026-11-02", "2026-11-03"]
@@ -154,7 +154,7 @@ JDBC_JAR = "/usr/share/java/postgresql.jar"  # Debian's PostgreSQL JDBC driver (
 # The JVMs of the processes the tests start live seconds: compiled by C1 alone (no C2), each costs about a third
 # less CPU, and the suite is CPU-bound on 2 cores. The suite's own session, which lives for the whole run,
 # keeps the JVM's defaults (there C2 pays for itself).
-# Every JVM maps Spark's classes from the suite's class-data archive (tests/jvm_classes.py) when there is one.
+# Every JVM maps Spark's classes from the virtualenv's class-data archive (spark_jobs/jvm_classes.py) when there is one.
 SHORT_LIVED_JVM = f"-XX:TieredStopAtLevel=1 {jvm_classes.java_options()}".strip()
 
 

@@ -217,8 +217,10 @@ def test_the_wheel_holds_every_module_of_the_package(tmp_path: Path) -> None:
 
 
 def test_the_jobs_jit_settings_are_the_same_in_the_readme_the_makefile_and_the_bench() -> None:
-    """spark_jobs.session.JVM_OPTIONS is the one owner; the README's command and the demo copy it out."""
+    """spark_jobs.session.JVM_OPTIONS is the one owner; the README's command and the demo copy it out, and
+    the bench gives every variant the class-data archive on top."""
     from benchmarks.bench import SUBMIT
+    from spark_jobs import jvm_classes
     from spark_jobs.session import JVM_OPTIONS
 
     readme = (CONF.parent / "README.md").read_text()
@@ -228,7 +230,48 @@ def test_the_jobs_jit_settings_are_the_same_in_the_readme_the_makefile_and_the_b
     wanted = JVM_OPTIONS.split()
     assert in_readme.replace("\\\n", " ").split() == wanted
     assert in_makefile.replace("\\\n", " ").split() == wanted
-    assert SUBMIT[-1].split() == wanted
+    assert SUBMIT[-1].split() == [*wanted, *jvm_classes.java_options().split()]
+
+
+def test_the_readmes_and_the_demos_spark_submit_take_the_class_data_archive() -> None:
+    """Both ask spark_jobs.jvm_classes for the option (nothing where no archive was made) and pass it to the
+    driver's JVM; the demo and the bench make the archive first."""
+    readme = (CONF.parent / "README.md").read_text()
+    makefile = (CONF.parent / "Makefile").read_text()
+    assert 'CLASSES=$(python -m spark_jobs.jvm_classes --java-option)' in readme
+    assert '--driver-java-options "$JOB_JAVA_OPTIONS $CLASSES ' in readme
+    demo = re.search(r"^DEMO_SUBMIT = (.*)$", makefile, re.MULTILINE).group(1)
+    assert '--driver-java-options "$(JOB_JAVA_OPTIONS) $$($(PY) -m spark_jobs.jvm_classes --java-option)' in demo
+    for target in ("demo", "bench", "test-spark4"):
+        assert "$(VENV)/spark-classes.jsa" in re.search(rf"^{target}:(.*)$", makefile, re.MULTILINE).group(1)
+
+
+@pytest.mark.parametrize("made, given, expected", [
+    (True, "", 1), (False, "", 0), (True, "-XX:SharedArchiveFile=/elsewhere/own.jsa", 1),
+])
+def test_a_jvm_the_job_starts_itself_gets_the_class_data_archive_where_one_was_made(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, made: bool, given: str, expected: int) -> None:
+    """The archive's option where `make` wrote one; none where none was made (naming a missing archive would
+    turn off the JDK's own); the user's own archive wins."""
+    from pyspark import SparkContext
+
+    from spark_jobs import jvm_classes, session
+
+    archive = tmp_path / "spark-classes.jsa"
+    if made:
+        archive.write_bytes(b"")
+    monkeypatch.setattr(jvm_classes, "ARCHIVE", archive)
+    monkeypatch.setattr(SparkContext, "_gateway", None)
+    monkeypatch.delenv("PYSPARK_GATEWAY_PORT", raising=False)
+    monkeypatch.setenv("SPARK_SUBMIT_OPTS", given)
+    session._own_jvm_options(quiet=False)
+    options = os.environ["SPARK_SUBMIT_OPTS"].split()
+    archives = [o for o in options if o.startswith("-XX:SharedArchiveFile=")]
+    assert len(archives) == expected
+    if given:
+        assert archives == [given]
+    elif made:
+        assert archives == [f"-XX:SharedArchiveFile={archive}"]
 
 
 @pytest.mark.parametrize("given, added", [

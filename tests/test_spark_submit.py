@@ -162,3 +162,23 @@ def test_serve_to_without_credentials_is_a_usage_error(tmp_path: Path, capsys: p
     assert main(["--config", str(profile), "--model-uri", "models:/m/1", "--input-table", "lake.a",
                  "--output-table", "lake.b", "--serve-to", "jdbc:postgresql://127.0.0.1:5432/x"]) == 2
     assert "SCORE_TABLE_JDBC_USER" in capsys.readouterr().err
+
+
+@pytest.mark.processes
+def test_the_jobs_jvm_maps_sparks_classes_from_the_virtualenvs_archive(tmp_path: Path) -> None:
+    """`make` writes the class-data archive before the tests (spark_jobs.jvm_classes); a JVM that spark-submit
+    starts with the option the README's command takes loads Spark's classes from it, not from the jars."""
+    from spark_jobs import jvm_classes
+
+    assert jvm_classes.ARCHIVE.exists(), "no class-data archive: `make test` writes it first"
+    option = subprocess.run([str(BIN / "python"), "-m", "spark_jobs.jvm_classes", "--java-option"], check=True,
+                            capture_output=True, text=True).stdout.strip()
+    assert option == f"-XX:SharedArchiveFile={jvm_classes.ARCHIVE}"
+    env = {**os.environ, "SPARK_SUBMIT_OPTS": f"{option} -Xlog:class+load=info"}
+    done = subprocess.run([str(BIN / "spark-submit"), "--version"], env=env, cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    loaded = [line for line in done.stdout.splitlines() if "[class,load] org.apache.spark." in line]
+    from_jars = [line for line in loaded if "source: jar:" in line or "source: file:" in line]
+    assert any("SparkSubmit source: shared objects file" in line for line in loaded), loaded[:5]
+    assert from_jars == []
