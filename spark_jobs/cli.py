@@ -11,11 +11,15 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
-from spark_jobs.background import Background
-from spark_jobs.config import parse_args, parse_baseline_args, parse_rollback_args, parse_view_args
+from spark_jobs.background import Ahead, Background
+from spark_jobs.config import JobConfig, parse_args, parse_baseline_args, parse_rollback_args, parse_view_args
 from spark_jobs.errors import ScoringError, one_line
 from spark_jobs.session import get_session, session_for
+
+if TYPE_CHECKING:
+    from spark_jobs.model.model_ref import LocalModel
 
 log = logging.getLogger("score_table")
 
@@ -35,14 +39,31 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _score(args: list[str]) -> str:
     """Spark starts (the longest step of a small run, with the metastore after it) while the model is
-    resolved, downloaded and loaded: a wrong model still fails in seconds, without waiting for Spark, and
-    leaves no metastore behind (nothing touches the catalog before the model is known)."""
+    resolved, downloaded and loaded, and once Spark is up the input table is described from the metastore
+    while the model still resolves (importing MLflow and opening its store take seconds): a wrong model still
+    fails in seconds, without waiting for Spark, and the catalog is read only, never written, before the
+    model is known."""
     cfg, verbose = parse_args(args), "--verbose" in args
     session = Background(lambda: get_session(cfg, verbose), "spark-start")
-    # imported once Spark is starting: MLflow, pandas and the job's modules take seconds to import
-    from spark_jobs.model import model_ref
+    from spark_jobs.planning import tables
+
+    source = Ahead(session, lambda spark: tables.source(spark, cfg.input_table, cfg.input_partition_columns,
+                                                        cfg.transform), "input-table")
+    try:
+        model, challenger = _models(cfg)
+    except BaseException:
+        source.call_off()
+        raise
     from spark_jobs.scoring.job import run
     from spark_jobs.scoring.summary import summary
+
+    return summary(cfg, run(session.result(), cfg, model, challenger, source.result()))
+
+
+def _models(cfg: JobConfig) -> tuple[LocalModel, LocalModel | None]:
+    """The model (and the challenger) resolved and downloaded; a translatable model starts loading."""
+    # imported once Spark is starting: MLflow, pandas and the job's modules take seconds to import
+    from spark_jobs.model import model_ref
     from udfs.compiled.translate import has_translator
 
     model_ref.connect(cfg.tracking_uri, cfg.registry_uri)
@@ -51,7 +72,7 @@ def _score(args: list[str]) -> str:
     challenger = model_ref.download(model_ref.resolve(cfg.challenger_uri)) if cfg.challenger_uri else None
     if cfg.engine != "udf" and has_translator(model.path):  # translating and verifying load it on the driver
         threading.Thread(target=_load_early, args=(model.path,), name="model-load", daemon=True).start()
-    return summary(cfg, run(session.result(), cfg, model, challenger))
+    return model, challenger
 
 
 def _load_early(path: str) -> None:

@@ -58,10 +58,11 @@ class Prepared:
 
 
 def prepare(spark: SparkSession, cfg: JobConfig, model: model_ref.LocalModel | None = None,
-            challenger: model_ref.LocalModel | None = None) -> Prepared:
+            challenger: model_ref.LocalModel | None = None, source: tables.TableInfo | None = None) -> Prepared:
     """`model` (and `challenger`): resolved and downloaded already (the CLI does it while Spark starts), else
-    done here."""
-    source = tables.source(spark, cfg.input_table, cfg.input_partition_columns, cfg.transform)
+    done here; `source` likewise (the CLI reads the input table while the model resolves)."""
+    if source is None:
+        source = tables.source(spark, cfg.input_table, cfg.input_partition_columns, cfg.transform)
     if model is None:
         model_ref.connect(cfg.tracking_uri, cfg.registry_uri)
         model = model_ref.download(model_ref.resolve(cfg.model_uri))

@@ -22,7 +22,7 @@ from spark_jobs.config import JobConfig
 from spark_jobs.model import engine, model_ref
 from spark_jobs.planning import partitions, plan
 from spark_jobs.planning.prepare import Prepared, prepare
-from spark_jobs.planning.tables import ORIGINAL
+from spark_jobs.planning.tables import ORIGINAL, TableInfo
 from spark_jobs.publishing import encoding, output, serving
 from spark_jobs.publishing.constant_columns import ConstantColumns
 from spark_jobs.publishing.publish import Publisher, publisher_for
@@ -60,11 +60,11 @@ class RunResult:
 
 
 def run(spark: SparkSession, cfg: JobConfig, model: model_ref.LocalModel | None = None,
-        challenger_model: model_ref.LocalModel | None = None) -> RunResult:
-    """Score and publish; `model` (and `challenger_model`) when the caller resolved it already (the CLI does,
-    while Spark starts)."""
+        challenger_model: model_ref.LocalModel | None = None, source: TableInfo | None = None) -> RunResult:
+    """Score and publish; `model` (and `challenger_model`), and the input table's `source`, when the caller
+    has them already (the CLI resolves the model while Spark starts, and reads the table meanwhile)."""
     started = time.monotonic()
-    job = prepare(spark, cfg, model, challenger_model)
+    job = prepare(spark, cfg, model, challenger_model, source)
     lineage = RunLineage.start(job.model.ref)
     if not job.partitions:
         log.info("every selected partition is up to date for %s version %s", job.model.ref.name,
