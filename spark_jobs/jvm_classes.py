@@ -70,16 +70,22 @@ def _workload(home: str) -> None:
 def make() -> bool:
     """Run the workload in a child whose JVM dumps the classes it loaded at exit; the archive appears whole
     (renamed into place) or not at all. False (and why, on stderr) where it could not be made."""
-    with tempfile.TemporaryDirectory(prefix="spark-classes-", dir=ARCHIVE.parent) as home:
-        partial = Path(home) / "classes.jsa"
-        env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1",
-               "SPARK_SUBMIT_OPTS": f"{os.environ.get('SPARK_SUBMIT_OPTS', '')} -XX:ArchiveClassesAtExit={partial}"}
-        done = subprocess.run([sys.executable, "-m", "spark_jobs.jvm_classes", "--workload", home], env=env,
-                              capture_output=True, text=True, timeout=600)
-        if done.returncode != 0 or not partial.exists():
-            print(f"no class-data archive (the job runs without it): {done.stderr.strip()[-500:]}", file=sys.stderr)
-            return False
-        os.replace(partial, ARCHIVE)
+    try:
+        with tempfile.TemporaryDirectory(prefix="spark-classes-", dir=ARCHIVE.parent) as home:
+            partial = Path(home) / "classes.jsa"
+            env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1",
+                   "SPARK_SUBMIT_OPTS": f"{os.environ.get('SPARK_SUBMIT_OPTS', '')} "
+                                        f"-XX:ArchiveClassesAtExit={partial}"}
+            done = subprocess.run([sys.executable, "-m", "spark_jobs.jvm_classes", "--workload", home], env=env,
+                                  capture_output=True, text=True, timeout=600)
+            if done.returncode != 0 or not partial.exists():
+                why = done.stderr.strip()[-500:] or f"exit code {done.returncode}"
+                print(f"no class-data archive (the job runs without it): {why}", file=sys.stderr)
+                return False
+            os.replace(partial, ARCHIVE)
+    except (OSError, subprocess.TimeoutExpired) as e:  # a virtualenv not ours to write, a JVM that hung
+        print(f"no class-data archive at {ARCHIVE} (the job runs without it): {e}", file=sys.stderr)
+        return False
     return True
 
 

@@ -60,3 +60,4 @@ def test_ahead_hands_its_error_to_whoever_takes_the_result() -> None:
     with pytest.raises(LookupError, match="no such table"):
         ahead.result()
     ahead.call_off()  # ended: returns at once
+

@@ -296,6 +296,19 @@ def test_a_jvm_the_job_starts_itself_gets_the_jit_settings_the_user_did_not_give
     assert sum("Tier4InvocationThreshold" in o for o in options) == 1
 
 
+def test_no_class_data_archive_where_it_cannot_be_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """`python -m spark_jobs.jvm_classes` where the virtualenv is not the user's to write: one line on
+    stderr, no archive, and the job's JVM gets no option (it starts as it would without one)."""
+    from spark_jobs import jvm_classes
+
+    monkeypatch.setattr(jvm_classes, "ARCHIVE", tmp_path / "not-there" / "spark-classes.jsa")
+    assert jvm_classes.make() is False
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("no class-data archive at ")
+    assert jvm_classes.java_options() == ""
+
+
 def test_the_drivers_jvm_keeps_the_sql_parser_out_of_c2(spark: SparkSession) -> None:
     """The directive the job adds as its session starts is in the JVM's own list, for C2 only, on the parser."""
     from spark_jobs import session
