@@ -87,11 +87,10 @@ def standalone(home: Path, tmp_path: Path) -> Iterator[str]:
                                 "--host", "127.0.0.1", "--cores", "2", "--memory", "2g", "--webui-port",
                                 str(free_port()), "--work-dir", str(tmp_path / "work")], tmp_path / "worker.log", env))
 
-        def worker_alive() -> bool:
-            with urllib.request.urlopen(f"http://127.0.0.1:{ui}/json/", timeout=2) as r:
-                return any(w["state"] == "ALIVE" for w in json.load(r)["workers"])
-
-        wait_for(worker_alive, "Spark worker")
+        # The worker's own log says when the master took it; the master's web UI port, picked free before the
+        # master bound it, may by then be another process's (a CI run once read a driver's UI there).
+        wait_for(lambda: "Successfully registered with master" in (tmp_path / "worker.log").read_text(errors="replace"),
+                 "Spark worker")
         yield f"spark://127.0.0.1:{port}"
     finally:
         stop(processes)
