@@ -20,6 +20,7 @@ from pyspark.testing import assertDataFrameEqual
 
 from spark_jobs.errors import UsageError
 from spark_jobs.planning.plan import (
+    NULL_PARTITION,
     ModelFacts,
     Selection,
     build,
@@ -468,3 +469,27 @@ def test_describe_finds_a_missing_table_without_analysing_its_name(spark: SparkS
     found = describe(spark, source)
     assert analysed == [source] and found is not None and found.rows(spark) is found.stored
     assertDataFrameEqual(found.read(spark), spark.read.table(source))
+
+
+def test_a_selection_fetches_only_its_partitions_from_the_metastore(spark: SparkSession, source: str) -> None:
+    """The selection's filter reaches the metastore (Spark hands it `=`, never `<=>`): a run of one day of a
+    long history fetches that day's partition, not all of them, and reads exactly its rows; values Hive
+    escapes and the NULL partition select as before."""
+    from spark_jobs.planning import tables
+
+    fetched = spark.sparkContext._jvm.org.apache.spark.metrics.source.HiveCatalogMetrics.METRIC_PARTITIONS_FETCHED()
+    values = ["a", "it's 50%/x", "b=c", None, *[f"d{i:02d}" for i in range(12)]]
+    rows = [(i, v) for i, v in enumerate(values * 2)]
+    spark.createDataFrame(rows, "id bigint, p string").write.partitionBy("p").saveAsTable("lake.long_history")
+    try:
+        info = tables.source(spark, "lake.long_history", (), {})
+        # the NULL partition's filter (`IS NULL`) Spark does not hand to the metastore: it fetches them all
+        for chosen, count in ((["d03"], 1), (["it's 50%/x", "b=c"], 2), (["a", NULL_PARTITION], len(values))):
+            selection = select_partitions(info, {"p": chosen}, False)
+            before = fetched.getCount()
+            got = info.read(spark, selection.condition)
+            wanted = [r for r in rows if (r[1] if r[1] is not None else NULL_PARTITION) in chosen]
+            assertDataFrameEqual(got, spark.createDataFrame(wanted, "id bigint, p string"))
+            assert fetched.getCount() - before == count, chosen
+    finally:
+        spark.catalog.dropTable("lake.long_history", ifExists=True)

@@ -14,7 +14,14 @@ from pyspark.sql import types as T
 
 from spark_jobs import compat, fs
 from spark_jobs.background import each
-from spark_jobs.planning.plan import FINGERPRINT, NULL_PARTITION, Selection, find_column, partition_literal
+from spark_jobs.planning.plan import (
+    FINGERPRINT,
+    NULL_PARTITION,
+    Selection,
+    find_column,
+    partition_equals,
+    partition_literal,
+)
 from spark_jobs.planning.tables import TableInfo
 from udfs.compat import col
 
@@ -53,8 +60,9 @@ def from_path(fields: Sequence[T.StructField], path: str) -> Values:
 def matches(partition_columns: Sequence[str], values: Values) -> Column:
     condition = F.lit(True)
     for c, v in zip(partition_columns, values, strict=True):
-        condition = condition & col(c).eqNullSafe(F.lit(v))
+        condition = condition & partition_equals(c, v)
     return condition
+
 
 
 def selected(spark: SparkSession, table: TableInfo, selection: Selection) -> list[Values]:

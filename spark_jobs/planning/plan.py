@@ -352,7 +352,7 @@ def select_partitions(table: TableInfo, partitions: Mapping[str, Sequence[str]],
     for field, values in by_field.values():
         literals = [partition_literal(field, v) for v in values]
         accepted[field.name] = tuple(literals)
-        term = functools.reduce(Column.__or__, [col(field.name).eqNullSafe(F.lit(v)) for v in literals])
+        term = functools.reduce(Column.__or__, [partition_equals(field.name, v) for v in literals])
         condition = term if condition is None else condition & term
         texts.append(" or ".join(f"{field.name}={v}" for v in values))
     return Selection(condition, " and ".join(f"({t})" if " or " in t and len(texts) > 1 else t for t in texts),
@@ -366,6 +366,14 @@ def _same(a: Any, b: Any) -> bool:
     if isinstance(a, float) and isinstance(b, float) and a != a and b != b:
         return True
     return bool(a == b) and type(a) is type(b)
+
+
+def partition_equals(column: str, value: Any) -> Column:
+    """The partition column holds this value (None: the NULL partition), as a filter (null counts as false,
+    as for `<=>`) that Spark hands to the metastore: `=` reaches it and `<=>` does not, so with `<=>` a run
+    of one partition fetched every partition of the table (`get_partitions`), a cost that grows with the
+    table's history."""
+    return col(column).isNull() if value is None else col(column) == F.lit(value)
 
 
 def partition_literal(field: T.StructField, value: str) -> Any:
