@@ -82,3 +82,42 @@ def test_values_the_jvm_writer_takes_not_go_in_the_rows(spark: SparkSession, val
     kind = {dt.datetime: T.TimestampType(), float: T.DoubleType(), bool: T.LongType()}[type(value)]
     odd = ConstantColumns(T.StructType([T.StructField("c", kind)]), (value,), before="fingerprint")
     assert odd.writer_options(_rows(spark, 10), ["part"]) is None
+
+
+def test_a_column_of_one_value_per_partition_is_written_per_folder(spark: SparkSession, tmp_path: Path) -> None:
+    """The input fingerprint: one value per partition folder, after the constants, in the files the JVM writer
+    makes as in those Spark makes with it in every row; a folder without a value fails the write."""
+    from py4j.protocol import Py4JJavaError
+
+    from spark_jobs.publishing.constant_columns import PerPartition
+
+    prints = {0: "files=8;bytes=100;newest=1.000", 1: "files=3;bytes=7;newest=2.500"}
+    column = F.when(F.col("part") == 0, F.lit(prints[0])).when(F.col("part") == 1, F.lit(prints[1]))
+    per = PerPartition("fingerprint", column, {f"part={k}": v for k, v in prints.items()})
+    constants = ConstantColumns(CONSTANTS.fields, CONSTANTS.values, before="part", per_partition=per)
+    rows = _rows(spark, 30_000).drop("fingerprint")
+    options = constants.writer_options(rows, ["part"])
+    assert options is not None, "the JVM writer does not run here: is the jar built (make jar)?"
+    paged, expressed = tmp_path / "paged", tmp_path / "expressed"
+    constant_columns.save(rows.write.partitionBy("part").options(**SMALL), str(paged), options)
+    rows.transform(constants.add).write.partitionBy("part").options(**SMALL).parquet(str(expressed))
+
+    assertDataFrameEqual(spark.read.parquet(str(paged)), spark.read.parquet(str(expressed)), checkRowOrder=False)
+    assert spark.read.parquet(str(paged)).columns[-3:] == ["rank", "fingerprint", "part"]
+    for part in (0, 1):
+        a, b = _files(paged, part), _files(expressed, part)
+        assert [pq.ParquetFile(f).schema_arrow for f in a] == [pq.ParquetFile(f).schema_arrow for f in b]
+        assert pq.read_table(a).sort_by("id").equals(pq.read_table(b).sort_by("id"))
+        for f in a:
+            meta = pq.ParquetFile(f).metadata
+            at = meta.schema.names.index("fingerprint")
+            for g in range(meta.num_row_groups):
+                stats = meta.row_group(g).column(at).statistics
+                assert (stats.min, stats.max, stats.null_count) == (prints[part], prints[part], 0)
+
+    missing = ConstantColumns(CONSTANTS.fields, CONSTANTS.values, before="part",
+                              per_partition=PerPartition("fingerprint", column, {"part=0": prints[0]}))
+    options = missing.writer_options(rows, ["part"])
+    assert options is not None
+    with pytest.raises(Py4JJavaError, match="no value of the per-partition column"):
+        constant_columns.save(rows.write.partitionBy("part"), str(tmp_path / "missing"), options)

@@ -493,3 +493,23 @@ def test_a_selection_fetches_only_its_partitions_from_the_metastore(spark: Spark
             assert fetched.getCount() - before == count, chosen
     finally:
         spark.catalog.dropTable("lake.long_history", ifExists=True)
+
+
+def test_folder_names_are_the_ones_spark_writes_or_none(spark: SparkSession, source: str, tmp_path: Path) -> None:
+    """`partitions.folder_of` names a partition's folder only where it is the one Spark writes: plain text,
+    integers and dates; values Spark escapes or casts in ways of its own, and the NULL partition, get None."""
+    from spark_jobs.planning import partitions, tables
+
+    rows = [(1, "a", 1, D1), (2, "x.y-z_9", -42, dt.date(2024, 2, 29)), (3, "it's 50%", 7, D2),
+            (4, None, None, None), (5, "a=b/c", 2**40, dt.date(999, 1, 1)), (6, "b", 0, D2)]
+    df = spark.createDataFrame(rows, "id int, s string, n bigint, d date")
+    df.write.partitionBy("s", "n", "d").saveAsTable("lake.folders")
+    try:
+        info = tables.source(spark, "lake.folders", (), {})
+        df.write.partitionBy("s", "n", "d").parquet(str(tmp_path / "w"))
+        written = {str(p.parent.relative_to(tmp_path / "w")) for p in (tmp_path / "w").rglob("*.parquet")}
+        named = {r[0]: partitions.folder_of(info, (r[1], r[2], r[3])) for r in rows}
+        assert {k for k, v in named.items() if v is not None} == {1, 2, 6}
+        assert all(v in written for v in named.values() if v is not None), (named, written)
+    finally:
+        spark.catalog.dropTable("lake.folders", ifExists=True)

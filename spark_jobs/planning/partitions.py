@@ -3,6 +3,8 @@ the catalog and the file system only, so an incremental run can tell which parti
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -159,15 +161,51 @@ def _scanned(facts: Sequence[fs.FileFacts], parquet: bool) -> Scanned:
     return Scanned(found, round(counted / read * sum(sizes)) if read else None, plain)
 
 
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_.-]+")  # characters Spark never escapes in a partition folder's name
+
+
+def folder_of(table: TableInfo, values: Values) -> str | None:
+    """The folder Spark writes a partition with these values in (`ds=2026-11-01/country=NL`), where that is
+    certain without Spark's own escaping and casting: names and values of plain characters, and values of
+    text, integer and four-digit-year date columns; None otherwise (and for the NULL partition)."""
+    parts = []
+    for field, value in zip(_schema(table).fields, values, strict=True):
+        if isinstance(value, bool) or value is None:
+            return None
+        if isinstance(value, str) and isinstance(field.dataType, T.StringType):
+            text = value
+        elif isinstance(value, int) and isinstance(field.dataType, T.ByteType | T.ShortType | T.IntegerType
+                                                   | T.LongType):
+            text = str(value)
+        elif type(value) is dt.date and isinstance(field.dataType, T.DateType) and value.year >= 1000:
+            text = value.isoformat()
+        else:
+            return None
+        if not _PLAIN_NAME.fullmatch(field.name) or not _PLAIN_NAME.fullmatch(text) or text == NULL_PARTITION:
+            return None
+        parts.append(f"{field.name}={text}")
+    return "/".join(parts)
+
+
+def fingerprint_column(table: TableInfo, fingerprints: dict[Values, str]) -> Column | None:
+    """Each row's partition fingerprint as a CASE over the run's partitions; None when they are too many for
+    one (`with_fingerprints` joins then)."""
+    if table.partition_columns and len(fingerprints) > _CASE_LIMIT:
+        return None
+    value: Column | None = None
+    for v, fp in fingerprints.items():
+        if not table.partition_columns:
+            return F.lit(fp)
+        cond = matches(table.partition_columns, v)
+        value = F.when(cond, F.lit(fp)) if value is None else value.when(cond, F.lit(fp))
+    return value if value is not None else F.lit(None).cast("string")
+
+
 def with_fingerprints(df: DataFrame, table: TableInfo, fingerprints: dict[Values, str]) -> DataFrame:
     """Attach each row's partition fingerprint: a CASE over the run's partitions when they are few (no join
     in the scoring stage), a broadcast join when there are many."""
-    if table.partition_columns and len(fingerprints) <= _CASE_LIMIT:
-        value: Column | None = None
-        for v, fp in fingerprints.items():
-            cond = matches(table.partition_columns, v)
-            value = F.when(cond, F.lit(fp)) if value is None else value.when(cond, F.lit(fp))
-        return df.withColumn(FINGERPRINT, value if value is not None else F.lit(None).cast("string"))
+    if table.partition_columns and (column := fingerprint_column(table, fingerprints)) is not None:
+        return df.withColumn(FINGERPRINT, column)
     spark = df.sparkSession
     keys = [f"__fp_{c}" for c in table.partition_columns]
     schema = T.StructType([*[T.StructField(k, f.dataType) for k, f in zip(keys, _schema(table).fields,

@@ -1,4 +1,5 @@
-"""Columns that hold one value in every row a write stages: a run's lineage (model version, run, time).
+"""Columns that hold one value in every row a write stages: a run's lineage (model version, run, time); and one
+that holds one value per partition, the input's fingerprint (written per partition folder).
 
 As expressions, every row carries them through Spark's Parquet writer, which hashes, compares and encodes each
 value: 2.5-3.3 s of a warm 4M-row write for the five lineage columns (benchmarks/RESULTS.md, eleventh pass).
@@ -19,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pyspark.sql import DataFrame, DataFrameWriter, SparkSession
+from pyspark.sql import Column, DataFrame, DataFrameWriter, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -28,25 +29,43 @@ from udfs import jvm_jar
 log = logging.getLogger("score_table")
 CLASS = "scoretable.ConstantColumns"
 _SCHEMA, _NAMES, _VALUES = "scoretable.constants.schema", "scoretable.constants.names", "scoretable.constants.values"
+_FOLDERS = "scoretable.constants.folders"
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 _runs: dict[int, Any] = {}  # per JVM gateway: the JVM writer's `save` method, or None where it does not run
 
 
 @dataclass(frozen=True)
+class PerPartition:
+    """A text column of one value per partition (the input's fingerprint), after the constant columns: in the
+    files, one value per partition folder. `folders`: the value of each folder as Spark names it
+    (`ds=2026-11-01`, relative to the outcome's folder); `expression`: the value of each row."""
+
+    name: str
+    expression: Column
+    folders: Mapping[str, str]
+
+
+@dataclass(frozen=True)
 class ConstantColumns:
-    """Columns of one value each (None: null), placed before the column `before`."""
+    """Columns of one value each (None: null), placed before the column `before`; and, after them, a column of
+    one value per partition."""
 
     fields: T.StructType
     values: tuple[Any, ...]
     before: str
+    per_partition: PerPartition | None = None
 
     def add(self, df: DataFrame) -> DataFrame:
         """`df` with the columns as expressions, in their place."""
         at = df.columns.index(self.before)
         added = df.withColumns({f.name: F.lit(v).cast(f.dataType)
                                 for f, v in zip(self.fields.fields, self.values, strict=True)})
-        return added.select(*df.columns[:at], *self.fields.fieldNames(), *df.columns[at:])
+        names = self.fields.fieldNames()
+        if self.per_partition is not None:
+            added = added.withColumn(self.per_partition.name, self.per_partition.expression)
+            names = [*names, self.per_partition.name]
+        return added.select(*df.columns[:at], *names, *df.columns[at:])
 
     def writer_options(self, df: DataFrame, partition_columns: Sequence[str]) -> dict[str, str] | None:
         """The JVM writer's options for writing `df` (without the columns) partitioned by `partition_columns`,
@@ -56,9 +75,13 @@ class ConstantColumns:
         if any(t is None for t in texts) or any("," in n for n in self.fields.fieldNames()) \
                 or "variant" in df.schema.simpleString() or not runs_in(df.sparkSession):
             return None  # (Spark 4 may write variant columns with a Parquet writer of another kind)
+        names = self.fields.fieldNames()
         files = self.add(df).drop(*partition_columns).schema  # the schema Spark would write the files with
-        return {_SCHEMA: files.json(), _NAMES: ",".join(self.fields.fieldNames()),
-                _VALUES: ",".join(t for t in texts if t is not None)}
+        options = {_SCHEMA: files.json(), _VALUES: ",".join(t for t in texts if t is not None)}
+        if self.per_partition is not None:
+            names = [*names, self.per_partition.name]
+            options[_FOLDERS] = ",".join(f"{_base64(k)}:{_base64(v)}" for k, v in self.per_partition.folders.items())
+        return {**options, _NAMES: ",".join(names)}
 
 
 def _text(value: Any, kind: T.DataType) -> str | None:
@@ -74,6 +97,10 @@ def _text(value: Any, kind: T.DataType) -> str | None:
         text = str(value)
     else:
         return None
+    return _base64(text)
+
+
+def _base64(text: str) -> str:
     return base64.b64encode(text.encode("utf-8")).decode("ascii")
 
 

@@ -24,7 +24,7 @@ from spark_jobs.planning import partitions, plan
 from spark_jobs.planning.prepare import Prepared, prepare
 from spark_jobs.planning.tables import ORIGINAL, TableInfo
 from spark_jobs.publishing import encoding, output, serving
-from spark_jobs.publishing.constant_columns import ConstantColumns
+from spark_jobs.publishing.constant_columns import ConstantColumns, PerPartition
 from spark_jobs.publishing.publish import Publisher, publisher_for
 from spark_jobs.publishing.staging import REJECTED, SCORED, Listing, StagedPartition, StagingArea
 from spark_jobs.quality import assess, challenger, profiles, report_file, sampling, tracking
@@ -403,7 +403,8 @@ def _write(spark: SparkSession, cfg: JobConfig, job: Prepared, lineage: RunLinea
     # the rows are built under the write's settings too: the JVM tree evaluator plans the query before it
     # (its input is an RDD of the rows before the trees), a small run's without generated code like the rest
     with runtime_conf(spark, settings):
-        rows, observed = _scored_rows(spark, cfg, job, chosen, spec, skip, reasons, second, verify_share)
+        per_folder = _fingerprints_per_folder(job, second)
+        rows, observed = _scored_rows(spark, cfg, job, chosen, spec, skip, reasons, second, verify_share, per_folder)
         # the Python workers' head start is for the profiles' pandas function on the executors: a run that
         # scores in the JVM and profiles on the driver starts no Python worker at all
         in_jvm = chosen.engine == "sql" and (second is None or second.choice.engine == "sql")
@@ -412,7 +413,7 @@ def _write(spark: SparkSession, cfg: JobConfig, job: Prepared, lineage: RunLinea
         if settings.get("spark.sql.codegen.factoryMode") == "NO_CODEGEN":
             log.debug("the write interprets its expressions (a run of at most %d rows)", INTERPRETED_ROWS)
         with python_workers_started(spark, ahead):
-            staging.write(rows, _lineage_columns(rows.columns, lineage, second),
+            staging.write(rows, _lineage_columns(rows.columns, lineage, second, per_folder),
                           encoding.writer_options(spark, job.plain, _passed_through(job)))
     if verify_share is None:
         read = int(observed.get["rows"])
@@ -422,10 +423,10 @@ def _write(spark: SparkSession, cfg: JobConfig, job: Prepared, lineage: RunLinea
 
 
 def _scored_rows(spark: SparkSession, cfg: JobConfig, job: Prepared, chosen: engine.Choice, spec: ModelSpec,
-                 skip: Column | None, reasons: Column | None, second: _Second | None, verify_share: float | None
-                 ) -> tuple[DataFrame, Observation]:
+                 skip: Column | None, reasons: Column | None, second: _Second | None, verify_share: float | None,
+                 per_folder: PerPartition | None = None) -> tuple[DataFrame, Observation]:
     """The rows the write stages: scored (and by the challenger), counted and sampled as they pass, with their
-    fingerprints, outcomes and the profiles' sample."""
+    fingerprints (unless the write adds them `per_folder`), outcomes and the profiles' sample."""
     rows = job.selected(spark).transform(bad_rows.with_reason, reasons)
     if second is not None:  # first, so that its outputs are out of the way before the champion's arrive
         rows = (rows.transform(engine.to_dataframe, second.choice, second.spec, skip)
@@ -440,7 +441,8 @@ def _scored_rows(spark: SparkSession, cfg: JobConfig, job: Prepared, chosen: eng
         rows = rows.withColumn(_DRAWN, drawn)
         metrics.append(engine.sample_of(rows, spec, col(_DRAWN)).alias("sample"))
     rows = (rows.observe(observed, *metrics).drop(_DRAWN)
-            .transform(partitions.with_fingerprints, job.source, job.fingerprints)
+            .transform(lambda df: df if per_folder is not None else
+                       partitions.with_fingerprints(df, job.source, job.fingerprints))
             .transform(bad_rows.with_outcome)
             .transform(_stored_values_of_rejects_only, job.source.replaced))
     if second is not None:
@@ -455,11 +457,31 @@ def _passed_through(job: Prepared) -> list[str]:
     return [c for c in job.source.input_data_columns if c not in replaced]
 
 
-def _lineage_columns(columns: list[str], lineage: RunLineage, second: _Second | None
-                     ) -> ConstantColumns | Callable[[DataFrame], DataFrame]:
+def _fingerprints_per_folder(job: Prepared, second: _Second | None) -> PerPartition | None:
+    """The input fingerprint as a column of one value per partition, which the staging write adds after its
+    sort, like the lineage (where this package's JVM writer runs: pages encoded once per partition, not a value
+    hashed and compared per row; measured, 1.5-1.7 s of a warm 4M-row write); None where the rows carry it: a
+    challenger's rows, more partitions than a CASE takes, a folder whose name is not certain."""
+    column = partitions.fingerprint_column(job.source, job.fingerprints)
+    if second is not None or column is None:
+        return None
+    folders = {}
+    for values, fingerprint in job.fingerprints.items():
+        folder = partitions.folder_of(job.source, values)
+        if folder is None:
+            return None
+        folders[folder] = fingerprint
+    return PerPartition(plan.FINGERPRINT, column, folders)
+
+
+def _lineage_columns(columns: list[str], lineage: RunLineage, second: _Second | None,
+                     per_folder: PerPartition | None = None) -> ConstantColumns | Callable[[DataFrame], DataFrame]:
     """The lineage columns, as the staging write adds them after its sort, in the scored table's place (before
     the input fingerprint): readers of the files alone (DuckDB, the manifest's readers) see the table's order.
-    One value each for the whole write, unless a challenger's rows have their own model's."""
+    One value each for the whole write, unless a challenger's rows have their own model's. With `per_folder`,
+    the fingerprint comes after them, where the rows would have carried it (before the outcome)."""
+    if second is None and per_folder is not None:
+        return replace(lineage.columns(before=bad_rows.OUTCOME), per_partition=per_folder)
     if second is None:
         return lineage.columns(before=plan.FINGERPRINT)
     at = columns.index(plan.FINGERPRINT)

@@ -64,6 +64,13 @@ public class ConstantColumns extends ParquetFileFormat {
   public static final String NAMES = "scoretable.constants.names";
   /** Each constant column's value, in NAMES' order: Base64 of its text (timestamps in microseconds), "-" for null. */
   public static final String VALUES = "scoretable.constants.values";
+  /**
+   * The last of NAMES holds one value per partition folder: `folder:value` pairs, comma separated, each Base64 of
+   * its text; a folder is named as Spark names it (`ds=2026-11-01`, several partition columns joined by `/`).
+   */
+  public static final String FOLDERS = "scoretable.constants.folders";
+  /** The value of FOLDERS for the file being opened (the factory sets it, the write support reads it). */
+  static final String FOLDER_VALUE = "scoretable.constants.folder.value";
 
   /**
    * Saves `writer`'s rows with this format at `path`. Spark finds a format by name through the calling thread's
@@ -145,6 +152,9 @@ public class ConstantColumns extends ParquetFileFormat {
 
     @Override
     public OutputWriter newInstance(String path, StructType dataSchema, TaskAttemptContext context) {
+      Configuration conf = context.getConfiguration();
+      String folders = conf.get(FOLDERS);
+      if (folders != null) conf.set(FOLDER_VALUE, valueOf(folders, path));  // read as the writer opens
       OutputWriter writer = parquet.newInstance(path, dataSchema, context);
       try {  // the fields `supported` checked
         Object records = field(writer.getClass(), "recordWriter").get(writer);
@@ -157,6 +167,21 @@ public class ConstantColumns extends ParquetFileFormat {
       }
       return writer;
     }
+  }
+
+  /**
+   * The value (as Base64 text) that FOLDERS gives the folder `path` is in: the folder's last segments, as many as
+   * a folder name there has. A file in a folder without a value is an error, never a file without its column.
+   */
+  static String valueOf(String folders, String path) {
+    String folder = path.substring(0, Math.max(0, path.lastIndexOf('/')));
+    Base64.Decoder base64 = Base64.getDecoder();
+    for (String pair : folders.split(",")) {
+      int colon = pair.indexOf(':');
+      String name = new String(base64.decode(pair.substring(0, colon)), StandardCharsets.UTF_8);
+      if (name.isEmpty() || folder.endsWith("/" + name)) return pair.substring(colon + 1);
+    }
+    throw new IllegalStateException("no value of the per-partition column for the folder of " + path);
   }
 
   /**
@@ -176,7 +201,9 @@ public class ConstantColumns extends ParquetFileFormat {
       StructType full = (StructType) DataType.fromJson(conf.get(SCHEMA));
       String given = conf.get(NAMES);
       String[] names = given.isEmpty() ? new String[0] : given.split(",", -1);
-      String[] texts = conf.get(VALUES).split(",", -1);
+      String file = conf.get(FOLDERS) != null ? conf.get(FOLDER_VALUE) : null;  // this file's, after the rest
+      String all = file == null ? conf.get(VALUES) : conf.get(VALUES).isEmpty() ? file : conf.get(VALUES) + "," + file;
+      String[] texts = all.split(",", -1);
       StructField[] fields = new StructField[names.length];
       Object[] row = new Object[names.length];
       for (int k = 0; k < names.length; k++) {
@@ -186,7 +213,7 @@ public class ConstantColumns extends ParquetFileFormat {
       }
       // each constant as Spark's writer gives it to Parquet, from a one-row row (once per JVM and settings)
       StringBuilder key = new StringBuilder(conf.get(SCHEMA)).append('\n').append(given).append('\n')
-          .append(conf.get(VALUES));
+          .append(all);
       for (String setting : ENCODING) key.append('\n').append(conf.get(setting));
       values = ENCODED.get(key.toString());
       if (values == null) {
