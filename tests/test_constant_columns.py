@@ -41,17 +41,23 @@ def _files(root: Path, part: int) -> list[Path]:
     return sorted((root / f"part={part}").glob("*.parquet"))
 
 
-def test_the_jvm_writer_makes_the_files_spark_makes_with_the_columns_in_every_row(spark: SparkSession,
-                                                                                    tmp_path: Path) -> None:
-    rows = _rows(spark, 30_000)
-    options = CONSTANTS.writer_options(rows, ["part"])
+def _written_both_ways(spark: SparkSession, rows: pyspark.sql.DataFrame, constants: ConstantColumns,
+                       tmp_path: Path) -> tuple[Path, Path]:
+    """`rows` written by the JVM writer (the columns per page) and by Spark with them in every row; both read
+    back by Spark as the same rows. The two folders."""
+    options = constants.writer_options(rows, ["part"])
     assert options is not None, "the JVM writer does not run here: is the jar built (make jar)?"
     paged, expressed = tmp_path / "paged", tmp_path / "expressed"
     constant_columns.save(rows.write.partitionBy("part").options(**SMALL), str(paged), options)
-    rows.transform(CONSTANTS.add).write.partitionBy("part").options(**SMALL).parquet(str(expressed))
-
-    # what Spark reads: every row with its own values and the constants, in the same schema
+    rows.transform(constants.add).write.partitionBy("part").options(**SMALL).parquet(str(expressed))
     assertDataFrameEqual(spark.read.parquet(str(paged)), spark.read.parquet(str(expressed)), checkRowOrder=False)
+    return paged, expressed
+
+
+def test_the_jvm_writer_makes_the_files_spark_makes_with_the_columns_in_every_row(spark: SparkSession,
+                                                                                    tmp_path: Path) -> None:
+    # what Spark reads: every row with its own values and the constants, in the same schema
+    paged, expressed = _written_both_ways(spark, _rows(spark, 30_000), CONSTANTS, tmp_path)
     for part in (0, 1):
         a, b = _files(paged, part), _files(expressed, part)
         # what another reader sees: the same columns, types and Spark metadata; each row group's constants
@@ -96,13 +102,7 @@ def test_a_column_of_one_value_per_partition_is_written_per_folder(spark: SparkS
     per = PerPartition("fingerprint", column, {f"part={k}": v for k, v in prints.items()})
     constants = ConstantColumns(CONSTANTS.fields, CONSTANTS.values, before="part", per_partition=per)
     rows = _rows(spark, 30_000).drop("fingerprint")
-    options = constants.writer_options(rows, ["part"])
-    assert options is not None, "the JVM writer does not run here: is the jar built (make jar)?"
-    paged, expressed = tmp_path / "paged", tmp_path / "expressed"
-    constant_columns.save(rows.write.partitionBy("part").options(**SMALL), str(paged), options)
-    rows.transform(constants.add).write.partitionBy("part").options(**SMALL).parquet(str(expressed))
-
-    assertDataFrameEqual(spark.read.parquet(str(paged)), spark.read.parquet(str(expressed)), checkRowOrder=False)
+    paged, expressed = _written_both_ways(spark, rows, constants, tmp_path)
     assert spark.read.parquet(str(paged)).columns[-3:] == ["rank", "fingerprint", "part"]
     for part in (0, 1):
         a, b = _files(paged, part), _files(expressed, part)
