@@ -92,13 +92,17 @@ def unsupported_model(tracking_uri: str) -> str:
     # a view's rows are not counted before the write: the verification reads them back from the staged rows
     ("wrong translation, a view's rows", "engine: udf (verification failed: differs from the model: output "
                                          "prediction, row 0:"),
+    # features stored as the model takes them: the verification reads the staged rows on the driver
+    ("wrong translation, features stored as doubles", "engine: udf (verification failed: differs from the "
+                                                      "model: output prediction, row 0:"),
     ("--engine udf", "engine: udf (--engine udf)"),
 ])
 def test_auto_falls_back_to_the_udf_and_says_why(spark: SparkSession, source: str, output: str, model: dict[str, str],
                                                  tracking_uri: str, monkeypatch: pytest.MonkeyPatch,
-                                                 caplog: pytest.LogCaptureFixture, case: str,
-                                                 expected_line: str) -> None:
+                                                 caplog: pytest.LogCaptureFixture, request: pytest.FixtureRequest,
+                                                 case: str, expected_line: str) -> None:
     uri, flags, read = f"models:/churn_lr/{model['v1']}", [], source
+    read_on_driver: list[int] = []
     if case == "unsupported estimator":
         uri = unsupported_model(tracking_uri)
     elif case == "custom PythonModel":
@@ -110,15 +114,24 @@ def test_auto_falls_back_to_the_udf_and_says_why(spark: SparkSession, source: st
             read = f"{source}_view"
             spark.sql(f"CREATE OR REPLACE VIEW {read} AS SELECT * FROM {source}")
             flags = ["--partition-columns", "ds"]
+        if case.endswith("as doubles"):
+            read = f"{source}_doubles"
+            spark.table(source).select("customer_id", *[F.col(c).cast("double").alias(c) for c in FEATURES.values()],
+                                       "segment", "ds").write.partitionBy("ds").saveAsTable(read)
+            request.addfinalizer(lambda: spark.catalog.dropTable(read, ifExists=True))
+        real_some_rows = job.StagingArea.some_rows
+        monkeypatch.setattr(job.StagingArea, "some_rows",
+                            staticmethod(lambda *a: read_on_driver.append(1) or real_some_rows(*a)))
     else:
         flags = ["--engine", "udf"]
     with caplog.at_level(logging.INFO, logger="score_table"):
         result = score(spark, *base(read, output, uri), "--partition", f"ds={DAYS[0]}", *flags)
     (line,) = engine_lines(caplog)
     assert line.startswith(expected_line), line
+    assert bool(read_on_driver) == case.endswith("as doubles")  # the others' features need casts (or a view's)
     assert result.engine is not None and result.engine.engine == "udf"
     if case != "custom PythonModel":
-        check_predictions(spark, source, output, uri, result)
+        check_predictions(spark, read, output, uri, result)
     if case.startswith("wrong translation"):
         assert result.engine.max_diff is not None and 1e-8 < result.engine.max_diff < 1e-5
     run = spark.table(f"{output}_runs").select("engine").first()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -450,6 +450,53 @@ def test_scan_tells_what_sparks_own_listing_tells(spark: SparkSession, source: s
     finally:
         spark.sql("DROP VIEW IF EXISTS lake.scanned_view")
         spark.catalog.dropTable("lake.scanned", ifExists=True)
+
+
+def test_listings_and_footers_are_the_same_in_one_call_as_file_by_file(spark: SparkSession, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The project's JVM helper (a listing of many folders, or many footers, in one call) gives what Hadoop's
+    and Parquet's classes asked file by file from Python give: the same files, sizes and times, less what
+    Spark's readers skip, under folders Hive escapes; the same rows and dictionary-less columns; a footer that
+    cannot be read is unknown, or an error where rows must be counted."""
+    from py4j.protocol import Py4JJavaError
+
+    from spark_jobs import fs
+
+    root = tmp_path / "a 50% place"
+    df = spark.createDataFrame([(i, float(i), ("50%_/x", "it's", "plain")[i % 3]) for i in range(90)],
+                               "id bigint, x double, p string")
+    df.repartition(3).write.partitionBy("p").parquet(str(root))
+    (root / "p=plain" / "_skipped.parquet").write_bytes(b"not read")
+    (root / "p=plain" / ".hidden").write_bytes(b"not read")
+    (root / "p=plain" / "part-9.parquet._COPYING_").write_bytes(b"not read")
+    (root / "_temporary").mkdir()
+    (root / "_temporary" / "part-0.parquet").write_bytes(b"not read")
+    roots = [f"file:{root}", f"file:{root}/p=plain", f"file:{tmp_path}/nothing here"]
+
+    def both(what: Callable[[], Any]) -> list[Any]:
+        helped = what()
+        with monkeypatch.context() as m:
+            m.setattr(fs._Helper, "of", classmethod(lambda cls, spark: None))
+            alone = what()
+        return [helped, alone]
+
+    helped, alone = both(lambda: fs.data_files_in(spark, roots))
+    assert fs._Helper.of(spark) is not None  # the jar is built for the tests: the first is the helper's
+    assert helped == alone and len(helped[0]) == 9 and len(helped[1]) == 3 and helped[2] == []
+    assert {f.path.split("/")[-2] for f in helped[0]} == {"p=50%25_%2Fx", "p=it%27s", "p=plain"}
+    files = sorted(helped[0], key=lambda f: f.path)
+    helped, alone = both(lambda: fs.parquet_facts(spark, files, len(files), plain_of={0, 4}))
+    assert helped == alone and sum(f.rows or 0 for f in helped) == 90
+    assert [f.plain is not None for f in helped] == [i in (0, 4) for i in range(9)]
+    (root / "p=plain" / "broken.parquet").write_bytes(b"not a footer")
+    files = fs.data_files(spark, f"file:{root}/p=plain")
+    helped, alone = both(lambda: fs.parquet_facts(spark, files, len(files)))
+    assert helped == alone and sorted(f.rows is None for f in helped) == [False, False, False, True]
+    with pytest.raises(Py4JJavaError):
+        fs.parquet_row_counts(spark, f"file:{root}/p=plain")
+    with monkeypatch.context() as m, pytest.raises(Py4JJavaError):
+        m.setattr(fs._Helper, "of", classmethod(lambda cls, spark: None))
+        fs.parquet_row_counts(spark, f"file:{root}/p=plain")
 
 
 def test_describe_finds_a_missing_table_without_analysing_its_name(spark: SparkSession, source: str,

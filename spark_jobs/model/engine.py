@@ -3,8 +3,8 @@ JVM; `udf`: the Arrow/pandas UDF. Under `auto` a model gets `sql` only when it t
 own rows, gives the model's own pyfunc predictions; otherwise `udf`, with the reason logged. The translation
 happens from metadata (before data is read, so `--engine sql` on a model that does not translate is exit 2);
 the verification compares a sample of the run's rows: under `sql` read before anything is written, under
-`auto` as the write scored them (collected by the write itself, `sample_of`, or read back from the staged
-rows)."""
+`auto` as the write scored them (read on the driver from the staged files, `verify_staged`; where the staged
+columns are not the model's inputs, collected by the write itself, `sample_of`; else read back with Spark)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import Column, DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -155,6 +156,29 @@ def verify_sample(choice: Choice, rows: Sequence[Row], spec: ModelSpec, toleranc
               T.StructField(MODEL_ERROR, T.StringType())]
     got = pd.concat([pa.array([r[i] for r in rows], type=to_arrow_type(f.dataType)).to_pandas()
                      for i, f in enumerate(fields)], axis=1, keys=[f.name for f in fields])
+    return _compared(choice, got, spec, tolerance, requested)
+
+
+def verify_staged(choice: Choice, staged: pa.Table, spec: ModelSpec, rows: int, least: float, tolerance: float,
+                  requested: str) -> Choice | None:
+    """The comparison of `check` on up to `rows` of the staged rows the model saw (`staged`: the features as
+    the model takes them, stored in their own types, the outputs and the reject reason, which holds the model's
+    error where it raised), read from their files on the driver: no Spark job, no row read again by Spark. None
+    where fewer than `least` are there."""
+    reason = staged.column(REJECT_REASON)
+    error = pc.if_else(pc.starts_with(pc.fill_null(reason, ""), MODEL_ERROR_PREFIX), reason,
+                       pa.scalar(None, pa.string()))
+    seen = staged.filter(pc.or_(pc.is_null(reason), pc.is_valid(error)))
+    if seen.num_rows < least:
+        return None
+    picked = [i * seen.num_rows // rows for i in range(rows)] if seen.num_rows > rows else None
+    columns = {f.name: seen.column(f.column).cast(to_arrow_type(f.spark_type)) for f in spec.features}
+    columns.update({f.name: seen.column(f.name).cast(to_arrow_type(f.dataType)) for f in spec.outputs.fields})
+    columns[MODEL_ERROR] = pc.filter(error, pc.or_(pc.is_null(reason), pc.is_valid(error)))
+    table = pa.table(columns)
+    if picked is not None:
+        table = table.take(picked)
+    got = pd.concat([c.to_pandas() for c in table.columns], axis=1, keys=table.column_names)
     return _compared(choice, got, spec, tolerance, requested)
 
 

@@ -95,9 +95,8 @@ def scan(spark: SparkSession, table: TableInfo, chosen: Sequence[Values]) -> dic
     located = _locations(spark, table, chosen)
     if located is None:
         return dict(zip(chosen, each(lambda v: fingerprint(spark, table, v), list(chosen), threads=4), strict=True))
-    listed_files = [sorted(files, key=lambda f: str(f.getPath().getName()))
-                    for files in each(lambda where: fs.data_files(spark, where), located, threads=4)]
-    parquet = [bool(files) and all(str(f.getPath().getName()).endswith(".parquet") for f in files)
+    listed_files = [sorted(files, key=lambda f: f.name) for files in fs.data_files_in(spark, located)]
+    parquet = [bool(files) and all(f.name.endswith(".parquet") for f in files)
                for files in listed_files]
     flat: list[Any] = []
     firsts = set()  # each partition's first file tells its columns stored without a dictionary

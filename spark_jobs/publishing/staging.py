@@ -32,6 +32,7 @@ from udfs.compat import col
 RUNS_DIR = "_runs"  # underscore: Spark, Hive and Parquet tools skip it when they list a table's folder
 SCORED, REJECTED = "scored", "rejected"
 SAMPLE = "sample_"  # outcome prefix of the rows copied for the profiles: `sample_scored` holds scored rows
+_DRIVER_ROWS = 300_000  # staged rows `some_rows` reads whole (measured: 125,000 rows of 22 columns in 0.1 s)
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,28 @@ class StagingArea:
         step's rows: a job to read 10,000 rows back costs more than half a second)."""
         return [(p, pa.concat_tables([parquet_rows.read_columns(spark, f, columns) for f in p.files]))
                 for p in staged if p.files]
+
+    @staticmethod
+    def some_rows(spark: SparkSession, listing: Listing, columns: Sequence[str], rows: int) -> pa.Table | None:
+        """About `rows` of the staged scored and rejected rows (at least, where there are so many), read on the
+        driver with no Spark job: from the write's sample where it drew one, else from the staged rows, each
+        partition and outcome in proportion to its rows. Where there are more than `_DRIVER_ROWS` to choose
+        from, each takes its share from its first files only."""
+        sampled = {p.values for p in listing.samples}
+        sources = [p for p in listing.samples if p.outcome in (SCORED, REJECTED)] + \
+            [p for p in listing.partitions if p.outcome in (SCORED, REJECTED) and p.values not in sampled]
+        total = sum(p.rows for p in sources)
+        tables = []
+        for p in sources:
+            quota = p.rows if total <= _DRIVER_ROWS else -(-rows * p.rows // total)
+            read = 0
+            for f in p.files:
+                if read >= quota:
+                    break
+                table = parquet_rows.read_columns(spark, f, columns)
+                tables.append(table)
+                read += table.num_rows
+        return pa.concat_tables(tables, promote_options="default") if tables else None
 
     def drop_samples(self, spark: SparkSession) -> None:
         """The sample is the quality step's alone: gone before the run's folders become published versions."""
