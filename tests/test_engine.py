@@ -19,6 +19,7 @@ from pyspark.testing import assertDataFrameEqual
 
 from spark_jobs.cli import main
 from spark_jobs.model import engine
+from spark_jobs.publishing.staging import StagingArea
 from spark_jobs.scoring import job
 from tests.models import Thresholded
 from tests.support import DAYS, FEATURES, base, expected_scored, fit, log_model, register_sklearn, score
@@ -119,9 +120,13 @@ def test_auto_falls_back_to_the_udf_and_says_why(spark: SparkSession, source: st
             spark.table(source).select("customer_id", *[F.col(c).cast("double").alias(c) for c in FEATURES.values()],
                                        "segment", "ds").write.partitionBy("ds").saveAsTable(read)
             request.addfinalizer(lambda: spark.catalog.dropTable(read, ifExists=True))
-        real_some_rows = job.StagingArea.some_rows
-        monkeypatch.setattr(job.StagingArea, "some_rows",
-                            staticmethod(lambda *a: read_on_driver.append(1) or real_some_rows(*a)))
+        real_some_rows = StagingArea.some_rows
+
+        def some_rows(*args: Any) -> Any:
+            read_on_driver.append(1)
+            return real_some_rows(*args)
+
+        monkeypatch.setattr(StagingArea, "some_rows", staticmethod(some_rows))
     else:
         flags = ["--engine", "udf"]
     with caplog.at_level(logging.INFO, logger="score_table"):
