@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
+import pyarrow.parquet as pq
 from py4j.protocol import Py4JError, Py4JJavaError
 from pyspark.sql import SparkSession
 
@@ -179,12 +180,49 @@ def data_files_in(spark: SparkSession, roots: Sequence[str]) -> list[list[DataFi
     a listing of each root on a few threads."""
     if not roots:
         return []
+    local = [_local_path(r) for r in roots]
+    if all(p is not None for p in local):
+        return [_listed_locally(p) for p in local if p is not None]
     helper = _Helper.of(spark)
     if helper is not None:
         with contextlib.suppress(Py4JError, ValueError):
             return [[DataFile(str(p), int(n), float(m) / 1000.0) for p, n, m in files]
                     for files in helper.call("list", roots)]
     return each(lambda root: _listed(spark, root), list(roots), threads=4)
+
+
+def _local_path(path: str) -> str | None:
+    """The local path of a `file:` path as Hadoop prints it (`file:/a/b`, its characters literal, not
+    percent-encoded); None on any other file system (a path without a scheme is on the default one)."""
+    if not path.startswith("file:"):
+        return None
+    rest = path[len("file:"):]
+    if rest.startswith("//"):
+        host, _, rest = rest[2:].partition("/")
+        if host not in ("", "localhost"):
+            return None
+        rest = "/" + rest
+    return rest if rest.startswith("/") else None
+
+
+def _listed_locally(root: str) -> list[DataFile]:
+    """`data_files` on a local disk, from the operating system: a fresh JVM lists and reads footers through
+    Hadoop's and Parquet's classes still interpreted, 0.3 s for a listing and 0.4 s for 32 footers in a run's
+    planning, against milliseconds here. Paths as Hadoop prints them, in the order of their names."""
+    if os.path.isfile(root):
+        found = [root]
+    else:
+        found = []
+        for folder, folders, names in os.walk(root, followlinks=True):
+            folders[:] = [d for d in folders if not d.startswith(("_", ".")) or "=" in d]
+            found += [os.path.join(folder, n) for n in names
+                      if not n.startswith(("_", ".")) and not n.endswith("._COPYING_")]
+    files = []
+    for path in sorted(found):
+        with contextlib.suppress(FileNotFoundError):  # gone since the listing: not there
+            st = os.stat(path)
+            files.append(DataFile(f"file:{path}", st.st_size, st.st_mtime_ns // 1_000_000 / 1000.0))
+    return files
 
 
 def _listed(spark: SparkSession, root: str) -> list[DataFile]:
@@ -329,6 +367,12 @@ class _Footers:
         `strict` the error is raised, else that file's rows are None."""
         if not files:
             return []
+        local = [_local_path(f.path) for f in files]
+        if all(p is not None for p in local):
+            try:
+                return [_footer_here(p, i in plain_of, strict) for i, p in enumerate(local) if p is not None]
+            except (OSError, ValueError):  # a footer that cannot be read, where that is an error: Hadoop's
+                log.debug("a footer does not read here; read through the JVM", exc_info=True)
         helper = _Helper.of(self.spark)
         if helper is not None:
             with contextlib.suppress(Py4JError, ValueError):
@@ -358,6 +402,23 @@ class _Footers:
         with contextlib.suppress(Py4JJavaError):
             return self.read(status, columns)
         return None, None
+
+
+def _footer_here(path: str, columns: bool, strict: bool) -> tuple[int | None, frozenset[str] | None]:
+    """`_Footers.read` of a file on a local disk, by pyarrow; a footer that cannot be read raises where
+    `strict`, else it is unknown."""
+    try:
+        metadata = pq.read_metadata(path)
+    except (OSError, ValueError):
+        if strict:
+            raise
+        return None, None
+    if not columns or metadata.num_row_groups == 0:
+        return metadata.num_rows, None
+    first, schema = metadata.row_group(0), metadata.schema
+    return metadata.num_rows, frozenset(
+        schema.column(i).name for i in range(first.num_columns)
+        if schema.column(i).path == schema.column(i).name and not first.column(i).has_dictionary_page)
 
 
 def _rows(metadata: Any) -> int:

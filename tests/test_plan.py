@@ -452,12 +452,13 @@ def test_scan_tells_what_sparks_own_listing_tells(spark: SparkSession, source: s
         spark.catalog.dropTable("lake.scanned", ifExists=True)
 
 
-def test_listings_and_footers_are_the_same_in_one_call_as_file_by_file(spark: SparkSession, tmp_path: Path,
-                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    """The project's JVM helper (a listing of many folders, or many footers, in one call) gives what Hadoop's
-    and Parquet's classes asked file by file from Python give: the same files, sizes and times, less what
-    Spark's readers skip, under folders Hive escapes; the same rows and dictionary-less columns; a footer that
-    cannot be read is unknown, or an error where rows must be counted."""
+def test_listings_and_footers_are_the_same_every_way(spark: SparkSession, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A local disk's listings and footers read by the operating system and pyarrow, the project's JVM helper
+    (a listing of many folders, or many footers, in one call) and Hadoop's and Parquet's classes asked file by
+    file from Python all give the same: the same files, sizes and times, less what Spark's readers skip, under
+    folders Hive escapes; the same rows and dictionary-less columns; a footer that cannot be read is unknown,
+    or an error where rows must be counted."""
     from py4j.protocol import Py4JJavaError
 
     from spark_jobs import fs
@@ -473,30 +474,37 @@ def test_listings_and_footers_are_the_same_in_one_call_as_file_by_file(spark: Sp
     (root / "_temporary" / "part-0.parquet").write_bytes(b"not read")
     roots = [f"file:{root}", f"file:{root}/p=plain", f"file:{tmp_path}/nothing here"]
 
-    def both(what: Callable[[], Any]) -> list[Any]:
-        helped = what()
+    def every_way(what: Callable[[], Any]) -> list[Any]:
+        found = [what()]
         with monkeypatch.context() as m:
+            m.setattr(fs, "_local_path", lambda path: None)
+            assert fs._Helper.of(spark) is not None  # the jar is built for the tests
+            found.append(what())
             m.setattr(fs._Helper, "of", classmethod(lambda cls, spark: None))
-            alone = what()
-        return [helped, alone]
+            found.append(what())
+        return found
 
-    helped, alone = both(lambda: fs.data_files_in(spark, roots))
-    assert fs._Helper.of(spark) is not None  # the jar is built for the tests: the first is the helper's
-    assert helped == alone and len(helped[0]) == 9 and len(helped[1]) == 3 and helped[2] == []
-    assert {f.path.split("/")[-2] for f in helped[0]} == {"p=50%25_%2Fx", "p=it%27s", "p=plain"}
-    files = sorted(helped[0], key=lambda f: f.path)
-    helped, alone = both(lambda: fs.parquet_facts(spark, files, len(files), plain_of={0, 4}))
-    assert helped == alone and sum(f.rows or 0 for f in helped) == 90
-    assert [f.plain is not None for f in helped] == [i in (0, 4) for i in range(9)]
+    listed = every_way(lambda: [sorted(files, key=lambda f: f.path) for files in fs.data_files_in(spark, roots)])
+    assert listed[0] == listed[1] == listed[2]
+    assert [len(files) for files in listed[0]] == [9, 3, 0]
+    assert {f.path.split("/")[-2] for f in listed[0][0]} == {"p=50%25_%2Fx", "p=it%27s", "p=plain"}
+    files = listed[0][0]
+    read = every_way(lambda: fs.parquet_facts(spark, files, len(files), plain_of={0, 4}))
+    assert read[0] == read[1] == read[2] and sum(f.rows or 0 for f in read[0]) == 90
+    assert [f.plain is not None for f in read[0]] == [i in (0, 4) for i in range(9)]
     (root / "p=plain" / "broken.parquet").write_bytes(b"not a footer")
-    files = fs.data_files(spark, f"file:{root}/p=plain")
-    helped, alone = both(lambda: fs.parquet_facts(spark, files, len(files)))
-    assert helped == alone and sorted(f.rows is None for f in helped) == [False, False, False, True]
-    with pytest.raises(Py4JJavaError):
-        fs.parquet_row_counts(spark, f"file:{root}/p=plain")
-    with monkeypatch.context() as m, pytest.raises(Py4JJavaError):
-        m.setattr(fs._Helper, "of", classmethod(lambda cls, spark: None))
-        fs.parquet_row_counts(spark, f"file:{root}/p=plain")
+    files = sorted(fs.data_files(spark, f"file:{root}/p=plain"), key=lambda f: f.path)
+    read = every_way(lambda: fs.parquet_facts(spark, files, len(files)))
+    assert read[0] == read[1] == read[2] and [f.rows is None for f in read[0]] == [True, False, False, False]
+
+    def counted() -> type[BaseException] | None:
+        try:
+            fs.parquet_row_counts(spark, f"file:{root}/p=plain")
+        except Exception as e:
+            return type(e)
+        return None
+
+    assert every_way(counted) == [Py4JJavaError] * 3
 
 
 def test_describe_finds_a_missing_table_without_analysing_its_name(spark: SparkSession, source: str,
