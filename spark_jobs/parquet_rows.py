@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import urlparse
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -44,8 +43,7 @@ def read_columns(spark: SparkSession, path: str, columns: Sequence[str]) -> pa.T
     """Some columns of one Parquet file (a path as Hadoop prints it): straight from a local disk, else its
     bytes through Hadoop's file system. INT96 timestamps (Spark's default) in microseconds, as Spark reads them
     (nanoseconds overflow outside the years 1678-2261)."""
-    scheme = urlparse(path).scheme
-    local = path.removeprefix("file:").removeprefix("//") if scheme == "file" else path if not scheme else None
+    local = fs.local_path(path)
     source: Any = local if local is not None else io.BytesIO(fs.read_bytes(spark, path))
     return pq.ParquetFile(source, coerce_int96_timestamp_unit="us").read(columns=list(columns))
 

@@ -477,7 +477,7 @@ def test_listings_and_footers_are_the_same_every_way(spark: SparkSession, tmp_pa
     def every_way(what: Callable[[], Any]) -> list[Any]:
         found = [what()]
         with monkeypatch.context() as m:
-            m.setattr(fs, "_local_path", lambda path: None)
+            m.setattr(fs, "local_path", lambda path: None)
             assert fs._Helper.of(spark) is not None  # the jar is built for the tests
             found.append(what())
             m.setattr(fs._Helper, "of", classmethod(lambda cls, spark: None))
