@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -241,3 +242,37 @@ def test_latest_view_gives_the_newest_score_per_key(spark: SparkSession, source:
     assertDataFrameEqual(spark.table(f"{output}_latest"), newest)
     assert spark.sql(f"SELECT count(*) FROM {output}_latest").first()[0] == 3
     spark.sql(f"DROP VIEW {output}_latest")
+
+
+@pytest.mark.parametrize("few", [True, False])
+def test_some_staged_rows_come_from_every_partition_and_outcome(spark: SparkSession, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch, few: bool) -> None:
+    """The rows a translation is verified on, read on the driver: every staged row where they are few; else
+    each partition's and outcome's share of them (and a half more), from its first files, whole."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from spark_jobs.publishing import staging
+    from spark_jobs.publishing.staging import Listing, StagedPartition, StagingArea
+
+    def staged(outcome: str, day: str, rows: int) -> StagedPartition:
+        files = []
+        for i in range(2):  # two files each, rows numbered by partition, outcome and file
+            path = tmp_path / f"__outcome={outcome}" / f"ds={day}" / f"part-{i}.parquet"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(pa.table({"x": [f"{day}/{outcome}/{i}/{r}" for r in range(rows // 2)]}), path)
+            files.append(f"file:{path}")
+        return StagedPartition(outcome, (day,), rows, f"file:{path.parent}", tuple(files))
+
+    sampled = [staged("sample_scored", DAYS[0], 200), staged("sample_rejected", DAYS[0], 40)]
+    whole = [staged("scored", DAYS[1], 100), staged("rejected", DAYS[1], 20), staged("scored", DAYS[0], 4000)]
+    listing = Listing(whole, [replace(p, outcome=p.outcome.removeprefix("sample_")) for p in sampled])
+    monkeypatch.setattr(staging, "_DRIVER_ROWS", 10_000 if few else 100)
+    found = StagingArea.some_rows(spark, listing, ["x"], 30)
+    assert found is not None
+    read = sorted(found.column("x").to_pylist())
+    # the sample stands for the first day; the second day's rows are its own
+    sources = [*sampled, whole[0], whole[1]]
+    expected = [f"{p.values[0]}/{p.outcome}/{i}/{r}" for p in sources for i in range(2 if few else 1)
+                for r in range(p.rows // 2)]
+    assert read == sorted(expected)

@@ -11,6 +11,7 @@ step reads those instead of every row, and deletes them before anything is publi
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -151,14 +152,15 @@ class StagingArea:
         """About `rows` of the staged scored and rejected rows (at least, where there are so many), read on the
         driver with no Spark job: from the write's sample where it drew one, else from the staged rows, each
         partition and outcome in proportion to its rows. Where there are more than `_DRIVER_ROWS` to choose
-        from, each takes its share from its first files only."""
+        from, each takes its share (and a half more) from its first files only."""
         sampled = {p.values for p in listing.samples}
         sources = [p for p in listing.samples if p.outcome in (SCORED, REJECTED)] + \
             [p for p in listing.partitions if p.outcome in (SCORED, REJECTED) and p.values not in sampled]
         total = sum(p.rows for p in sources)
+        share = 1.0 if total <= _DRIVER_ROWS else 1.5 * rows / total  # a half more: some are rejected rows
         tables = []
         for p in sources:
-            quota = p.rows if total <= _DRIVER_ROWS else -(-rows * p.rows // total)
+            quota = math.ceil(share * p.rows)
             read = 0
             for f in p.files:
                 if read >= quota:
