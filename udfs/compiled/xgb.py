@@ -143,7 +143,7 @@ def margins(program: Program, ensemble: Ensemble, X: Sequence[Column]) -> list[C
         raise Unsupported(f"{ensemble.owner}: {len(ensemble.features)} features, the model gets {len(X)}")
     names = stage_features(program, X, RULE)
     # measured (make bench, 300 trees of depth 6 on 4M rows): XGBoost's blocked C++ predictor walks a node
-    # faster than the evaluator (2.9 against 3.3 us a row in one thread since the evaluator's fifteenth-pass walk,
+    # faster than the evaluator (2.9 against 3.3 us a row in one thread since the fifteenth pass's walk,
     # 3.7 before), which outweighs the crossing into Python: whole runs 45.7 and 41.8 s as a UDF against 50.6
     # and 46.7 s in the evaluator (benchmarks/RESULTS.md)
     program.faster_in_library = "XGBoost's own predictor walks large ensembles faster than the JVM tree evaluator"
