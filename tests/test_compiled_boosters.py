@@ -192,7 +192,7 @@ def scored(spark: SparkSession, request: pytest.FixtureRequest) -> dict[tuple[st
     programs = []
     for i, (case, fn) in enumerate(RUNS):
         programs.append(program := Program(_count=i * 100_000, native=native_trees(spark, request.param)))
-        out = _translate(program, models[case], columns, fn)
+        out = program.outputs = _translate(program, models[case], columns, fn)
         names.append([f"r{i}o{k}" for k in range(len(out))])
         outputs += [o.alias(n) for o, n in zip(out, names[i], strict=True)]
         outputs.append((program.error if program.error is not None else F.lit(None)).alias(f"r{i}e"))
@@ -256,7 +256,8 @@ def test_lightgbm_categorical_splits_match(spark: SparkSession, make: Callable[[
               2147483647.0, 2147483648.0, np.inf, -np.inf, 1e-36]
     rows = [[v, 0.3, -0.2] for v in probes] + X[:50].tolist()
     program = Program(native=native_trees(spark, tree_engine))
-    out = lgbm.translate_estimator(program, model, [F.col(n).cast("double") for n in FEATURES], "predict")
+    out = program.outputs = lgbm.translate_estimator(program, model, [F.col(n).cast("double") for n in FEATURES],
+                                                     "predict")
     assert_tree_engine(tree_engine, [program])
     df = spark.createDataFrame([[i, *(None if v is None else float(v) for v in r)] for i, r in enumerate(rows)],
                                "id long, " + ", ".join(f"{n} double" for n in FEATURES))

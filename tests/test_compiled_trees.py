@@ -154,7 +154,7 @@ def scored(spark: SparkSession, request: pytest.FixtureRequest
     for i, (case, fn) in enumerate(RUNS):
         # a Program per run, its columns numbered apart, so that all runs' k-th stages form one projection
         programs.append(program := Program(_count=i * 100_000, native=native_trees(spark, request.param)))
-        out = ESTIMATORS[type(models[case])](program, models[case], columns, fn)
+        out = program.outputs = ESTIMATORS[type(models[case])](program, models[case], columns, fn)
         names.append([f"r{i}o{k}" for k in range(len(out))])
         outputs += [o.alias(n) for o, n in zip(out, names[i], strict=True)]
         outputs.append((program.error if program.error is not None else F.lit(None)).alias(f"r{i}e"))
@@ -219,7 +219,7 @@ def test_evaluator_blocks_keep_each_row_with_its_values(spark: SparkSession, mak
     df = spark.createDataFrame(spark.sparkContext.parallelize(data, 3),  # three partitions of consecutive ids
                                "id long, tag string, " + ", ".join(f"{n} double" for n in FEATURES))
     program = Program(native=native_trees(spark, "native"))
-    out = ESTIMATORS[type(model)](program, model, [F.col(n) for n in FEATURES], fn)
+    out = program.outputs = ESTIMATORS[type(model)](program, model, [F.col(n) for n in FEATURES], fn)
     assert_tree_engine("native", [program])
     got = with_stages(df, [program]).select("id", "tag", *FEATURES, *[o.alias(f"o{k}") for k, o in enumerate(out)])
     collected = got.collect()
@@ -230,3 +230,46 @@ def test_evaluator_blocks_keep_each_row_with_its_values(spark: SparkSession, mak
     actual = pd.DataFrame([[r[f"o{k}"] for k in range(len(out))] for r in collected]).add_prefix("o")
     result = compare(expected, actual, list(expected.columns))
     assert result.equal, f"{result.mismatch} (max diff {result.max_diff})"
+
+
+def _evaluator_input(df: Any) -> list[str]:
+    """The columns of the rows the tree evaluator receives (its RDD's schema, a leaf of the analyzed plan)."""
+    leaves = df._jdf.queryExecution().analyzed().collectLeaves()
+    for i in range(leaves.size()):
+        if leaves.apply(i).getClass().getSimpleName() == "LogicalRDD":
+            output = leaves.apply(i).output()
+            return [output.apply(j).name() for j in range(output.size())]
+    raise AssertionError("no tree evaluator in the plan")
+
+
+def test_evaluator_reads_double_inputs_themselves_and_no_column_it_does_not_need(spark: SparkSession) -> None:
+    """A HistGradientBoosting model reads its features as doubles: the evaluator takes the double input columns
+    themselves (null and NaN both missing) and a float one through the program's column, and the program's
+    columns nothing reads after it (the features as the pyfunc frame holds them, as staged) are not carried to
+    it. The predictions are the model's own, NaN, null and infinities included."""
+    from pyspark.sql import types as ST
+
+    from udfs.compat import try_cast
+    from udfs.compiled import sklearn
+    from udfs.compiled.program import Feature
+
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(400, 3))
+    X[rng.random(400) < 0.1, 0] = np.nan
+    model = E.HistGradientBoostingRegressor(**HGB, random_state=0).fit(X, X[:, 1] + np.nan_to_num(X[:, 0]))
+    rows = np.vstack([X[:200], [[np.inf, 0.5, 0.5], [-np.inf, -1.0, 2.0], [0.5, np.inf, -np.inf]]])
+    data = [[i, None if i % 7 == 0 else float(r[0]), float(r[1]), float(r[2])] for i, r in enumerate(rows.tolist())]
+    df = spark.createDataFrame(data, "id long, f0 double, f1 double, f2 float")
+    program = sklearn.translate(model, [Feature(n, try_cast(n, ST.DoubleType()), ST.DoubleType(), n)
+                                        for n in FEATURES], ST.StructType([ST.StructField("p", ST.DoubleType())]),
+                                "predict", native=native_trees(spark, "native"))
+    assert_tree_engine("native", [program])
+    scored = with_stages(df, [program])
+    read = _evaluator_input(scored)
+    own = [c for c in read if c.startswith("__m")]
+    assert read[:4] == ["id", "f0", "f1", "f2"] and len(own) == 2, read  # f2's staged double and the sums
+    got = sorted(scored.select("id", program.outputs[0].alias("p")).collect(), key=lambda r: r.id)
+    matrix = np.array([[np.nan if v is None else v for v in r[1:]] for r in data], dtype=np.float64)
+    matrix[:, 2] = matrix[:, 2].astype(np.float32)
+    expected = model.predict(matrix)
+    assert [r.p for r in got] == expected.tolist()

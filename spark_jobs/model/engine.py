@@ -88,7 +88,7 @@ def _translate(model_path: str, scoring: ScoringPlan, params: dict[str, Any], in
     for o in scoring.outputs.fields:
         if not isinstance(o.dataType, _TRANSLATABLE):
             raise Unsupported(f"output '{o.name}' of type {o.dataType.simpleString()}")
-    features = [Feature(f.name, try_cast(f.column, f.spark_type), f.spark_type) for f in scoring.features]
+    features = [Feature(f.name, try_cast(f.column, f.spark_type), f.spark_type, f.column) for f in scoring.features]
     return translate(model_path, features, scoring.outputs, inputs_checked, max_nodes, native)
 
 

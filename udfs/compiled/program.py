@@ -5,6 +5,7 @@ the library's order, sigmoid, softmax, argmax)."""
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -29,6 +30,7 @@ class Feature:
     name: str
     column: Column
     spark_type: T.DataType
+    source: str | None = None  # the input column `column` reads (cast where its type differs), if one
 
 
 @dataclass(frozen=True)
@@ -75,13 +77,28 @@ class Program:
         return f"translated, {self.size:,} tree nodes as SQL expressions" if self.size else "translated"
     _count: int = 0
     _errors: list[tuple[Column, Column]] = field(default_factory=list)
+    # per program column that the tree evaluator may read from an input column instead: that column's name.
+    # It holds the same double where the input column is a double, NaN or null where missing (the evaluator
+    # takes both as missing); with_stages checks the input's type.
+    sources: dict[str, str] = field(default_factory=dict)
+    _named: dict[int, tuple[Column, str]] = field(default_factory=dict)  # id of a column `let` returned: its name
 
-    def let(self, expr: Column) -> Column:
-        """Compute `expr` in the current stage; returns a reference to it for later stages."""
+    def let(self, expr: Column, source: str | None = None) -> Column:
+        """Compute `expr` in the current stage; returns a reference to it for later stages. `source`: an input
+        column the tree evaluator may read in its place (see `sources`)."""
         name = f"{PREFIX}{self._count}"
         self._count += 1
         self.stages[-1].append((name, expr))
-        return F.col(name)
+        column = F.col(name)
+        self._named[id(column)] = (column, name)  # the column kept, so that its id stays its own
+        if source is not None:
+            self.sources[name] = source
+        return column
+
+    def source_of(self, value: Column) -> str | None:
+        """The input column the evaluator may read for `value`, where `let` was told one."""
+        found = self._named.get(id(value))
+        return self.sources.get(found[1]) if found is not None and found[0] is value else None
 
     def let_native(self, trees: NativeTrees) -> Column:
         """The tree evaluator's sums, appended after the current stage's projection; later stages read them."""
@@ -120,14 +137,42 @@ class Program:
 
 def with_stages(df: DataFrame, programs: Sequence[Program]) -> DataFrame:
     """`df` with every program's columns, stage by stage (the programs' k-th stages in one projection, then
-    the k-th stages' tree evaluators); the programs' names must differ (Program._count apart)."""
+    the k-th stages' tree evaluators); the programs' names must differ (Program._count apart), and their
+    outputs must be set (what they read is kept). Before an
+    evaluator, the program columns nothing after it reads are dropped, and it reads an input column where a
+    program column only repeats it (`Program.sources`): the evaluator ends the query Spark optimizes, so
+    every column of its input is computed and copied for every row, used or not (2 of 6 s in a warm run of
+    4M rows with a 100-tree model, benchmarks/RESULTS.md)."""
+    doubles = {f.name for f in df.schema.fields if isinstance(f.dataType, T.DoubleType)}
     for k in range(max((len(p.stages) for p in programs), default=0)):
         stage = [entry for p in programs if k < len(p.stages) for entry in p.stages[k]]
         df = df.withColumns({name: e for name, e in stage if isinstance(e, Column)})
-        for name, e in stage:
-            if isinstance(e, NativeTrees):
-                df = native.append(df, name, e.packed, e.features)
+        natives = [(name, e, tuple(p.sources.get(f) if p.sources.get(f) in doubles else f for f in e.features))
+                   for p in programs if k < len(p.stages) for name, e in p.stages[k] if isinstance(e, NativeTrees)]
+        if natives:
+            df = _live(df, programs, k, [f for _, _, features in natives for f in features])
+        for name, e, features in natives:
+            df = native.append(df, name, e.packed, features)
     return df
+
+
+_NAME = re.compile(re.escape(PREFIX) + r"[0-9]+")
+
+
+def _live(df: DataFrame, programs: Sequence[Program], k: int, read: list[str]) -> DataFrame:
+    """`df` without the program columns that neither `read` nor anything after stage k reads (found in the
+    expressions' text; where Spark shortens that text, nothing is dropped)."""
+    later = [e for p in programs for stage in p.stages[k + 1:] for _, e in stage if isinstance(e, Column)]
+    later += [e for p in programs for e in [*p.outputs, p.error] if e is not None]
+    texts = [str(e) for e in later]
+    if any("more fields" in t for t in texts):  # Spark 3.5 abbreviates long argument lists
+        return df
+    needed = set(read) | {name for t in texts for name in _NAME.findall(t)}
+    needed |= {f for p in programs for stage in p.stages[k + 1:] for _, e in stage if isinstance(e, NativeTrees)
+               for f in e.features}
+    own = {name for p in programs for name in p.columns}
+    dead = [c for c in df.columns if c in own and c not in needed]
+    return df.drop(*dead) if dead else df
 
 
 def missing(value: Column) -> Column:

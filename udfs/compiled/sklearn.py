@@ -150,7 +150,9 @@ def _frame(program: Program, features: Sequence[Feature], owner: str) -> Block:
             raise Unsupported(f"{owner}: input {f.name!r} has type {f.spark_type.simpleString()}")
         column = f.column if dtype == "object" else F.when(f.column.isNull(), F.lit(float("nan"))).otherwise(
             as_double(f.column))
-        values.append(Value(program.let(column), dtype, raw=True))
+        # a double input column is this value itself to the tree evaluator (null and NaN are both missing)
+        source = f.source if isinstance(f.spark_type, T.DoubleType) else None
+        values.append(Value(program.let(column, source), dtype, raw=True))
     program.next_stage()
     return Block(values, [f.name for f in features])
 

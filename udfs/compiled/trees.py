@@ -87,7 +87,8 @@ def sql_double(value: float) -> str:
 def stage_features(program: Program, X: Sequence[Column], rule: SplitRule) -> list[str]:
     """One stage column per feature, cast as the rule compares it, null where missing (NaN or null): a CASE
     condition on null is false, so a split sends it right unless it tests IS NULL. Returns the names."""
-    names = [_let(program, F.nanvl(rule.cast(x), F.lit(None).cast(T.DoubleType()))) for x in X]
+    names = [_let(program, F.nanvl(rule.cast(x), F.lit(None).cast(T.DoubleType())),
+                  program.source_of(x) if rule.cast is as_double else None) for x in X]
     program.next_stage()
     return names
 
@@ -163,8 +164,8 @@ def tree_sums(program: Program, trees: Sequence[Tree], features: Sequence[str], 
     return result
 
 
-def _let(program: Program, expr: Column) -> str:
-    program.let(expr)
+def _let(program: Program, expr: Column, source: str | None = None) -> str:
+    program.let(expr, source)
     return program.stages[-1][-1][0]
 
 
