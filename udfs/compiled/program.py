@@ -147,13 +147,20 @@ def with_stages(df: DataFrame, programs: Sequence[Program]) -> DataFrame:
     for k in range(max((len(p.stages) for p in programs), default=0)):
         stage = [entry for p in programs if k < len(p.stages) for entry in p.stages[k]]
         df = df.withColumns({name: e for name, e in stage if isinstance(e, Column)})
-        natives = [(name, e, tuple(p.sources.get(f) if p.sources.get(f) in doubles else f for f in e.features))
+        natives = [(name, e, [_read(p, f, doubles) for f in e.features])
                    for p in programs if k < len(p.stages) for name, e in p.stages[k] if isinstance(e, NativeTrees)]
         if natives:
             df = _live(df, programs, k, [f for _, _, features in natives for f in features])
         for name, e, features in natives:
             df = native.append(df, name, e.packed, features)
     return df
+
+
+def _read(program: Program, name: str, doubles: set[str]) -> str:
+    """The column the evaluator reads for the program column `name`: the input column it repeats, where that
+    is a double, else itself."""
+    source = program.sources.get(name)
+    return source if source is not None and source in doubles else name
 
 
 _NAME = re.compile(re.escape(PREFIX) + r"[0-9]+")
