@@ -23,6 +23,7 @@ from pyspark.sql.pandas.types import to_arrow_type
 
 from spark_jobs.errors import ScoringError, UsageError
 from spark_jobs.planning.plan import REJECT_REASON, ScoringPlan
+from spark_jobs.scoring import bad_rows
 from spark_jobs.session import runtime_conf
 from udfs import ModelSpec, model_cache, score
 from udfs.compat import col, try_cast
@@ -101,13 +102,13 @@ def spark_settings(choice: Choice) -> dict[str, str]:
     return {}
 
 
-def verify(spark: SparkSession, choice: Choice, selected: DataFrame, reasons: Column | None, spec: ModelSpec,
+def verify(spark: SparkSession, choice: Choice, selected: DataFrame, reasons: bad_rows.Checks | None, spec: ModelSpec,
            rows: int, tolerance: float, requested: str) -> Choice:
     """Score up to `rows` of the run's own input rows both ways (the rows the model will see: bad rows left
     out unless they pass to the model) and compare. A mismatch: `udf` under auto, a failure under `sql`."""
     if choice.program is None:
         return choice
-    sample = selected if reasons is None else selected.where(reasons.isNull())
+    sample = bad_rows.good_rows(selected, reasons)
     scored = apply(sample.limit(rows), choice.program, spec.outputs, None, isolate_errors=True)
     return check(spark, choice, scored, spec, tolerance, requested)
 

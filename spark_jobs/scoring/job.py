@@ -80,22 +80,26 @@ def run(spark: SparkSession, cfg: JobConfig, model: model_ref.LocalModel | None 
         challenger_version=job.challenger.model.ref.version if job.challenger is not None else None,
     )
     publisher = publisher_for(cfg.output_format)
-    tracked = tracking.start(spark, cfg, job, lineage) if not cfg.no_mlflow_run else None
-    if tracked is not None:
-        record = replace(record, mlflow_run_id=tracked.run_id)
+    # the MLflow run is made while the run takes its lock and plans its write (three calls to the tracking
+    # store, 0.6 s off a run's critical path); its id joins the history row once the write is done
+    tracking_run = None if cfg.no_mlflow_run else Background(lambda: tracking.start(spark, cfg, job, lineage),
+                                                            "mlflow-run")
     try:
-        result = _locked(spark, cfg, job, lineage, record, publisher, started, tracked)
+        result = _locked(spark, cfg, job, lineage, record, publisher, started, tracking_run)
     except BaseException as e:
+        tracked = tracking_run.result() if tracking_run is not None else None
         if tracked is not None:
             tracked.failed(e)
         raise
+    tracked = tracking_run.result() if tracking_run is not None else None
     if tracked is not None:
         tracked.succeeded(result)
     return result
 
 
 def _locked(spark: SparkSession, cfg: JobConfig, job: Prepared, lineage: RunLineage, record: history.RunRecord,
-            publisher: Publisher, started: float, tracked: tracking.TrackedRun | None) -> RunResult:
+            publisher: Publisher, started: float,
+            tracking_run: Background[tracking.TrackedRun | None] | None) -> RunResult:
     """The run under the output table's lock: score and stage, audit, assess, publish, retain."""
     with locked_run(spark, cfg.output_table, cfg.runs, record, cfg.lock_stale_after_s, cfg.break_lock,
                     manifest=cfg.output_format != "delta") as this:
@@ -106,6 +110,9 @@ def _locked(spark: SparkSession, cfg: JobConfig, job: Prepared, lineage: RunLine
                                       [stored[c] for c in job.source.replaced])
         try:
             first = _score_and_stage(spark, cfg, job, lineage, staging)
+            tracked = tracking_run.result() if tracking_run is not None else None
+            if tracked is not None:  # a failure before this point is recorded without it (the MLflow run
+                this.record = replace(this.record, mlflow_run_id=tracked.run_id)  # has the scoring_run_id)
             try:  # the quality step runs while `auto` verifies the translation on the rows it wrote
                 quality = _assess(spark, cfg, job, lineage, staging, first.listing, first.counts)
             except BaseException:
@@ -197,7 +204,7 @@ class _Staged:
     verifying: Background[engine.Choice | None]
     read_back: Callable[[], engine.Choice]
     spec: ModelSpec
-    reasons: Column | None
+    reasons: bad_rows.Checks | None
     second: _Second | None
 
     def choice(self) -> engine.Choice:
@@ -388,7 +395,7 @@ class _Second:
     lineage: RunLineage
 
 
-def _challenger(spark: SparkSession, cfg: JobConfig, job: Prepared, reasons: Column | None,
+def _challenger(spark: SparkSession, cfg: JobConfig, job: Prepared, reasons: bad_rows.Checks | None,
                 lineage: RunLineage) -> _Second:
     """The challenger's engine, verified on the run's rows like the champion's (before the write); its errors
     are isolated (a row it cannot score keeps null challenger outputs)."""
@@ -427,7 +434,7 @@ class _Written:
 
 
 def _write(spark: SparkSession, cfg: JobConfig, job: Prepared, lineage: RunLineage, staging: StagingArea,
-           chosen: engine.Choice, spec: ModelSpec, reasons: Column | None, second: _Second | None = None,
+           chosen: engine.Choice, spec: ModelSpec, reasons: bad_rows.Checks | None, second: _Second | None = None,
            verify_share: float | None = None) -> _Written:
     """Score every selected row with the chosen engine (and the challenger's) and stage it; with
     `verify_share`, that share of the rows the model saw comes back with the outputs (engine.sample_of)."""
@@ -460,8 +467,8 @@ def _write(spark: SparkSession, cfg: JobConfig, job: Prepared, lineage: RunLinea
 
 
 def _scored_rows(spark: SparkSession, cfg: JobConfig, job: Prepared, chosen: engine.Choice, spec: ModelSpec,
-                 skip: Column | None, reasons: Column | None, second: _Second | None, verify_share: float | None,
-                 per_folder: PerPartition | None = None) -> tuple[DataFrame, Observation]:
+                 skip: Column | None, reasons: bad_rows.Checks | None, second: _Second | None,
+                 verify_share: float | None, per_folder: PerPartition | None = None) -> tuple[DataFrame, Observation]:
     """The rows the write stages: scored (and by the challenger), counted and sampled as they pass, with their
     fingerprints (unless the write adds them `per_folder`), outcomes and the profiles' sample."""
     rows = job.selected(spark).transform(bad_rows.with_reason, reasons)
