@@ -32,11 +32,11 @@ def reasons(plan: ScoringPlan) -> Checks | None:
 
     Every row pays for one test: the sum of the floating features (NaN, an infinity or a null makes the sum
     fail `abs(sum) < inf`) and a null test of the others. Only a row that fails it looks for its feature,
-    and the message is read from literal arrays at that feature's position, so the generated code grows by
-    a few lines per feature, not by a branch per check: about 4.5 times less Java for 20 doubles, which the
-    JVM compiles two or three times per run. A sum that overflows only sends a good row down that path,
-    which finds nothing. `with_reason` adds the position and the message as two projections, so the
-    position is computed once per bad row."""
+    and the message is read from arrays at that feature's position instead of a branch per check: for 20
+    doubles the write's generated method shrinks from 10,829 to 7,105 bytes of bytecode, which the JVM
+    compiles two or three times per run (under the 8,000 bytes where HotSpot's defaults stop compiling). A
+    sum that overflows only sends a good row down that path, which finds nothing. `with_reason` adds the
+    position and the message as two projections, so the position is computed once per bad row."""
     if not plan.features:
         return None
     infinity = F.lit(float("inf"))
